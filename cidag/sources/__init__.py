@@ -3,4 +3,8 @@
 BUILTIN_SOURCES: dict[str, str] = {
     "static": "cidag.sources.static",
     "exec": "cidag.sources.exec",
+    "configdrive": "cidag.sources.configdrive",
+    "nocloud": "cidag.sources.nocloud",
+    "openstack-http": "cidag.sources.openstack",
+    "ec2": "cidag.sources.ec2",
 }
