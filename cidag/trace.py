@@ -1,0 +1,88 @@
+"""A run record as Chrome trace events (the JSON Object Format that Perfetto and chrome://tracing open).
+
+One track (tid) per worker from the record's `worker` field, one complete ("X")
+span per node that ran, and one instant ("i") event per capability settlement on
+a track of its own. Times are microseconds from the run's start.
+"""
+from __future__ import annotations
+
+from .analysis import timeline
+
+PID = 1
+CAPS_TID = 0  # the capabilities track sorts first
+FALLBACK_TID = 100000  # lanes for nodes whose record has no worker
+
+
+def _us(seconds: float) -> float:
+    return round(seconds * 1e6, 3)
+
+
+def to_trace(record: dict) -> dict:
+    """Return the trace as a JSON-ready dict: {"traceEvents": [...], "displayTimeUnit": "ms", ...}."""
+    tl = timeline(record)
+    events: list[dict] = []
+    lanes: dict[int, set[str]] = {}
+    fallback_free: list[float] = []  # end time of the last span on each fallback lane
+    for row in tl["rows"]:
+        if row["start_s"] is None:
+            continue
+        start, end = row["start_s"], row["end_s"] if row["end_s"] is not None else row["start_s"]
+        if isinstance(row["worker"], int):
+            tid = row["worker"] + 1
+        else:
+            # No worker recorded: first lane free at our start, so spans on one track never overlap.
+            lane = next((i for i, free in enumerate(fallback_free) if free <= start), len(fallback_free))
+            if lane == len(fallback_free):
+                fallback_free.append(end)
+            fallback_free[lane] = end
+            tid = FALLBACK_TID + lane
+        lanes.setdefault(tid, set()).add(row["kind"])
+        args = {"status": row["status"], "kind": row["kind"]}
+        if row["reason"]:
+            args["reason"] = row["reason"]
+        if row["critical"]:
+            args["critical_path"] = True
+        events.append({
+            "name": row["id"], "cat": row["kind"] + (",critical" if row["critical"] else ""), "ph": "X",
+            "ts": _us(start), "dur": _us(max(0.0, end - start)), "pid": PID, "tid": tid, "args": args,
+        })
+    for cap in tl["caps"]:
+        if cap["settled_s"] is None:
+            continue
+        args = {"status": cap["status"]}
+        if cap["provider"]:
+            args["provider"] = cap["provider"]
+        events.append({
+            "name": f"{cap['id']} {cap['status']}", "cat": "capability", "ph": "i", "s": "t",
+            "ts": _us(cap["settled_s"]), "pid": PID, "tid": CAPS_TID, "args": args,
+        })
+    meta = [
+        {"name": "process_name", "ph": "M", "pid": PID, "tid": 0,
+         "args": {"name": f"cidag run {tl['started_at']} ({tl['result'] or '?'})".replace(" ()", "")}},
+        {"name": "thread_name", "ph": "M", "pid": PID, "tid": CAPS_TID, "args": {"name": "capabilities"}},
+        {"name": "thread_sort_index", "ph": "M", "pid": PID, "tid": CAPS_TID, "args": {"sort_index": -1}},
+    ]
+    for tid in sorted(lanes):
+        kinds = lanes[tid]
+        if tid >= FALLBACK_TID:
+            name = f"lane {tid - FALLBACK_TID} (no worker recorded)"
+        elif kinds == {"source"}:
+            name = f"source lane {tid - 1}"
+        else:
+            name = f"worker {tid - 1}"
+        meta.append({"name": "thread_name", "ph": "M", "pid": PID, "tid": tid, "args": {"name": name}})
+        meta.append({"name": "thread_sort_index", "ph": "M", "pid": PID, "tid": tid, "args": {"sort_index": tid}})
+    events.sort(key=lambda e: (e["ts"], e["tid"]))
+    skipped = [{"id": r["id"], "status": r["status"], "reason": r["reason"]} for r in tl["rows"] if r["start_s"] is None]
+    return {
+        "traceEvents": meta + events,
+        "displayTimeUnit": "ms",
+        "otherData": {
+            "started_at": tl["started_at"],
+            "result": tl["result"],
+            "makespan_s": tl["makespan_s"],
+            "critical_path_s": record.get("critical_path_s"),
+            "critical_path": " -> ".join(record.get("critical_path") or []),
+            "not_started": len(skipped),
+        },
+    }
