@@ -256,7 +256,7 @@ class Client:
                 )
             chunks: list[bytes] = []
             size = 0
-            while True:
+            while not resp.isclosed():  # a response read to its end closes the socket
                 left = self.deadline - time.monotonic()
                 if left <= 0:
                     raise _Retryable("timeout reading body")

@@ -1,0 +1,451 @@
+"""A loopback metadata simulator: OpenStack- and EC2-shaped APIs from one fixture, with faults.
+
+    with Simulator(load_fixture(None)) as sim:      # 127.0.0.1, a free port
+        sim.add_fault("/openstack*", delay=1.0)
+        ... probe sim.url ...
+        sim.passwords                                # what was POSTed
+
+It can also write the same metadata as a config drive, a NoCloud seed and a
+fake DMI tree. Faults (see `Fault`) match request paths with fnmatch globs.
+"""
+from __future__ import annotations
+
+import copy
+import fnmatch
+import json
+import random
+import secrets
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Mapping
+
+from .durations import parse_duration
+
+DEFAULT_FIXTURE = Path(__file__).parent / "data" / "metadata-fixture.yaml"
+EC2_PREFIX = "/latest"
+PASSWORD_VERSION = "2013-04-04"
+ENDLESS_LIMIT = 1 << 30  # an endless body still ends after 1 GiB, in case no client hangs up
+_FAULT_KEYS = {"path", "method", "delay", "jitter", "stall", "close_mid_body", "status",
+               "first", "body", "size", "redirect", "content_type"}
+
+
+@dataclass
+class Fault:
+    """One injected fault for paths matching `path` (fnmatch glob; `method` optional).
+
+    delay/jitter: seconds before answering (jitter adds uniform [0, jitter]);
+    stall: accept and never answer; close_mid_body: announce the full length, send half, close;
+    status: answer this status (e.g. 500, 404); body: a literal body, or "endless" / "huge"
+    (`size` bytes, announced); redirect: a Location to answer 302 with;
+    first: apply to the first N matching requests only (then the path behaves).
+    """
+
+    path: str = "*"
+    method: str | None = None
+    delay: float = 0.0
+    jitter: float = 0.0
+    stall: bool = False
+    close_mid_body: bool = False
+    status: int | None = None
+    first: int | None = None
+    body: str | None = None
+    size: int = 32 << 20
+    redirect: str | None = None
+    content_type: str = "text/plain"
+    hits: int = field(default=0, compare=False)
+
+    @classmethod
+    def from_dict(cls, spec: Mapping[str, Any]) -> "Fault":
+        """Build from a fixture entry; raise ValueError naming an unknown key or bad value."""
+        unknown = set(spec) - _FAULT_KEYS
+        if unknown:
+            raise ValueError(f"fault {dict(spec)!r}: unknown key(s) {', '.join(sorted(unknown))}")
+        kw = dict(spec)
+        for key in ("delay", "jitter"):
+            if key in kw:
+                kw[key] = parse_duration(kw[key])
+        if kw.get("method"):
+            kw["method"] = str(kw["method"]).upper()
+        return cls(**kw)
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.method is None or self.method == method) and fnmatch.fnmatchcase(path, self.path)
+
+
+class Simulator:
+    """An OpenStack + EC2 metadata server on `host` (127.0.0.1) and `port` (0 = a free one)."""
+
+    def __init__(self, fixture: Mapping | None = None, *, host: str = "127.0.0.1", port: int = 0,
+                 log=None) -> None:
+        self.fixture = copy.deepcopy(dict(fixture if fixture is not None else load_fixture(None)))
+        self.host, self.port = host, port
+        self.faults: list[Fault] = [Fault.from_dict(f) for f in self.fixture.get("faults") or []]
+        self.passwords: list[bytes] = []
+        self.requests: list[tuple[float, str, str, int]] = []  # (t, method, path, status)
+        self.log = log  # a callable taking one line, or None
+        self.stopping = threading.Event()
+        self._tokens: set[str] = set()
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        os_ = self.fixture.get("openstack") or {}
+        self._password: bytes | None = (
+            str(os_["password"]).encode() if os_.get("password") is not None else None
+        )
+
+    # -- life cycle
+
+    def start(self) -> "Simulator":
+        """Bind and serve in a background thread; `url` is valid afterwards."""
+        server = ThreadingHTTPServer((self.host, self.port), _Handler)
+        server.daemon_threads = True
+        server.sim = self  # type: ignore[attr-defined]
+        self._server = server
+        self.port = server.server_address[1]
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+                                        daemon=True, name="cidag-simulator")
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; stalled and delayed requests are released at once."""
+        self.stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> "Simulator":
+        return self.start() if self._server is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def add_fault(self, path: str = "*", **spec: Any) -> Fault:
+        """Append a fault (keys as in Fault) and return it."""
+        fault = Fault.from_dict({"path": path, **spec})
+        with self._lock:
+            self.faults.append(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self.faults.clear()
+
+    # -- the documents
+
+    @property
+    def instance(self) -> dict:
+        return self.fixture.get("instance") or {}
+
+    def openstack_meta(self) -> dict:
+        """meta_data.json as OpenStack renders it."""
+        inst = self.instance
+        keys = list(inst.get("public-keys") or [])
+        meta: dict[str, Any] = {
+            "uuid": str(inst.get("instance-id", "")),
+            "hostname": inst.get("hostname"),
+            "name": inst.get("hostname"),
+            "public_keys": {f"key{i}": k for i, k in enumerate(keys)},
+            "keys": [{"name": f"key{i}", "type": "ssh", "data": k} for i, k in enumerate(keys)],
+            "availability_zone": inst.get("availability-zone"),
+            "launch_index": inst.get("launch-index", 0),
+        }
+        if inst.get("admin-password") is not None:
+            meta["admin_pass"] = str(inst["admin-password"])
+        meta.update((self.fixture.get("openstack") or {}).get("meta_data") or {})
+        return {k: v for k, v in meta.items() if v is not None}
+
+    def openstack_documents(self) -> dict[str, bytes]:
+        """name -> body of the documents under openstack/VERSION/ (absent ones left out)."""
+        os_ = self.fixture.get("openstack") or {}
+        docs = {"meta_data.json": _json(self.openstack_meta())}
+        if self.instance.get("user-data") is not None:
+            docs["user_data"] = _bytes(self.instance["user-data"])
+        if self.instance.get("vendor-data") is not None:
+            docs["vendor_data.json"] = _json({"cloud-init": _text(self.instance["vendor-data"])})
+        if os_.get("network_data") is not None:
+            docs["network_data.json"] = _json(os_["network_data"])
+        return docs
+
+    def ec2_meta(self) -> dict[str, str]:
+        """meta-data path -> value (public keys as public-keys/N/openssh-key)."""
+        inst, ec2 = self.instance, self.fixture.get("ec2") or {}
+        meta = {
+            "instance-id": str(ec2.get("instance-id", inst.get("instance-id", ""))),
+            "local-hostname": inst.get("hostname"),
+            "hostname": inst.get("hostname"),
+            "local-ipv4": inst.get("local-ipv4"),
+            "placement/availability-zone": inst.get("availability-zone"),
+            "ami-launch-index": str(inst.get("launch-index", 0)),
+        }
+        for i, key in enumerate(inst.get("public-keys") or []):
+            meta[f"public-keys/{i}/openssh-key"] = key
+        return {k: str(v) for k, v in meta.items() if v is not None}
+
+    # -- writers
+
+    def write_configdrive(self, directory: str | Path) -> Path:
+        """Write an OpenStack config drive tree (openstack/latest and 2013-04-04) under `directory`."""
+        base = Path(directory)
+        for version in ("latest", PASSWORD_VERSION):
+            vdir = base / "openstack" / version
+            vdir.mkdir(parents=True, exist_ok=True)
+            for name, body in self.openstack_documents().items():
+                (vdir / name).write_bytes(body)
+        return base
+
+    def write_nocloud(self, directory: str | Path) -> Path:
+        """Write a NoCloud seed (meta-data, user-data, vendor-data, network-config) into `directory`."""
+        import yaml
+
+        base = Path(directory)
+        base.mkdir(parents=True, exist_ok=True)
+        inst = self.instance
+        meta = {"instance-id": str(inst.get("instance-id", "")), "local-hostname": inst.get("hostname"),
+                "public-keys": list(inst.get("public-keys") or [])}
+        if inst.get("availability-zone"):
+            meta["availability-zone"] = inst["availability-zone"]
+        (base / "meta-data").write_text(yaml.safe_dump(meta, sort_keys=False))
+        for name in ("user-data", "vendor-data"):
+            if inst.get(name) is not None:
+                (base / name).write_bytes(_bytes(inst[name]))
+        if inst.get("network-config") is not None:
+            (base / "network-config").write_text(yaml.safe_dump(inst["network-config"], sort_keys=False))
+        return base
+
+    def write_sysfs(self, directory: str | Path) -> Path:
+        """Write the fixture's `dmi` fields to DIRECTORY/class/dmi/id/ (a fake sysfs root)."""
+        base = Path(directory) / "class" / "dmi" / "id"
+        base.mkdir(parents=True, exist_ok=True)
+        for name, value in (self.fixture.get("dmi") or {}).items():
+            if "/" in str(name) or str(name).startswith("."):
+                raise ValueError(f"dmi field {name!r} is not a file name")
+            (base / str(name)).write_text(f"{value}\n")
+        return Path(directory)
+
+    # -- request handling (called by _Handler)
+
+    def _active_faults(self, method: str, path: str) -> list[Fault]:
+        out = []
+        with self._lock:
+            for fault in self.faults:
+                if fault.matches(method, path):
+                    fault.hits += 1
+                    if fault.first is None or fault.hits <= fault.first:
+                        out.append(fault)
+        return out
+
+    def _route(self, handler: "_Handler", method: str, path: str) -> tuple[int, bytes, dict]:
+        os_ = self.fixture.get("openstack") or {}
+        ec2 = self.fixture.get("ec2") or {}
+        parts = [p for p in path.split("/") if p]
+        if path == "/":
+            names = (["latest"] if ec2.get("enabled", True) else []) + (
+                ["openstack"] if os_.get("enabled", True) else [])
+            return 200, _lines(names), {}
+        if parts and parts[0] == "openstack" and os_.get("enabled", True):
+            return self._openstack(handler, method, parts[1:], os_)
+        if parts and parts[0] == "latest" and ec2.get("enabled", True):
+            return self._ec2(handler, method, parts[1:], ec2)
+        return 404, b"Not Found\n", {}
+
+    def _openstack(self, handler, method, parts, os_) -> tuple[int, bytes, dict]:
+        versions = [str(v) for v in os_.get("versions") or ["latest"]]
+        if not parts:
+            return 200, _lines(versions), {}
+        if parts[0] not in versions or len(parts) != 2:
+            return 404, b"Not Found\n", {}
+        name = parts[1]
+        if name == "password":
+            if method == "POST":
+                body = handler.read_body(limit=1024)
+                with self._lock:
+                    if self._password is not None:
+                        return 409, b"Conflict: a password is already set\n", {}
+                    self._password = body
+                    self.passwords.append(body)
+                if self.log:
+                    self.log(f"password posted ({len(body)} bytes)")
+                return 200, b"", {}
+            return 200, self._password or b"", {}
+        if method != "GET":
+            return 405, b"Method Not Allowed\n", {}
+        docs = self.openstack_documents()
+        if name not in docs:
+            return 404, b"Not Found\n", {}
+        ctype = "application/json" if name.endswith(".json") else "text/plain"
+        return 200, docs[name], {"Content-Type": ctype}
+
+    def _ec2(self, handler, method, parts, ec2) -> tuple[int, bytes, dict]:
+        if parts == ["api", "token"]:
+            if method != "PUT":
+                return 405, b"Method Not Allowed\n", {}
+            if not handler.headers.get("X-aws-ec2-metadata-token-ttl-seconds", "").isdigit():
+                return 400, b"Missing or invalid TTL header\n", {}
+            token = secrets.token_urlsafe(32)
+            with self._lock:
+                self._tokens.add(token)
+            return 200, token.encode(), {"X-aws-ec2-metadata-token-ttl-seconds":
+                                         handler.headers["X-aws-ec2-metadata-token-ttl-seconds"]}
+        if method != "GET":
+            return 405, b"Method Not Allowed\n", {}
+        token = handler.headers.get("X-aws-ec2-metadata-token")
+        with self._lock:
+            valid = token in self._tokens
+        if not valid and not ec2.get("imdsv1", False):
+            return 401, b"Unauthorized\n", {}
+        if parts == ["user-data"]:
+            data = self.instance.get("user-data")
+            return (404, b"Not Found\n", {}) if data is None else (200, _bytes(data), {})
+        if not parts or parts[0] != "meta-data":
+            return 404, b"Not Found\n", {}
+        meta = self.ec2_meta()
+        key = "/".join(parts[1:])
+        if key in meta:
+            return 200, meta[key].encode(), {}
+        if key == "public-keys":
+            n = len(self.instance.get("public-keys") or [])
+            return (200, _lines(f"{i}=key{i}" for i in range(n)), {}) if n else (404, b"Not Found\n", {})
+        # A directory listing, as IMDS gives for meta-data/ and placement/.
+        prefix = f"{key}/" if key else ""
+        children = sorted({k[len(prefix):].split("/")[0] + ("/" if "/" in k[len(prefix):] else "")
+                           for k in meta if k.startswith(prefix)})
+        return (200, _lines(children), {}) if children else (404, b"Not Found\n", {})
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "cidag-simulator"
+    protocol_version = "HTTP/1.0"  # one request per connection: the client opens one each time
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_PUT(self) -> None:
+        self._serve("PUT")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def read_body(self, limit: int) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(min(length, limit))
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet: the simulator logs itself
+        pass
+
+    def _serve(self, method: str) -> None:
+        sim: Simulator = self.server.sim  # type: ignore[attr-defined]
+        path = self.path.split("?", 1)[0]
+        started = time.monotonic()
+        status = self._answer(sim, method, path)
+        with sim._lock:
+            sim.requests.append((started, method, path, status))
+        if sim.log:
+            sim.log(f"{method} {path} -> {status if status else 'closed'} ({time.monotonic() - started:.2f}s)")
+
+    def _answer(self, sim: Simulator, method: str, path: str) -> int:
+        faults = sim._active_faults(method, path)
+        wait = sum(f.delay + (random.uniform(0, f.jitter) if f.jitter else 0.0) for f in faults)
+        if wait and sim.stopping.wait(wait):
+            return 0
+        for fault in faults:
+            if fault.stall:
+                sim.stopping.wait()
+                return 0
+            if fault.redirect:
+                return self._send(302, b"", {"Location": fault.redirect})
+            if fault.body in ("endless", "huge"):
+                return self._stream(sim, fault)
+            if fault.close_mid_body:
+                status, body, headers = sim._route(self, method, path)
+                body = body or b"x" * 64
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return 0
+            if fault.status is not None or fault.body is not None:
+                status = fault.status if fault.status is not None else 200
+                body = (fault.body if fault.body is not None else f"HTTP {status} (injected)\n").encode()
+                if method == "POST":
+                    self.read_body(limit=1024)
+                return self._send(status, body, {"Content-Type": fault.content_type})
+        status, body, headers = sim._route(self, method, path)
+        return self._send(status, body, headers)
+
+    def _send(self, status: int, body: bytes, headers: Mapping[str, str]) -> int:
+        try:
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        return status
+
+    def _stream(self, sim: Simulator, fault: Fault) -> int:
+        chunk = b"x" * 65536
+        endless = fault.body == "endless"
+        total = ENDLESS_LIMIT if endless else fault.size
+        try:
+            self.send_response(200)
+            if not endless:
+                self.send_header("Content-Length", str(total))
+            self.end_headers()
+            sent = 0
+            while sent < total and not sim.stopping.is_set():
+                piece = chunk[: total - sent]
+                self.wfile.write(piece)
+                sent += len(piece)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        return 200
+
+
+def load_fixture(path: str | Path | None) -> dict:
+    """The fixture at `path` (YAML or JSON), or the shipped default; raise ValueError if malformed."""
+    import yaml
+
+    source = Path(path) if path else DEFAULT_FIXTURE
+    try:
+        data = yaml.safe_load(source.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{source}: invalid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: a fixture is a mapping")
+    unknown = set(data) - {"instance", "openstack", "ec2", "dmi", "faults"}
+    if unknown:
+        raise ValueError(f"{source}: unknown fixture key(s): {', '.join(sorted(unknown))}")
+    for spec in data.get("faults") or []:
+        Fault.from_dict(spec)  # validate early: one line naming the bad fault
+    return data
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, indent=1).encode()
+
+
+def _bytes(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _lines(items) -> bytes:
+    return "".join(f"{i}\n" for i in items).encode()
