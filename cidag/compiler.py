@@ -1,0 +1,226 @@
+"""Compile validated manifests into one networkx DAG and lint it (spec §3.1).
+
+Nodes are `source:NAME`, `cap:NAME`, `module:NAME` with attribute `kind`;
+each edge has `kind` (needs, wants, depends_on, after, provides, exports) and
+the file, line and column that declared it, so a cycle names its edges.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+from .errors import Diagnostic, ManifestError
+from .manifest import Manifests, ModuleSpec, SourceSpec
+
+HARD_EDGES = frozenset({"needs", "depends_on", "provides", "exports"})
+SOFT_EDGES = frozenset({"wants", "after"})
+
+
+@dataclass
+class CompiledGraph:
+    """The DAG plus what the planner reads often: specs by node and providers by capability."""
+
+    graph: nx.DiGraph
+    manifests: Manifests
+    specs: dict[str, SourceSpec | ModuleSpec]
+    providers: dict[str, list[str]]  # capability -> provider node ids, most preferred first
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    def needs(self, node: str) -> list[str]:
+        """Capabilities `node` must have (hard), in declaration order."""
+        return [u[4:] for u, _, k in self.graph.in_edges(node, data="kind") if k == "needs"]
+
+    def wants(self, node: str) -> list[str]:
+        return [u[4:] for u, _, k in self.graph.in_edges(node, data="kind") if k == "wants"]
+
+
+def cap_id(name: str) -> str:
+    return f"cap:{name}"
+
+
+def compile_manifests(m: Manifests) -> CompiledGraph:
+    """Build the graph; raise ManifestError if it has errors (cycles, unprovided needs).
+
+    Warnings are kept in `.diagnostics` (with the manifests' own warnings).
+    """
+    cg = build_graph(m)
+    errors = [d for d in cg.diagnostics if d.severity == "error"]
+    if errors:
+        raise ManifestError(errors + [d for d in cg.diagnostics if d.severity != "error"])
+    return cg
+
+
+def build_graph(m: Manifests) -> CompiledGraph:
+    """Build the graph and collect every diagnostic without raising."""
+    g = nx.DiGraph()
+    specs: dict[str, SourceSpec | ModuleSpec] = {}
+    diags: list[Diagnostic] = list(m.warnings)
+    modules_by_name = {mod.name: mod for mod in m.modules}
+
+    def where(spec, path: tuple) -> dict:
+        line, col = spec.doc.where(spec.path + path)
+        return {"file": spec.doc.file, "line": line, "col": col}
+
+    def add_cap(name: str) -> str:
+        node = cap_id(name)
+        if node not in g:
+            g.add_node(node, kind="capability", name=name)
+        return node
+
+    for s in m.sources:
+        g.add_node(s.node_id, kind="source", name=s.name, type=s.type, **where(s, ()))
+        specs[s.node_id] = s
+    for mod in m.modules:
+        g.add_node(mod.node_id, kind="module", name=mod.name, type=mod.type, **where(mod, ()))
+        specs[mod.node_id] = mod
+
+    for s in m.sources:
+        for i, cap in enumerate(s.capabilities):
+            g.add_edge(s.node_id, add_cap(cap), kind="exports", **where(s, ("capabilities", i)))
+        for i, cap in enumerate(s.needs):
+            g.add_edge(add_cap(cap), s.node_id, kind="needs", **where(s, ("needs", i)))
+    for mod in m.modules:
+        for i, cap in enumerate(mod.provides):
+            g.add_edge(mod.node_id, add_cap(cap), kind="provides", **where(mod, ("provides", i)))
+        for key in ("needs", "wants"):
+            for i, cap in enumerate(getattr(mod, key)):
+                g.add_edge(add_cap(cap), mod.node_id, kind=key, **where(mod, (key, i)))
+        if mod.frequency == "per-instance" and "instance-id" not in mod.needs:
+            # A per-instance module cannot know whether it already ran without the instance id.
+            at = ("frequency",) if "frequency" in mod.doc.data["modules"][mod.index] else ("name",)
+            g.add_edge(add_cap("instance-id"), mod.node_id, kind="needs", implicit=True, **where(mod, at))
+        for key in ("depends_on", "after"):
+            for i, other in enumerate(getattr(mod, key)):
+                target = modules_by_name.get(other)
+                if target is None:
+                    known = list(modules_by_name)
+                    hint = difflib.get_close_matches(other, known, n=1)
+                    tail = f" (did you mean {hint[0]!r}?)" if hint else ""
+                    what = "a source; use needs on one of its capabilities" if any(s.name == other for s in m.sources) else "not a module"
+                    diags.append(mod.doc.diag(mod.path + (key, i), f"{key}: {other!r} is {what}{tail}", code="unknown-module"))
+                    continue
+                if g.has_edge(target.node_id, mod.node_id):
+                    continue  # depends_on wins over after for the same pair
+                g.add_edge(target.node_id, mod.node_id, kind=key, **where(mod, (key, i)))
+
+    providers: dict[str, list[str]] = {}
+    for s in m.sources:
+        for cap in s.capabilities:
+            providers.setdefault(cap, []).append(s.node_id)
+    for mod in m.modules:
+        for cap in mod.provides:
+            providers.setdefault(cap, []).append(mod.node_id)
+
+    cg = CompiledGraph(g, m, specs, providers, diags)
+    diags.extend(_cycles(g))
+    diags.extend(_unprovided(cg))
+    diags.extend(_never_run(cg))
+    diags.extend(_unused_sources(cg))
+    return cg
+
+
+def _edge_where(g: nx.DiGraph, u: str, v: str) -> str:
+    d = g.edges[u, v]
+    return f"{os.path.basename(d['file'])}:{d['line']}"
+
+
+def _cycles(g: nx.DiGraph) -> list[Diagnostic]:
+    """One diagnostic per strongly connected component that holds a cycle."""
+    out = []
+    for comp in nx.strongly_connected_components(g):
+        if len(comp) == 1:
+            (n,) = comp
+            if not g.has_edge(n, n):
+                continue
+        cycle = nx.find_cycle(g.subgraph(comp))
+        # Start the report at a module or source for readability.
+        edges = [(u, v) for u, v in cycle]
+        first = next((i for i, (u, _) in enumerate(edges) if not u.startswith("cap:")), 0)
+        edges = edges[first:] + edges[:first]
+        u0, v0 = edges[0]
+        d0 = g.edges[u0, v0]
+        chain = " -> ".join(
+            f"{u} -[{g.edges[u, v]['kind']} at {_edge_where(g, u, v)}]" for u, v in edges
+        ) + f" -> {edges[0][0]}"
+        out.append(Diagnostic(d0["file"], d0["line"], d0["col"],
+                              f"dependency cycle: {chain}", code="cycle"))
+    return out
+
+
+def _unprovided(cg: CompiledGraph) -> list[Diagnostic]:
+    out = []
+    g = cg.graph
+    for node in g:
+        if not node.startswith("cap:") or cg.providers.get(node[4:]):
+            continue
+        for _, consumer, d in g.out_edges(node, data=True):
+            spec = cg.specs[consumer]
+            who = f"{spec.kind} {spec.name!r}"
+            if d["kind"] == "needs":
+                if d.get("implicit"):
+                    msg = (f"module {spec.name!r} is per-instance and so needs 'instance-id', which no source "
+                           "or module provides (add one, or set frequency: per-boot)")
+                else:
+                    msg = f"{who} needs {node[4:]!r}, which no source or module provides"
+                out.append(Diagnostic(d["file"], d["line"], d["col"], msg, "error", "unprovided-need"))
+            else:
+                out.append(Diagnostic(d["file"], d["line"], d["col"],
+                                      f"{who} wants {node[4:]!r}, which no source or module provides",
+                                      "warning", "unprovided-want"))
+    return out
+
+
+def _never_run(cg: CompiledGraph) -> list[Diagnostic]:
+    """Modules that can never run: a need whose every provider can never succeed, or a
+    depends_on on such a module (computed to a fixpoint)."""
+    g = cg.graph
+    dead: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for node, spec in cg.specs.items():
+            if node in dead:
+                continue
+            for u, _, k in g.in_edges(node, data="kind"):
+                if k == "needs" and all(p in dead for p in cg.providers.get(u[4:], [])):
+                    dead.add(node)
+                elif k == "depends_on" and u in dead:
+                    dead.add(node)
+                else:
+                    continue
+                changed = True
+                break
+    out = []
+    for node in sorted(dead, key=lambda n: (cg.specs[n].doc.file, cg.specs[n].index)):
+        spec = cg.specs[node]
+        blocked = [u for u, _, k in g.in_edges(node, data="kind") if k == "needs" and not cg.providers.get(u[4:])]
+        if blocked and spec.kind == "module":
+            continue  # already an error: unprovided need
+        out.append(spec.doc.diag(spec.path + ("name",),
+                                 f"{spec.kind} {spec.name!r} can never run: what it needs can never be provided",
+                                 severity="warning", code="never-runs"))
+    return out
+
+
+def _unused_sources(cg: CompiledGraph) -> list[Diagnostic]:
+    g = cg.graph
+    out = []
+    for s in cg.manifests.sources:
+        used = any(g.out_degree(cap_id(c)) for c in s.capabilities)
+        if s.capabilities and not used:
+            out.append(s.doc.diag(s.path + ("name",),
+                                  f"source {s.name!r} serves no capability any module needs or wants; it will not be probed",
+                                  severity="warning", code="unused-source"))
+    return out
+
+
+def longest_remaining(g: nx.DiGraph) -> dict[str, int]:
+    """For each node, the number of source/module nodes on the longest path from it to a sink."""
+    out: dict[str, int] = {}
+    for node in reversed(list(nx.topological_sort(g))):
+        own = 0 if node.startswith("cap:") else 1
+        out[node] = own + max((out[s] for s in g.successors(node)), default=0)
+    return out

@@ -1,0 +1,20 @@
+"""Whether cidag is turned off on this machine (cloud-init's cloud-init.disabled and cloud-init=disabled)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+DISABLE_FILE = "etc/cidag/cidag.disabled"
+
+
+def disabled_reason(root: str | Path = "/", cmdline: str | Path = "/proc/cmdline") -> str | None:
+    """Why cidag is disabled, or None when it may run."""
+    marker = Path(root) / DISABLE_FILE
+    if marker.exists():
+        return f"{marker} exists"
+    try:
+        words = Path(cmdline).read_text().split()
+    except OSError:
+        words = []
+    if "cidag=disabled" in words:
+        return "kernel command line has cidag=disabled"
+    return None

@@ -1,0 +1,482 @@
+"""Run a compiled graph: the loop that joins the plan, the node runner, the state and the record.
+
+`run()` is the library entry point the CLI, the tests and the benchmarks call.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from .api import Context
+from .compiler import CompiledGraph
+from .errors import SourceUnavailable, UsageError
+from .facade import Facade
+from .plan import Plan
+from .record import build_record, jsonable
+from .state import StateDir
+
+GRACE_S = 2.0  # SIGTERM -> SIGKILL for commands of interrupted nodes
+_NODE_LOG_PARENT = logging.getLogger("cidag.node")
+
+
+@dataclass
+class RunOptions:
+    """What `cidag run` was asked to do; every field has the CLI's default."""
+
+    root: Path = Path("/")
+    state_dir: Path | None = None  # default: ROOT/var/lib/cidag
+    jobs: int = 4
+    select: str | None = None  # None: the manifest's
+    strategy: str = "one-step"
+    only: tuple[str, ...] = ()
+    force: tuple[str, ...] = ()
+    force_all: bool = False
+    fail_fast: bool = False
+    dry_run: bool = False
+    record_path: Path | None = None
+    handle_signals: bool = True
+    observer: Any = None  # has node_started(id) / node_ended(id, status, seconds)
+
+    def resolved_state_dir(self) -> Path:
+        return Path(self.state_dir) if self.state_dir else Path(self.root) / "var/lib/cidag"
+
+
+@dataclass
+class RunResult:
+    """A finished run: its record, exit code, and for --dry-run the start order."""
+
+    record: dict
+    exit_code: int
+    record_path: Path | None = None
+    start_order: list[str] = field(default_factory=list)
+
+
+def plan_skips(cg: CompiledGraph, opts: RunOptions, state: StateDir | None) -> dict[str, tuple[str, bool, dict]]:
+    """Nodes settled before the run starts: outside --only, `once` already done, sources not needed."""
+    import networkx as nx
+
+    g = cg.graph
+    skips: dict[str, tuple[str, bool, dict]] = {}
+    modules = {m.node_id: m for m in cg.manifests.modules}
+    for name in opts.only:
+        if f"module:{name}" not in modules:
+            raise UsageError(f"--only {name}: no such module")
+    for name in opts.force:
+        if f"module:{name}" not in modules:
+            raise UsageError(f"--force {name}: no such module")
+    in_run = set(modules)
+    if opts.only:
+        # A module and what it needs: hard and soft inputs and their providers, not `after`.
+        keep = {f"module:{n}" for n in opts.only}
+        view = nx.subgraph_view(g, filter_edge=lambda u, v: g.edges[u, v]["kind"] != "after")
+        for n in list(keep):
+            keep |= nx.ancestors(view, n)
+        for n in in_run - keep:
+            skips[n] = ("not selected by --only", False, {})
+        in_run &= keep
+    if state is not None:
+        for n in sorted(in_run):
+            spec = modules[n]
+            if spec.frequency != "once" or opts.force_all or spec.name in opts.force:
+                continue
+            marker = state.read_marker(spec.name, "once", None)
+            if marker is not None:
+                skips[n] = ("already ran once on this machine", True, marker.get("provides") or {})
+                in_run.discard(n)
+    # Probe only what the modules that will run need, directly or through other sources.
+    needed: set[str] = set()
+    for n in in_run:
+        needed |= nx.ancestors(g, n)
+    for s in cg.manifests.sources:
+        if s.node_id not in needed:
+            skips[s.node_id] = ("not needed", False, {})
+    return skips
+
+
+class _Capture(logging.Handler):
+    """Keeps one node's log records for the run record (already scrubbed by the filter)."""
+
+    def __init__(self, t0: float) -> None:
+        super().__init__(logging.DEBUG)
+        self.t0, self.records = t0, []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append({"t": round(record.created - self.t0, 6), "level": record.levelname,
+                             "message": record.getMessage()})
+
+
+class _Scrub(logging.Filter):
+    def __init__(self, scrub: Callable[[str], str]) -> None:
+        super().__init__()
+        self.scrub = scrub
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = self.scrub(record.getMessage()), None
+        return True
+
+
+class Engine:
+    """One run of a compiled graph. Use `run()`; the class keeps the loop's state together."""
+
+    def __init__(self, cg: CompiledGraph, opts: RunOptions) -> None:
+        self.cg, self.opts = cg, opts
+        self.select = opts.select or cg.manifests.select
+        self.state = None if opts.dry_run else StateDir(opts.resolved_state_dir())
+        self.events: queue.SimpleQueue = queue.SimpleQueue()
+        self.running: dict[str, tuple[Context, float]] = {}  # node -> (ctx, deadline)
+        self.workers: dict[str, int] = {}
+        self._free_lanes: list[int] = list(range(opts.jobs))
+        self._next_source_lane = opts.jobs
+        self.logs: dict[str, list[dict]] = {}
+        self.outputs: dict[str, str] = {}
+        self.secret_values: set[str] = set()
+        self.interrupted = False
+        self.first_failure: str | None = None
+        self.t0 = time.monotonic()
+        self.wall0 = time.time()
+        self.plan: Plan | None = None
+
+    # -- helpers -------------------------------------------------------------
+
+    def clock(self) -> float:
+        return time.monotonic() - self.t0
+
+    def scrub(self, text: str) -> str:
+        if not text or not self.secret_values:
+            return text
+        for secret in sorted(self.secret_values, key=len, reverse=True):
+            text = text.replace(secret, "<secret>")
+        return text
+
+    def instance_id(self) -> str | None:
+        cap = self.plan.caps.get("instance-id") if self.plan else None
+        if cap is None or cap.status != "resolved":
+            return None
+        value = self.plan.nodes[cap.provider].values.get("instance-id")
+        return None if value is None else str(value)
+
+    def _note_secrets(self, node: str, values: dict) -> None:
+        secrets = self.cg.specs[node].secrets | self.cg.manifests.secrets()
+        for cap, value in values.items():
+            if cap in secrets and isinstance(value, (str, bytes)) and value:
+                self.secret_values.add(value if isinstance(value, str) else value.decode("utf-8", "replace"))
+
+    # -- starting nodes ------------------------------------------------------
+
+    def _declared(self, node: str) -> list[str]:
+        return [u[4:] for u, _, k in self.cg.graph.in_edges(node, data="kind") if k in ("needs", "wants")]
+
+    def _env(self, node: str, facade: Facade, iid: str | None) -> dict[str, str]:
+        env = {"CIDAG_ROOT": str(self.opts.root), "CIDAG_NODE": node,
+               "CIDAG_STATE_DIR": str(self.opts.resolved_state_dir())}
+        if iid is not None:
+            env["CIDAG_INSTANCE_ID"] = iid
+        for name in facade:
+            value = facade[name]
+            if callable(value):
+                continue
+            key = "CIDAG_CAP_" + name.upper().replace("-", "_").replace(".", "_")
+            if isinstance(value, bytes):
+                value = value.decode("utf-8", "replace")
+            env[key] = value if isinstance(value, str) else json.dumps(jsonable(value))
+        return env
+
+    def _make_context(self, node: str) -> Context:
+        spec = self.cg.specs[node]
+        facade = Facade(self.plan, node, self._declared(node))
+        iid = self.instance_id()
+        log = logging.Logger(f"cidag.node.{spec.name}")
+        log.parent = _NODE_LOG_PARENT  # not registered globally: no leak across runs
+        log.setLevel(logging.DEBUG)  # everything reaches the record; stderr filters by level
+        log.addFilter(_Scrub(self.scrub))
+        capture = _Capture(self.wall0)
+        log.addHandler(capture)
+        self.logs[node] = capture.records
+        return Context(
+            name=spec.name,
+            kind=spec.kind,
+            settings=spec.settings,
+            caps=facade,
+            root=Path(self.opts.root),
+            instance_id=iid,
+            log=log,
+            deadline=time.monotonic() + spec.timeout,
+            cancelled=threading.Event(),
+            state_dir=self.opts.resolved_state_dir(),
+            env=self._env(node, facade, iid),
+        )
+
+    def _before_start(self, node: str) -> tuple[str, dict] | None:
+        spec = self.cg.specs[node]
+        if spec.kind != "module" or spec.frequency != "per-instance" or self.state is None:
+            return None
+        if self.opts.force_all or spec.name in self.opts.force:
+            return None
+        iid = self.instance_id()
+        marker = self.state.read_marker(spec.name, "per-instance", iid)
+        if marker is None:
+            return None
+        return (f"already ran for instance {iid}", marker.get("provides") or {})
+
+    def _start(self, node: str) -> None:
+        spec = self.cg.specs[node]
+        ctx = self._make_context(node)
+        if spec.kind == "module":
+            lane = self._free_lanes.pop(0) if self._free_lanes else len(self.workers) + self.opts.jobs
+        else:
+            lane, self._next_source_lane = self._next_source_lane, self._next_source_lane + 1
+        self.workers[node] = lane
+        self.running[node] = (ctx, ctx.deadline)
+        if self.opts.observer is not None:
+            self.opts.observer.node_started(node)
+        threading.Thread(target=self._work, args=(node, spec.call, ctx), daemon=True,
+                         name=f"cidag:{node}").start()
+
+    def _work(self, node: str, call, ctx: Context) -> None:
+        # Runs on a worker thread; everything it learns goes back through the queue.
+        try:
+            result = call(ctx)
+            self.events.put((node, "returned", result, ""))
+        except SourceUnavailable as exc:
+            self.events.put((node, "unavailable", None, str(exc)))
+        except BaseException as exc:  # a plugin's failure is the node's, never the run's
+            self.events.put((node, "raised", None, _describe(exc)))
+
+    # -- ending nodes --------------------------------------------------------
+
+    def _end(self, node: str, status: str, reason: str = "", values: dict | None = None) -> None:
+        ctx, _ = self.running.pop(node)
+        spec = self.cg.specs[node]
+        if ctx.output:
+            self.outputs[node] = "".join(ctx.output)[-(1 << 20):]
+        lane = self.workers.get(node)
+        if spec.kind == "module" and lane is not None and lane < self.opts.jobs:
+            self._free_lanes.append(lane)
+            self._free_lanes.sort()
+        if values:
+            self._note_secrets(node, values)
+        self.plan.finished(node, status, reason=self.scrub(reason), values=values)
+        if status == "ok" and self.state is not None:
+            iid = self.instance_id()
+            provides = {k: jsonable(v) for k, v in (values or {}).items() if not callable(v)}
+            self.state.write_marker(spec.name, spec.frequency, iid,
+                                    {"module": spec.name, "instance_id": iid,
+                                     "finished_at": _utc(time.time()), "provides": provides})
+        if spec.kind == "module" and status in ("failed", "timeout") and self.first_failure is None:
+            self.first_failure = node
+        if self.opts.observer is not None:
+            st = self.plan.nodes[node]
+            self.opts.observer.node_ended(node, status, (st.end or 0) - (st.start or 0))
+
+    def _classify(self, node: str, how: str, result: Any, reason: str) -> None:
+        spec = self.cg.specs[node]
+        if spec.kind == "source":
+            if how == "unavailable" or (how == "returned" and result is None):
+                self._end(node, "unavailable", reason or "probe found nothing")
+            elif how == "raised":
+                self._end(node, "failed", reason)
+            elif not isinstance(result, dict):
+                self._end(node, "failed", f"probe returned {type(result).__name__}, not a mapping")
+            else:
+                values = {c: result[c] for c in spec.capabilities if c in result and result[c] is not None}
+                self._end(node, "available", "", values)
+        else:
+            if how == "raised" or how == "unavailable":
+                self._end(node, "failed", reason)
+            elif result is not None and not isinstance(result, dict):
+                self._end(node, "failed", f"run returned {type(result).__name__}, not a mapping or None")
+            else:
+                result = result or {}
+                values = {c: result.get(c, True) for c in spec.provides}
+                self._end(node, "ok", "", values)
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for node, (ctx, deadline) in list(self.running.items()):
+            if now >= deadline:
+                ctx.cancelled.set()  # the thread may go on; its late answer is ignored
+                spec = self.cg.specs[node]
+                why = f"timeout after {spec.timeout:g}s"
+                self._end(node, "failed" if spec.kind == "source" else "timeout", why)
+
+    # -- the loop ------------------------------------------------------------
+
+    def _on_signal(self, signum, frame) -> None:
+        self.events.put(("__signal__", signum, None, ""))
+
+    def run(self) -> RunResult:
+        skips = plan_skips(self.cg, self.opts, self.state)
+        self.plan = Plan(self.cg, select=self.select, strategy=self.opts.strategy,
+                         jobs=self.opts.jobs, skip=skips, clock=self.clock)
+        if self.opts.dry_run:
+            return self._dry_run()
+        self.state.ensure_writable()
+        self.plan.before_start = self._before_start
+        started_at = _utc(self.wall0)
+        record_name = f"{datetime.fromtimestamp(self.wall0, timezone.utc):%Y%m%dT%H%M%S.%fZ}-{os.getpid()}.json"
+        self.state.begin_run({"pid": os.getpid(), "started_at": started_at,
+                              "record": str(self.state.path / "runs" / record_name)})
+        old_handlers = self._install_signals()
+        try:
+            self._loop()
+        finally:
+            self._restore_signals(old_handlers)
+            makespan = self.clock()
+            record = self._record(started_at, makespan)
+            try:
+                path = self.state.write_record(record, record_name)
+                if self.opts.record_path:
+                    from .state import write_json
+
+                    write_json(self.opts.record_path, record)
+                self._write_instance_data()
+            finally:
+                self.state.end_run()
+        return RunResult(record, record["exit_code"], path, self.plan.start_order)
+
+    def _loop(self) -> None:
+        plan = self.plan
+        plan.start()
+        while plan.is_active():
+            stopping = self.interrupted or (self.opts.fail_fast and self.first_failure)
+            if not stopping:
+                for node in plan.next_to_start():
+                    self._start(node)
+            if not self.running:
+                if stopping:
+                    why = "run interrupted" if self.interrupted else f"not started: --fail-fast after {self.first_failure} failed"
+                    plan.abandon(why)
+                    break
+                if plan.has_ready():
+                    continue  # markers settled some nodes and others became ready
+                plan.abandon("internal error: nothing can start (please report)")
+                break
+            timeout = max(0.0, min(d for _, d in self.running.values()) - time.monotonic())
+            try:
+                node, how, result, reason = self.events.get(timeout=timeout)
+            except queue.Empty:
+                self._expire()
+                continue
+            if node == "__signal__":
+                self._interrupt(signal.Signals(how).name)
+                continue
+            if node in self.running:
+                self._classify(node, how, result, reason)
+            self._expire()
+
+    def _interrupt(self, signame: str) -> None:
+        """No new node starts; running ones are cancelled (their commands get SIGTERM, then
+        SIGKILL after the grace period) and marked interrupted."""
+        self.interrupted = True
+        for ctx, _ in self.running.values():
+            ctx.cancelled.set()
+        deadline = time.monotonic() + GRACE_S + 1.0
+        while self.running and time.monotonic() < deadline:
+            try:
+                node, how, _, _ = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if node in self.running:
+                ctx, _ = self.running.pop(node)
+                self.plan.finished(node, "interrupted", reason=f"interrupted by {signame}")
+        for node in list(self.running):
+            self.running.pop(node)
+            self.plan.finished(node, "interrupted", reason=f"interrupted by {signame}")
+        self.plan.abandon(f"not started: run interrupted by {signame}")
+
+    def _install_signals(self) -> dict:
+        if not self.opts.handle_signals or threading.current_thread() is not threading.main_thread():
+            return {}
+        old = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old[sig] = signal.signal(sig, self._on_signal)
+        return old
+
+    @staticmethod
+    def _restore_signals(old: dict) -> None:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+    # -- output --------------------------------------------------------------
+
+    def _record(self, started_at: str, makespan: float) -> dict:
+        m = self.cg.manifests
+        meta = {"strategy": self.opts.strategy, "select": self.select, "jobs": self.opts.jobs,
+                "root": str(self.opts.root), "state_dir": str(self.opts.resolved_state_dir()),
+                "manifests": {"sources": m.sources_file, "modules": m.modules_file}}
+        return build_record(self.plan, started_at=started_at, makespan=makespan,
+                            interrupted=self.interrupted, instance_id=self.instance_id(), meta=meta,
+                            logs=self.logs, outputs=self.outputs, workers=self.workers, scrub=self.scrub)
+
+    def _write_instance_data(self) -> None:
+        secrets = self.cg.manifests.secrets()
+        public: dict = {}
+        sensitive: dict = {}
+        for name, cap in sorted(self.plan.caps.items()):
+            if cap.status != "resolved":
+                continue
+            value = jsonable(self.plan.nodes[cap.provider].values.get(name))
+            sensitive[name] = {"provider": cap.provider, "value": value}
+            shown = "<secret>" if name in secrets and value != "<operation>" else value
+            public[name] = {"provider": cap.provider, "value": shown}
+        iid = self.instance_id()
+        self.state.write_instance_data({"instance_id": iid, "capabilities": public},
+                                       {"instance_id": iid, "capabilities": sensitive})
+
+    def _dry_run(self) -> RunResult:
+        """Walk the plan as if every source were available with every declared capability
+        and every module ended ok (ninja -n): the order things would start in."""
+        plan = self.plan
+        plan.start()
+        while plan.is_active():
+            started = plan.next_to_start()
+            if not started:
+                plan.abandon("internal error: nothing can start (please report)")
+                break
+            for node in started:
+                spec = self.cg.specs[node]
+                if spec.kind == "source":
+                    plan.finished(node, "available", values={c: None for c in spec.capabilities})
+                else:
+                    plan.finished(node, "ok", values={c: True for c in spec.provides})
+        record = self._record(_utc(self.wall0), 0.0)
+        return RunResult(record, 0, None, plan.start_order)
+
+
+def run(cg: CompiledGraph, opts: RunOptions | None = None) -> RunResult:
+    """Run `cg` once with `opts`; returns the record and the exit code (never raises for a
+    failing node; raises UsageError for unusable options or state dir)."""
+    return Engine(cg, opts or RunOptions()).run()
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if type(exc) in (RuntimeError, Exception) or isinstance(exc, (OSError,)) and text:
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _utc(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def load_and_compile(sources: str | None = None, modules: str | None = None,
+                     config_dir: str | None = None) -> CompiledGraph:
+    """Find, load and compile the manifests (the lookup order of spec §2)."""
+    from .compiler import compile_manifests
+    from .manifest import find_manifests, load_manifests
+
+    s, m = find_manifests(sources, modules, config_dir)
+    return compile_manifests(load_manifests(s, m))
+
+
+__all__: Iterable[str] = ("RunOptions", "RunResult", "run", "load_and_compile", "plan_skips")

@@ -1,0 +1,158 @@
+"""The run record (spec §5, docs/state-and-record.md) and the critical path of a run."""
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from .plan import Plan
+
+RECORD_VERSION = 1
+OUTPUT_CAP = 64 * 1024
+
+
+def critical_path(plan: Plan) -> tuple[float, list[str]]:
+    """The longest chain of measured durations through what each node really waited on.
+
+    A capability waited on the providers in its `waited_for`; a node on the
+    capabilities it needs and wants and the modules it depends on or runs after.
+    Strategy gates (two-step, serial) are not edges: the result is what no
+    schedule of this run could beat. Returns (seconds, node and capability ids).
+    """
+    import networkx as nx
+
+    g = plan.g
+    length: dict[str, float] = {}
+    best_in: dict[str, str | None] = {}
+    for node in nx.topological_sort(g):
+        if node.startswith("cap:"):
+            cap = plan.caps[node[4:]]
+            if cap.status == "pending":
+                continue
+            inputs = [p for p in cap.waited_for if p in length]
+            own = 0.0
+        else:
+            st = plan.nodes[node]
+            if st.status in ("waiting", "ready", "running"):
+                continue
+            inputs = [u for u in g.predecessors(node) if u in length]
+            own = (st.end - st.start) if st.start is not None and st.end is not None else 0.0
+        prev = max(inputs, key=lambda u: length[u], default=None)
+        length[node] = own + (length[prev] if prev is not None else 0.0)
+        best_in[node] = prev
+    if not length:
+        return 0.0, []
+    end = max((n for n in length if not n.startswith("cap:")), key=lambda n: length[n], default=None)
+    if end is None:
+        return 0.0, []
+    chain = [end]
+    while best_in.get(chain[-1]) is not None:
+        chain.append(best_in[chain[-1]])
+    chain.reverse()
+    return round(length[end], 6), chain
+
+
+def result_of(plan: Plan, interrupted: bool) -> str:
+    """ok / degraded / failed / interrupted, as documented in docs/state-and-record.md."""
+    if interrupted:
+        return "interrupted"
+    states = plan.nodes.values()
+    if any(s.kind == "module" and s.status in ("failed", "timeout") for s in states):
+        return "failed"
+    if any(
+        (s.kind == "module" and s.status == "skipped" and s.reason.startswith(("capability ", "depends on ")))
+        or (s.kind == "source" and s.status == "failed")
+        for s in states
+    ):
+        return "degraded"
+    return "ok"
+
+
+EXIT_CODES = {"ok": 0, "degraded": 0, "failed": 1, "interrupted": 130}
+
+
+def build_record(
+    plan: Plan,
+    *,
+    started_at: str,
+    makespan: float,
+    interrupted: bool,
+    instance_id: str | None,
+    meta: dict,
+    logs: dict[str, list[dict]],
+    outputs: dict[str, str],
+    workers: dict[str, int],
+    scrub,
+) -> dict:
+    """The record of one run; `scrub` removes secret values from free text."""
+    cp_s, cp_chain = critical_path(plan)
+    result = result_of(plan, interrupted)
+    nodes = []
+    for node, st in plan.nodes.items():
+        spec = plan.cg.specs[node]
+        entry: dict[str, Any] = {
+            "id": node,
+            "kind": st.kind,
+            "name": spec.name,
+            "type": spec.type,
+            "status": st.status,
+            "start_s": _r(st.start),
+            "end_s": _r(st.end),
+            "duration_s": _r(st.end - st.start) if st.start is not None and st.end is not None else None,
+            "reason": scrub(st.reason),
+            "worker": workers.get(node),
+        }
+        if st.kind == "module":
+            entry.update(priority=spec.priority, frequency=spec.frequency)
+        if st.kind == "source" and st.success:
+            entry["delivered"] = sorted(st.values)
+        if logs.get(node):
+            entry["log"] = logs[node]
+        if outputs.get(node):
+            entry["output"] = scrub(outputs[node])[-OUTPUT_CAP:]
+        nodes.append(entry)
+    caps = {}
+    for name, cap in sorted(plan.caps.items()):
+        caps[name] = {
+            "status": cap.status,
+            "provider": cap.provider,
+            "settled_s": _r(cap.settled),
+            "waited_for": cap.waited_for,
+        }
+        if cap.reason:
+            caps[name]["reason"] = scrub(cap.reason)
+    return {
+        "version": RECORD_VERSION,
+        "started_at": started_at,
+        "makespan_s": _r(makespan),
+        "critical_path_s": cp_s,
+        "critical_path": cp_chain,
+        "result": result,
+        "exit_code": EXIT_CODES[result],
+        "instance_id": instance_id,
+        **meta,
+        "nodes": nodes,
+        "capabilities": caps,
+        "edges": [[u, v, k] for u, v, k in plan.g.edges(data="kind")],
+    }
+
+
+def _r(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
+def jsonable(value: Any) -> Any:
+    """A capability value as JSON: bytes as text (or base64), operations as '<operation>'."""
+    if callable(value):
+        return "<operation>"
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return {"base64": base64.b64encode(value).decode()}
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)

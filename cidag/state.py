@@ -1,0 +1,110 @@
+"""The state directory (docs/state-and-record.md): markers, records, the running file. Writes are atomic."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+
+SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+
+def atomic_write(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> None:
+    """Write `data` to `path` via a temp file in the same directory, fsync, rename, fsync dir."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def write_json(path: str | os.PathLike, value: Any, mode: int = 0o644) -> None:
+    atomic_write(path, (json.dumps(value, indent=1, sort_keys=False, default=str) + "\n").encode(), mode)
+
+
+def safe_component(value: str) -> str:
+    """A metadata value made safe as one path component (never '.', '..' or with '/')."""
+    if SAFE_ID.match(value) and value not in (".", ".."):
+        return value
+    return "sha256-" + hashlib.sha256(value.encode()).hexdigest()
+
+
+class StateDir:
+    """Markers per instance and per machine, run records, and the in-progress file."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def ensure_writable(self) -> None:
+        """Create the directory; raise UsageError with a one-line reason if it cannot be used."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            probe = tempfile.NamedTemporaryFile(dir=self.path, prefix=".probe.", delete=True)
+            probe.close()
+        except OSError as exc:
+            raise UsageError(
+                f"state dir {self.path}: {exc.strerror or exc} (use --state-dir or --root)"
+            ) from None
+
+    def marker_path(self, module: str, frequency: str, instance_id: str | None) -> Path | None:
+        if frequency == "once":
+            return self.path / "once" / f"{module}.json"
+        if frequency == "per-instance" and instance_id is not None:
+            return self.path / "instances" / safe_component(instance_id) / "markers" / f"{module}.json"
+        return None
+
+    def read_marker(self, module: str, frequency: str, instance_id: str | None) -> dict | None:
+        """The marker of a module that already ended ok, or None."""
+        path = self.marker_path(module, frequency, instance_id)
+        if path is None:
+            return None
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else {}
+
+    def write_marker(self, module: str, frequency: str, instance_id: str | None, record: dict) -> None:
+        path = self.marker_path(module, frequency, instance_id)
+        if path is not None:
+            write_json(path, record, mode=0o600)
+
+    def begin_run(self, info: dict) -> None:
+        write_json(self.path / "running.json", info)
+
+    def end_run(self) -> None:
+        try:
+            os.unlink(self.path / "running.json")
+        except FileNotFoundError:
+            pass
+
+    def write_record(self, record: dict, name: str) -> Path:
+        path = self.path / "runs" / name
+        write_json(path, record)
+        write_json(self.path / "last-run.json", record)
+        return path
+
+    def write_instance_data(self, public: dict, sensitive: dict) -> None:
+        write_json(self.path / "instance-data.json", public, mode=0o644)
+        write_json(self.path / "instance-data-sensitive.json", sensitive, mode=0o600)
