@@ -1,0 +1,141 @@
+"""Install SSH authorized keys for the default and named users, and optionally host keys.
+
+Capabilities: wants `public-keys` (a list, a newline-separated string, or a
+mapping name -> key), `default-user` (the name the users module made),
+`cloud-config`. Cloud-config keys: `ssh_authorized_keys` (for the default
+user), `users[].ssh_authorized_keys`, `ssh_genkeytypes`, `ssh_deletekeys`.
+
+Keys go to ROOT/HOME/.ssh/authorized_keys (directory 0700, file 0600, owned
+by the user when cidag runs as root), merged with the keys already there. No
+symlink is followed below the home directory. Host keys are generated with
+`ssh-keygen` into ROOT/etc/ssh when `host_keys` or `ssh_genkeytypes` ask.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+
+from .. import paths
+from ..api import Context
+from . import _accounts as acc
+
+KEY_TYPES = ["rsa", "ecdsa", "ed25519"]
+CLOUD_CONFIG = {
+    "ssh_authorized_keys": {"type": ["array", "string"], "items": {"type": "string"}},
+    "ssh_genkeytypes": {"type": "array", "items": {"enum": KEY_TYPES}},
+    "ssh_deletekeys": {"type": "boolean"},
+}
+SETTINGS = {
+    "type": "object",
+    "properties": {
+        "user": {"type": ["string", "null"], "default": None,
+                 "description": "who gets the metadata keys; default: the default-user capability, else root"},
+        "host_keys": {"type": "array", "items": {"enum": KEY_TYPES}, "default": [],
+                      "description": "host key types to generate when missing (cloud-config ssh_genkeytypes wins)"},
+    },
+}
+KEY_RE = re.compile(r"^(?:[^\s]+\s+)?(ssh-|ecdsa-|sk-)[A-Za-z0-9@.-]+\s+[A-Za-z0-9+/=]+")
+
+
+def normalize_keys(value) -> list[str]:
+    """Public keys as a list of one-line strings, from a list, a mapping or a multi-line string."""
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, str):
+        value = value.splitlines()
+    out: list[str] = []
+    for item in value:
+        if isinstance(item, dict):  # e.g. {"openssh-key": "..."} from some metadata services
+            item = item.get("openssh-key") or item.get("key") or ""
+        for line in str(item).splitlines():
+            line = line.strip()
+            if line and not line.startswith("#") and line not in out:
+                out.append(line)
+    return out
+
+
+def run(ctx: Context) -> dict | None:
+    cc = ctx.caps.get("cloud-config") or {}
+    target_user = ctx.settings.get("user") or ctx.caps.get("default-user") or "root"
+    wanted: dict[str, list[str]] = {}
+    wanted.setdefault(target_user, []).extend(normalize_keys(ctx.caps.get("public-keys")))
+    wanted[target_user] += normalize_keys(cc.get("ssh_authorized_keys"))
+    for u in cc.get("users") or []:
+        if isinstance(u, dict) and u.get("ssh_authorized_keys") and u.get("name"):
+            wanted.setdefault(str(u["name"]), []).extend(normalize_keys(u["ssh_authorized_keys"]))
+    db = acc.Database(ctx.root)
+    problems = []
+    done = 0
+    for name, keys in wanted.items():
+        good = [k for k in keys if KEY_RE.match(k)]
+        if len(good) < len(keys):
+            ctx.log.warning("%s: %d line(s) that are not public keys ignored", name, len(keys) - len(good))
+        if not good:
+            continue
+        user = db.user(name)
+        if user is None:
+            problems.append(f"user {name!r} does not exist in the target root")
+            continue
+        try:
+            added = install(ctx, user, good)
+        except (paths.PathRefused, OSError) as exc:
+            problems.append(f"{name}: {exc}")
+            continue
+        done += 1
+        ctx.log.info("%s: %d key(s) in authorized_keys (%d new)", name, len(good), added)
+    types = cc.get("ssh_genkeytypes", ctx.settings.get("host_keys") or [])
+    if types:
+        _host_keys(ctx, list(types), delete=bool(cc.get("ssh_deletekeys", False)))
+    if not done and not types:
+        ctx.log.info("no keys to install")
+    if problems:
+        raise RuntimeError("; ".join(problems))
+    return None
+
+
+def install(ctx: Context, user: acc.User, keys: list[str]) -> int:
+    """Merge `keys` into the user's authorized_keys; return how many were new."""
+    if not user.home.startswith("/") or user.home == "/":
+        raise OSError(f"home {user.home!r} unusable")
+    home = paths.confine(ctx.root, user.home)
+    if not home.is_dir():
+        paths.makedirs(ctx.root, user.home, mode=0o700, uid=user.uid, gid=user.gid)
+    # Below the home the user owns everything: follow no symlink there.
+    sshdir = paths.makedirs(home, ".ssh", mode=0o700, uid=user.uid, gid=user.gid, follow_symlinks=False)
+    os.chmod(sshdir, 0o700, follow_symlinks=False)
+    if os.geteuid() == 0:
+        os.chown(sshdir, user.uid, user.gid, follow_symlinks=False)
+    if os.path.islink(sshdir / "authorized_keys"):
+        raise paths.PathRefused(f"{sshdir / 'authorized_keys'} is a symlink")
+    existing = paths.read_file(home, ".ssh/authorized_keys")
+    lines = (existing or b"").decode("utf-8", "replace").splitlines()
+    have = {ln.strip() for ln in lines}
+    new = [k for k in keys if k not in have]
+    text = "\n".join(lines + new).strip("\n") + "\n"
+    paths.write_file(home, ".ssh/authorized_keys", text, mode=0o600, uid=user.uid, gid=user.gid,
+                     follow_symlinks=False)
+    return len(new)
+
+
+def _host_keys(ctx: Context, types: list[str], delete: bool) -> None:
+    keygen = shutil.which("ssh-keygen")
+    if keygen is None:
+        ctx.log.warning("ssh-keygen not found: host keys not generated")
+        return
+    sshd = paths.makedirs(ctx.root, "etc/ssh")
+    if delete:
+        for f in sshd.glob("ssh_host_*key*"):
+            if f.is_file() and not f.is_symlink():
+                f.unlink()
+    for t in types:
+        key = paths.confine(ctx.root, f"etc/ssh/ssh_host_{t}_key")
+        if key.exists() or key.is_symlink():
+            continue
+        res = ctx.run([keygen, "-q", "-t", t, "-N", "", "-C", f"root@{ctx.instance_id or 'cidag'}", "-f", str(key)])
+        if not res.ok:
+            raise RuntimeError(f"ssh-keygen -t {t} failed: {res.stderr_text().strip()[:200]}")
+        os.chmod(key, 0o600)
+        ctx.log.info("host key %s generated", key.name)
