@@ -153,3 +153,76 @@ def write_state(state_dir: Path, record: dict | None = None, running: dict | Non
     if running is not None:
         (state_dir / "running.json").write_text(json.dumps(running))
     return state_dir
+
+
+SOURCES_YAML = """\
+version: 1
+sources:
+  - name: seed
+    type: static
+    capabilities: [instance-id, hostname, admin-password, public-keys]
+    settings:
+      data: {instance-id: iid-test, hostname: box1, admin-password: hunter2, public-keys: [ssh-ed25519 AAAA k1]}
+      delay: 0.05
+  - name: absent
+    type: static
+    capabilities: [user-data]
+    settings: {available: false}
+"""
+
+MODULES_YAML = """\
+version: 1
+modules:
+  - name: slow
+    type: exec
+    needs: [hostname]
+    settings: {command: "sleep %(sleep)s"}
+  - name: quick
+    type: exec
+    needs: [instance-id]
+    settings: {command: "true"}
+  - name: use-data
+    type: exec
+    needs: [user-data]
+    settings: {command: "true"}
+  - name: last
+    type: exec
+    depends_on: [slow]
+    after: [quick]
+    settings: {command: "true"}
+"""
+
+
+def write_manifests(tmp: Path, sleep: float = 0.2) -> tuple[Path, Path]:
+    """Small static/exec manifests: a module that sleeps, one skipped for a missing capability."""
+    sources, modules = Path(tmp) / "sources.yaml", Path(tmp) / "modules.yaml"
+    sources.write_text(SOURCES_YAML)
+    modules.write_text(MODULES_YAML % {"sleep": sleep})
+    return sources, modules
+
+
+def run_args(tmp: Path, sleep: float = 0.2) -> list[str]:
+    """argv for `python -m cidag run` on those manifests inside TMP/root (state in TMP/root/var/lib/cidag)."""
+    import sys
+
+    sources, modules = write_manifests(tmp, sleep)
+    return [sys.executable, "-m", "cidag", "run", "--root", str(Path(tmp) / "root"),
+            "--sources", str(sources), "--modules", str(modules), "-j", "2", "-q"]
+
+
+def real_run(tmp: Path, sleep: float = 0.2) -> Path:
+    """Run cidag for real; return the state dir."""
+    import subprocess
+
+    proc = subprocess.run(run_args(tmp, sleep), capture_output=True, text=True, timeout=60,
+                          env=cidag_env())
+    assert proc.returncode in (0, 1), proc.stderr
+    return Path(tmp) / "root" / "var/lib/cidag"
+
+
+def cidag_env() -> dict:
+    """The environment for a cidag subprocess, with this checkout importable."""
+    env = dict(os.environ)
+    top = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = top + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
