@@ -1,0 +1,158 @@
+"""`cidag analyze blame|critical-chain|plot|trace` on hand-built and real run records."""
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import subprocess
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from cidag.cli import main
+from record_factory import big_record, proposal_record, real_run, write_state
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def cli(capsys, *args):
+    rc = main(list(args))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.fixture
+def state(tmp_path):
+    return write_state(tmp_path / "state", proposal_record())
+
+
+@pytest.fixture(scope="module")
+def real_state(tmp_path_factory):
+    return real_run(tmp_path_factory.mktemp("analyze"), sleep=0.3)
+
+
+def test_blame_default_record_from_state_dir(state, capsys):
+    rc, out, _ = cli(capsys, "analyze", "blame", "--state-dir", str(state))
+    assert rc == 0
+    first = out.splitlines()[0].split()
+    assert first == ["2.050s", "source:openstack", "available"]
+    assert "module:write-files" not in out
+
+
+def test_critical_chain_text(state, capsys):
+    rc, out, _ = cli(capsys, "analyze", "critical-chain", str(state / "last-run.json"))
+    assert rc == 0
+    lines = out.splitlines()
+    assert lines[0] == "critical chain: 2.28s of a 2.30s makespan (critical_path_s 2.28s)"
+    chain = [line.split()[0] for line in lines[1:5]]
+    assert chain == ["source:openstack", "cap:admin-password", "module:set-password", "module:final-message"]
+    assert lines[3].split()[1:3] == ["@2.06s", "+0.20s"]
+    assert lines[5].split() == ["total", "=2.28s"]
+    assert "module:create-user" in out.split("slack")[1]
+
+
+def test_critical_chain_json_total_is_critical_path_s(state, capsys):
+    rc, out, _ = cli(capsys, "analyze", "critical-chain", "--format", "json", "--state-dir", str(state))
+    data = json.loads(out)
+    assert data["total_s"] == pytest.approx(data["critical_path_s"], abs=1e-6)
+
+
+def _png_size(path):
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", head[16:24])
+
+
+@pytest.mark.parametrize("record", [proposal_record(), big_record(200)], ids=["proposal", "200-nodes"])
+def test_plot_is_valid_svg_and_renders(tmp_path, capsys, record):
+    write_state(tmp_path, record)
+    svg = tmp_path / "t.svg"
+    rc, _, err = cli(capsys, "analyze", "plot", "--state-dir", str(tmp_path), "-o", str(svg))
+    assert rc == 0 and f"wrote {svg}" in err
+    root = ET.parse(svg).getroot()
+    assert root.tag == SVG + "svg"
+    titles = [t.text for t in root.iter(SVG + "title")]
+    started = [n for n in record["nodes"] if n["start_s"] is not None]
+    assert sum(1 for t in titles if t and not t.startswith("cap:")) >= len(started)
+    rsvg = shutil.which("rsvg-convert")
+    if rsvg is None:
+        pytest.skip("rsvg-convert (librsvg2-bin) not installed")
+    png = tmp_path / "t.png"
+    subprocess.run([rsvg, str(svg), "-o", str(png)], check=True, timeout=60)
+    width, height = _png_size(png)
+    assert width >= 1000 and height >= 16 * len(record["nodes"])
+
+
+def test_trace_events(state, tmp_path, capsys):
+    out_file = tmp_path / "trace.json"
+    rc, _, _ = cli(capsys, "analyze", "trace", "--state-dir", str(state), "-o", str(out_file))
+    assert rc == 0
+    trace = json.loads(out_file.read_text())
+    events = trace["traceEvents"]
+    spans = [e for e in events if e["ph"] == "X"]
+    assert {e["name"] for e in spans} == {
+        "source:configdrive", "source:openstack", "source:ec2", "module:create-user",
+        "module:set-hostname", "module:set-password", "module:final-message"}
+    by = {e["name"]: e for e in spans}
+    assert by["module:set-password"]["ts"] == pytest.approx(2.06e6)
+    assert by["module:set-password"]["dur"] == pytest.approx(0.2e6)
+    assert by["module:set-password"]["tid"] == 1  # worker 0
+    instants = [e for e in events if e["ph"] == "i"]
+    assert "cap:admin-password resolved" in {e["name"] for e in instants}
+    names = {e["tid"]: e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "thread_name"}
+    assert names[0] == "capabilities" and names[1] == "worker 0" and names[3] == "source lane 2"
+    _assert_tracks_do_not_overlap(spans)
+
+
+def _assert_tracks_do_not_overlap(spans):
+    tracks = {}
+    for e in spans:
+        tracks.setdefault(e["tid"], []).append((e["ts"], e["ts"] + e["dur"]))
+    for lane in tracks.values():
+        lane.sort()
+        assert all(a[1] <= b[0] + 1e-3 for a, b in zip(lane, lane[1:]))
+
+
+def test_trace_without_workers_gets_lanes():
+    from cidag.trace import to_trace
+
+    record = big_record(60)
+    for node in record["nodes"]:
+        node["worker"] = None
+    spans = [e for e in to_trace(record)["traceEvents"] if e["ph"] == "X"]
+    _assert_tracks_do_not_overlap(spans)
+
+
+def test_real_run_chain_and_trace(real_state, tmp_path, capsys):
+    record = json.loads((real_state / "last-run.json").read_text())
+    rc, out, _ = cli(capsys, "analyze", "critical-chain", "--format", "json", "--state-dir", str(real_state))
+    data = json.loads(out)
+    assert rc == 0
+    assert [r["id"] for r in data["chain"]] == record["critical_path"]
+    assert data["total_s"] == pytest.approx(record["critical_path_s"], abs=1e-3)
+    assert "module:slow" in record["critical_path"]
+    rc, out, _ = cli(capsys, "analyze", "trace", "--state-dir", str(real_state), "-o", "-")
+    spans = [e for e in json.loads(out)["traceEvents"] if e["ph"] == "X"]
+    workers = {n["id"]: n["worker"] for n in record["nodes"] if n["start_s"] is not None}
+    assert {e["name"]: e["tid"] - 1 for e in spans} == workers
+    _assert_tracks_do_not_overlap(spans)
+
+
+@pytest.mark.parametrize("sub", ["blame", "critical-chain"])
+def test_missing_record_is_one_line(tmp_path, capsys, sub):
+    rc, out, err = cli(capsys, "analyze", sub, "--state-dir", str(tmp_path))
+    assert rc == 2 and out == ""
+    assert err.strip() == f"{tmp_path / 'last-run.json'}: no run record (has cidag run yet? use --state-dir or give a RECORD path)"
+
+
+def test_corrupt_record_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "r.json"
+    bad.write_text('{"version": 1, "nodes": "x"}')
+    rc, _, err = cli(capsys, "analyze", "plot", str(bad), "-o", str(tmp_path / "x.svg"))
+    assert rc == 2 and "not a run record: 'nodes' must be a list" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_unwritable_output(state, tmp_path, capsys):
+    rc, _, err = cli(capsys, "analyze", "plot", "--state-dir", str(state), "-o", str(tmp_path / "no/such/dir.svg"))
+    assert rc == 2 and "cannot write" in err and "Traceback" not in err

@@ -1,0 +1,92 @@
+"""`cidag query`: resolved metadata per capability; secrets only with --secrets and read access."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import stat
+
+import pytest
+
+from cidag.cli import main
+from record_factory import real_run
+
+
+def cli(capsys, *args):
+    rc = main(list(args))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory):
+    return real_run(tmp_path_factory.mktemp("query"), sleep=0)
+
+
+def test_files_and_modes(state):
+    assert stat.S_IMODE(os.stat(state / "instance-data-sensitive.json").st_mode) == 0o600
+    public = json.loads((state / "instance-data.json").read_text())
+    assert public["capabilities"]["admin-password"]["value"] == "<secret>"
+
+
+def test_all_capabilities_with_providers(state, capsys):
+    rc, out, err = cli(capsys, "query", "--state-dir", str(state))
+    assert rc == 0
+    assert "instance-id: iid-test" in out
+    lines = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+    assert lines["hostname"] == ["hostname", "box1", "source:seed"]
+    assert lines["admin-password"][1] == "<secret>"
+    assert "hunter2" not in out
+    assert "withheld" in err and "--secrets" in err
+
+
+def test_one_value_raw_for_scripts(state, capsys):
+    assert cli(capsys, "query", "hostname", "--state-dir", str(state))[:2] == (0, "box1\n")
+    rc, out, _ = cli(capsys, "query", "public-keys", "--state-dir", str(state))
+    assert json.loads(out) == ["ssh-ed25519 AAAA k1"]
+    rc, out, _ = cli(capsys, "query", "hostname", "--format", "json", "--state-dir", str(state))
+    assert json.loads(out) == {"name": "hostname", "provider": "source:seed", "value": "box1"}
+
+
+def test_secrets_when_readable(state, capsys):
+    rc, out, err = cli(capsys, "query", "admin-password", "--secrets", "--state-dir", str(state))
+    assert (rc, out, err) == (0, "hunter2\n", "")
+
+
+def test_secrets_refused_without_read_access(state, capsys, monkeypatch):
+    real = pathlib.Path.read_text
+
+    def read_text(self, *a, **k):
+        if self.name == "instance-data-sensitive.json":
+            raise PermissionError(13, "Permission denied")
+        return real(self, *a, **k)
+
+    # As root (CI) a 0600 file is readable, so deny the read the way the kernel would for a user.
+    monkeypatch.setattr(pathlib.Path, "read_text", read_text)
+    rc, out, err = cli(capsys, "query", "--secrets", "--state-dir", str(state))
+    assert rc == 2 and out == ""
+    assert err.strip().endswith("permission denied: only root may read secrets (--secrets)")
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads 0600 files")
+def test_secrets_refused_for_a_user(state, capsys):
+    rc, _, err = cli(capsys, "query", "--secrets", "--state-dir", str(state))
+    assert rc == 2 and "only root may read secrets" in err
+
+
+def test_unresolved_capability_exits_1(state, capsys):
+    rc, out, err = cli(capsys, "query", "user-data", "--state-dir", str(state))
+    assert rc == 1 and out == ""
+    assert "capability 'user-data' was not resolved by the last run" in err
+
+
+def test_no_state(tmp_path, capsys):
+    rc, out, err = cli(capsys, "query", "--state-dir", str(tmp_path))
+    assert rc == 2 and "no resolved metadata (has cidag run?" in err and "Traceback" not in err
+
+
+def test_corrupt_file(tmp_path, capsys):
+    (tmp_path / "instance-data.json").write_text("[1, 2")
+    rc, _, err = cli(capsys, "query", "--state-dir", str(tmp_path))
+    assert rc == 2 and "invalid JSON" in err and len(err.strip().splitlines()) == 1
