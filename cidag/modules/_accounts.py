@@ -13,6 +13,7 @@ import errno
 import fcntl
 import os
 import stat
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,8 @@ from .. import paths
 FILES = ("passwd", "shadow", "group", "gshadow")
 NFIELDS = {"passwd": 7, "shadow": 9, "group": 4, "gshadow": 4}
 DEFAULT_MODES = {"passwd": 0o644, "group": 0o644, "shadow": 0o640, "gshadow": 0o640}
+# fcntl locks do not exclude threads of one process, and cidag runs modules in threads.
+_THREAD_LOCK = threading.Lock()
 NAME_RE = r"^[a-z_][a-z0-9_-]*[$]?$"  # useradd's default NAME_REGEX, also for groups
 
 
@@ -212,12 +215,23 @@ def bootstrap(db: Database) -> None:
 @contextlib.contextmanager
 def locked(root: Path, timeout: float = 15.0) -> Iterator[None]:
     """Hold the shadow tools' locks on ROOT/etc: lckpwdf's fcntl lock, then FILE.lock for each file."""
+    end = time.monotonic() + timeout
+    if not _THREAD_LOCK.acquire(timeout=timeout):
+        raise RuntimeError("timed out waiting for another module editing the account files")
+    try:
+        with _file_locks(root, end):
+            yield
+    finally:
+        _THREAD_LOCK.release()
+
+
+@contextlib.contextmanager
+def _file_locks(root: Path, end: float) -> Iterator[None]:
     etc = paths.makedirs(root, "etc")
     lockfile = paths.confine(root, "etc/.pwd.lock")
     fd = os.open(lockfile, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     held: list[Path] = []
     try:
-        end = time.monotonic() + timeout
         while True:
             try:
                 fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

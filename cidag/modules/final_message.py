@@ -18,6 +18,7 @@ import string
 import time
 from datetime import datetime, timezone
 
+from .. import userdata
 from ..api import Context
 
 DEFAULT = "cidag finished: instance $INSTANCE_ID, ${MAKESPAN}s since the run started, result $RESULT"
@@ -60,7 +61,7 @@ def _uptime() -> str:
 def run(ctx: Context) -> dict | None:
     from .. import __version__
 
-    cc = ctx.caps.get("cloud-config") or {}
+    cc = userdata.cloud_config_sections(ctx, CLOUD_CONFIG)
     template = cc.get("final_message") if isinstance(cc.get("final_message"), str) else ctx.settings["message"]
     since = _since_start(ctx)
     result = getattr(ctx, "run_result", None)

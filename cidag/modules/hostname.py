@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 
-from .. import paths
+from .. import paths, userdata
 from ..api import Context
 
 MANAGE = {"type": ["boolean", "string"], "enum": [True, False, "template", "localhost"]}
@@ -57,7 +57,7 @@ def valid(name: str) -> bool:
 
 
 def run(ctx: Context) -> dict | None:
-    cc = ctx.caps.get("cloud-config") or {}
+    cc = userdata.cloud_config_sections(ctx, CLOUD_CONFIG)
     s = ctx.settings
     if cc.get("preserve_hostname"):
         ctx.log.info("preserve_hostname is set: host name left alone")

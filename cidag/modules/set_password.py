@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-from .. import paths
+from .. import paths, userdata
 from ..api import Context
 from . import _accounts as acc
 from . import _crypto
@@ -87,7 +87,7 @@ def _kind(value: str) -> str:
 
 def run(ctx: Context) -> dict | None:
     s = ctx.settings
-    cc = ctx.caps.get("cloud-config") or {}
+    cc = userdata.cloud_config_sections(ctx, CLOUD_CONFIG)
     default_user = ctx.caps.get("default-user")
     admin = s.get("user") or default_user or "root"
     entries, expire_cc = _entries(cc, default_user)

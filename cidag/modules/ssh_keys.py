@@ -16,7 +16,7 @@ import os
 import re
 import shutil
 
-from .. import paths
+from .. import paths, userdata
 from ..api import Context
 from . import _accounts as acc
 
@@ -58,7 +58,7 @@ def normalize_keys(value) -> list[str]:
 
 
 def run(ctx: Context) -> dict | None:
-    cc = ctx.caps.get("cloud-config") or {}
+    cc = userdata.cloud_config_sections(ctx, CLOUD_CONFIG)
     target_user = ctx.settings.get("user") or ctx.caps.get("default-user") or "root"
     wanted: dict[str, list[str]] = {}
     wanted.setdefault(target_user, []).extend(normalize_keys(ctx.caps.get("public-keys")))

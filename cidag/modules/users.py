@@ -19,7 +19,7 @@ import shutil
 import stat
 from pathlib import Path
 
-from .. import paths
+from .. import paths, userdata
 from ..api import Context
 from . import _accounts as acc
 
@@ -53,10 +53,10 @@ USER_SCHEMA = {
 DEFAULT_USER_SCHEMA = dict(USER_SCHEMA, required=[])
 
 CLOUD_CONFIG = {
-    "users": {"type": ["array", "string"], "items": {"type": ["string", "object"]},
+    "users": {"type": ["array", "string"], "items": dict(USER_SCHEMA, type=["string", "object"]),
               "description": "'default', names, or user mappings"},
     "groups": {"type": ["array", "object", "string"]},
-    "user": {"type": ["string", "object"]},
+    "user": dict(DEFAULT_USER_SCHEMA, type=["string", "object"]),
 }
 
 SETTINGS = {
@@ -94,7 +94,7 @@ def plan(ctx: Context) -> tuple[list[dict], dict[str, list[str]], str | None]:
     from ..settings_schema import validate
     from ..errors import SettingsError
 
-    cc = ctx.caps.get("cloud-config") or {}
+    cc = userdata.cloud_config_sections(ctx, CLOUD_CONFIG)
     default = dict(ctx.settings.get("default_user") or {})
     try:
         if "user" in cc:

@@ -1,0 +1,168 @@
+"""users module on a real target root: files as pwck/grpck read them; both backends."""
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import threading
+
+import pytest
+
+from cidag.modules import _accounts as acc
+from cidag.testing import make_context
+from modules_common import IS_ROOT, group, make_root, passwd, pwck_ok, shadow
+
+BACKENDS = ["files"] + (["tools"] if IS_ROOT and shutil.which("useradd") else [])
+CC = {
+    "users": ["default",
+              {"name": "bob", "groups": "docker, wheel", "shell": "/bin/bash", "sudo": ["ALL=(ALL) ALL"],
+               "gecos": "Bob B"},
+              {"name": "svc", "system": True, "no_create_home": True}],
+    "groups": [{"admins": ["bob", "ghost"]}, "empty"],
+}
+
+
+def run_users(root, cc, **settings):
+    ctx, run = make_context("module", "users", settings, caps={"cloud-config": cc}, root=root)
+    return run(ctx)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_users_groups_homes_sudo(tmp_path, backend):
+    root = make_root(tmp_path)
+    out = run_users(root, CC, backend=backend)
+    assert out == {"default-user": "cidag"}
+    pw, sh, gr = passwd(root), shadow(root), group(root)
+    assert set(pw) == {"root", "cidag", "bob", "svc"}
+    assert pw["bob"][4] == "Bob B" and pw["bob"][6] == "/bin/bash" and pw["bob"][5] == "/home/bob"
+    assert int(pw["svc"][2]) < 1000 <= int(pw["bob"][2])
+    assert sh["bob"][1].startswith("!")  # lock_passwd defaults to true
+    assert "bob" in gr["docker"][3].split(",") and "bob" in gr["admins"][3].split(",")
+    assert "ghost" not in gr["admins"][3]
+    assert "cidag" in gr["sudo"][3].split(",")
+    assert "empty" in gr
+    home = root / "home/bob"
+    st = home.stat()
+    assert stat.S_IMODE(st.st_mode) == 0o700
+    assert (home / ".profile").read_text() == "# profile\n"
+    if IS_ROOT:
+        assert st.st_uid == int(pw["bob"][2]) and st.st_gid == int(pw["bob"][3])
+        assert (home / ".profile").stat().st_uid == int(pw["bob"][2])
+    assert not (root / "home/svc").exists()
+    sudo = root / "etc/sudoers.d/90-cidag-users"
+    assert "bob ALL=(ALL) ALL" in sudo.read_text() and "cidag ALL=(ALL) NOPASSWD:ALL" in sudo.read_text()
+    assert stat.S_IMODE(sudo.stat().st_mode) == 0o440
+    assert stat.S_IMODE((root / "etc/shadow").stat().st_mode) in (0o640, 0o600)
+    pwck_ok(root)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_existing_user_updated_not_duplicated(tmp_path, backend):
+    root = make_root(tmp_path)
+    run_users(root, CC, backend=backend)
+    before = passwd(root)
+    cc2 = {"users": [{"name": "bob", "groups": ["extra"], "shell": "/bin/sh"}]}
+    run_users(root, cc2, backend=backend)
+    run_users(root, cc2, backend=backend)
+    lines = (root / "etc/passwd").read_text().splitlines()
+    assert [ln.split(":")[0] for ln in lines].count("bob") == 1
+    assert passwd(root)["bob"][2] == before["bob"][2]
+    assert passwd(root)["bob"][6] == "/bin/sh"
+    gr = group(root)
+    assert "bob" in gr["extra"][3].split(",") and "bob" in gr["docker"][3].split(",")
+    assert (root / "etc/sudoers.d/90-cidag-users").read_text().count("bob ALL") == 1
+    pwck_ok(root)
+
+
+def test_existing_database_kept(tmp_path):
+    root = make_root(tmp_path)
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n# comment\nold:x:1500:1500::/home/old:/bin/sh\n")
+    (root / "etc/group").write_text("root:x:0:\nold:x:1500:\n")
+    (root / "etc/shadow").write_text("root:*:19000:0:99999:7:::\nold:$6$x$y:19000:0:99999:7:::\n")
+    (root / "etc/gshadow").write_text("root:*::\nold:!::\n")
+    (root / "etc/shadow").chmod(0o600)
+    run_users(root, {"users": [{"name": "new", "lock_passwd": False}]}, default_user=None)
+    pw = passwd(root)
+    assert pw["new"][2] == "1501" and "# comment" in (root / "etc/passwd").read_text()
+    assert shadow(root)["old"][1] == "$6$x$y"
+    assert stat.S_IMODE((root / "etc/shadow").stat().st_mode) == 0o600
+    assert (root / "etc/passwd-").exists()  # the backup the shadow tools leave
+
+
+def test_passwd_hash_and_lock(tmp_path):
+    root = make_root(tmp_path)
+    h = "$6$saltsalt$" + "a" * 86
+    run_users(root, {"users": [{"name": "u1", "passwd": h, "lock_passwd": False},
+                               {"name": "u2", "hashed_passwd": h}]}, default_user=None, backend="files")
+    sh = shadow(root)
+    assert sh["u1"][1] == h and sh["u2"][1] == "!" + h
+    with pytest.raises(ValueError, match="SHA-512"):
+        run_users(root, {"users": [{"name": "u3", "passwd": "$1$md5$abc", "lock_passwd": False}]},
+                  default_user=None)
+
+
+def test_bad_sections_fail_with_clear_reason(tmp_path):
+    root = make_root(tmp_path)
+    with pytest.raises(ValueError, match=r"users\[0\]\.shel: unknown setting 'shel' \(did you mean 'shell'\?\)"):
+        run_users(root, {"users": [{"name": "x", "shel": "/bin/sh"}]})
+    with pytest.raises(ValueError, match="does not match"):
+        run_users(root, {"users": [{"name": "Bad:Name"}]})
+    with pytest.raises(ValueError, match="groups"):
+        run_users(root, {"groups": [3]})
+    assert not (root / "etc/passwd").exists() or "x:" not in (root / "etc/passwd").read_text()
+
+
+def test_no_default_user_and_nothing_to_do(tmp_path):
+    root = make_root(tmp_path)
+    assert run_users(root, {"users": []}) is None
+    assert run_users(root, {}, default_user=None) is None
+
+
+def test_user_override_of_default(tmp_path):
+    root = make_root(tmp_path)
+    out = run_users(root, {"user": {"name": "admin", "shell": "/bin/sh"}})
+    assert out == {"default-user": "admin"}
+    assert passwd(root)["admin"][6] == "/bin/sh"
+
+
+def test_home_symlink_escape_refused(tmp_path):
+    root = make_root(tmp_path)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(str(outside), root / "home")
+    with pytest.raises(Exception, match="outside the root"):
+        run_users(root, {"users": [{"name": "eve"}]}, default_user=None, backend="files")
+    assert list(outside.iterdir()) == []
+
+
+def test_concurrent_edits_serialised_by_lock(tmp_path):
+    root = make_root(tmp_path)
+    errors = []
+
+    def one(i):
+        try:
+            run_users(root, {"users": [{"name": f"user{i}"}]}, default_user=None, backend="files")
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    pw = passwd(root)
+    assert {f"user{i}" for i in range(6)} <= set(pw)
+    assert len({pw[f"user{i}"][2] for i in range(6)}) == 6
+    assert [p.name for p in (root / "etc").glob("*.lock")] == [".pwd.lock"]  # lckpwdf keeps its file
+    pwck_ok(root)
+
+
+def test_owner_lookup_in_target_not_host(tmp_path):
+    root = make_root(tmp_path)
+    run_users(root, {"users": [{"name": "bob"}]}, default_user=None)
+    db = acc.Database(root)
+    uid, gid = acc.resolve_owner(db, "bob:bob")
+    assert uid == int(passwd(root)["bob"][2])
+    with pytest.raises(ValueError, match="unknown user 'nobody'"):
+        acc.resolve_owner(db, "nobody")
