@@ -179,13 +179,15 @@ class _Checker:
         return value
 
     def keys(self, entry: dict, path: tuple, allowed: tuple, required: tuple) -> None:
+        suggested = set()
         for key in entry:
             if not isinstance(key, str) or key not in allowed:
                 hint = difflib.get_close_matches(str(key), allowed, n=1)
                 tail = f" (did you mean {hint[0]!r}?)" if hint else ""
+                suggested.update(hint)
                 self.error(path + (key,), f"unknown key {key!r}{tail}", key=True, code="unknown-key")
         for key in required:
-            if key not in entry:
+            if key not in entry and key not in suggested:  # a misspelling is reported once
                 self.error(path, f"missing required key {key!r}", code="missing-key")
 
     def name(self, value: Any, path: tuple, what: str) -> str | None:
