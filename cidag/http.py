@@ -268,6 +268,9 @@ class Client:
                 if size > self.max_size:
                     raise HTTPFailure(f"response too large: {url} sent more than {self.max_size} bytes")
                 chunks.append(chunk)
+            if length and length.isdigit() and size < int(length):
+                # read(amt) returns short instead of raising IncompleteRead.
+                raise _Retryable(f"connection closed mid-body ({size} of {length} bytes read)")
             return Response(resp.status, resp.reason, _Headers(resp.getheaders()), b"".join(chunks), url)
         except HTTPFailure:
             raise

@@ -5,7 +5,8 @@
         ... probe sim.url ...
         sim.passwords                                # what was POSTed
 
-It can also write the same metadata as a config drive, a NoCloud seed and a
+A NoCloud seed is served under /nocloud/ (a `seedfrom` URL). It can also
+write the same metadata as a config drive, a NoCloud seed and a
 fake DMI tree. Faults (see `Fault`) match request paths with fnmatch globs.
 """
 from __future__ import annotations
@@ -203,23 +204,29 @@ class Simulator:
                 (vdir / name).write_bytes(body)
         return base
 
-    def write_nocloud(self, directory: str | Path) -> Path:
-        """Write a NoCloud seed (meta-data, user-data, vendor-data, network-config) into `directory`."""
+    def nocloud_documents(self) -> dict[str, bytes]:
+        """A NoCloud seed: meta-data, user-data, vendor-data, network-config (absent ones left out)."""
         import yaml
 
-        base = Path(directory)
-        base.mkdir(parents=True, exist_ok=True)
         inst = self.instance
         meta = {"instance-id": str(inst.get("instance-id", "")), "local-hostname": inst.get("hostname"),
                 "public-keys": list(inst.get("public-keys") or [])}
         if inst.get("availability-zone"):
             meta["availability-zone"] = inst["availability-zone"]
-        (base / "meta-data").write_text(yaml.safe_dump(meta, sort_keys=False))
+        docs = {"meta-data": yaml.safe_dump(meta, sort_keys=False).encode()}
         for name in ("user-data", "vendor-data"):
             if inst.get(name) is not None:
-                (base / name).write_bytes(_bytes(inst[name]))
+                docs[name] = _bytes(inst[name])
         if inst.get("network-config") is not None:
-            (base / "network-config").write_text(yaml.safe_dump(inst["network-config"], sort_keys=False))
+            docs["network-config"] = yaml.safe_dump(inst["network-config"], sort_keys=False).encode()
+        return docs
+
+    def write_nocloud(self, directory: str | Path) -> Path:
+        """Write a NoCloud seed (meta-data, user-data, vendor-data, network-config) into `directory`."""
+        base = Path(directory)
+        base.mkdir(parents=True, exist_ok=True)
+        for name, body in self.nocloud_documents().items():
+            (base / name).write_bytes(body)
         return base
 
     def write_sysfs(self, directory: str | Path) -> Path:
@@ -256,6 +263,9 @@ class Simulator:
             return self._openstack(handler, method, parts[1:], os_)
         if parts and parts[0] == "latest" and ec2.get("enabled", True):
             return self._ec2(handler, method, parts[1:], ec2)
+        if len(parts) == 2 and parts[0] == "nocloud" and method == "GET":
+            seed = self.nocloud_documents()
+            return (200, seed[parts[1]], {}) if parts[1] in seed else (404, b"Not Found\n", {})
         return 404, b"Not Found\n", {}
 
     def _openstack(self, handler, method, parts, os_) -> tuple[int, bytes, dict]:
@@ -345,12 +355,22 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self, method: str) -> None:
         sim: Simulator = self.server.sim  # type: ignore[attr-defined]
         path = self.path.split("?", 1)[0]
-        started = time.monotonic()
+        self._started, self._method, self._recorded = time.monotonic(), method, False
         status = self._answer(sim, method, path)
+        self._record(status)
+
+    def _record(self, status: int) -> None:
+        """Log the request once, before its answer is written, so a client never outruns the log."""
+        if self._recorded:
+            return
+        self._recorded = True
+        sim: Simulator = self.server.sim  # type: ignore[attr-defined]
+        path = self.path.split("?", 1)[0]
         with sim._lock:
-            sim.requests.append((started, method, path, status))
+            sim.requests.append((self._started, self._method, path, status))
         if sim.log:
-            sim.log(f"{method} {path} -> {status if status else 'closed'} ({time.monotonic() - started:.2f}s)")
+            took = time.monotonic() - self._started
+            sim.log(f"{self._method} {path} -> {status if status else 'no answer'} ({took:.2f}s)")
 
     def _answer(self, sim: Simulator, method: str, path: str) -> int:
         faults = sim._active_faults(method, path)
@@ -368,6 +388,7 @@ class _Handler(BaseHTTPRequestHandler):
             if fault.close_mid_body:
                 status, body, headers = sim._route(self, method, path)
                 body = body or b"x" * 64
+                self._record(0)
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -386,6 +407,7 @@ class _Handler(BaseHTTPRequestHandler):
         return self._send(status, body, headers)
 
     def _send(self, status: int, body: bytes, headers: Mapping[str, str]) -> int:
+        self._record(status)
         try:
             self.send_response(status)
             self.send_header("Content-Length", str(len(body)))
@@ -401,6 +423,7 @@ class _Handler(BaseHTTPRequestHandler):
         chunk = b"x" * 65536
         endless = fault.body == "endless"
         total = ENDLESS_LIMIT if endless else fault.size
+        self._record(200)
         try:
             self.send_response(200)
             if not endless:

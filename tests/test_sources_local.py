@@ -1,0 +1,174 @@
+"""configdrive and nocloud on real directories (and nocloud's seed URL on the loopback simulator)."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+from cidag.errors import SourceUnavailable
+from cidag.platform_check import ds_hints
+from cidag.simulator import Simulator, load_fixture
+from cidag.testing import make_context
+
+
+def probe(type_ref, timeout=10.0, **settings):
+    ctx, call = make_context("source", type_ref, settings, timeout=timeout)
+    return call(ctx)
+
+
+@pytest.fixture
+def drive(tmp_path):
+    return Simulator(load_fixture(None)).write_configdrive(tmp_path / "config-2")
+
+
+@pytest.fixture
+def seed(tmp_path):
+    return Simulator(load_fixture(None)).write_nocloud(tmp_path / "seed")
+
+
+# -- configdrive
+
+def test_configdrive_success(drive):
+    caps = probe("configdrive", path=str(drive))
+    assert caps["instance-id"] == "6c1f2a7e-3b1d-4c5e-9f0a-8d2b7c4e1a90"
+    assert caps["hostname"] == "sim-host"
+    assert caps["admin-password"] == "sim-Secret-1"
+    assert caps["network-config"]["networks"][0]["type"] == "ipv4_dhcp"
+    assert caps["launch-index"] == "0"
+    assert "post-password" not in caps
+
+
+def test_configdrive_absent_is_unavailable_quickly(tmp_path):
+    t0 = time.monotonic()
+    with pytest.raises(SourceUnavailable, match="no config drive at .*missing"):
+        probe("configdrive", path=str(tmp_path / "missing"), label="cidag-test-no-such-label")
+    assert time.monotonic() - t0 < 0.5
+
+
+def test_configdrive_missing_device_is_unavailable(tmp_path):
+    with pytest.raises(SourceUnavailable, match="no config drive"):
+        probe("configdrive", path=str(tmp_path / "missing"), device=str(tmp_path / "no-such-dev"))
+
+
+def test_directory_that_is_not_a_config_drive_is_unavailable(tmp_path):
+    with pytest.raises(SourceUnavailable, match="not a config drive"):
+        probe("configdrive", path=str(tmp_path))
+
+
+def test_configdrive_newest_dated_version_without_latest(drive):
+    latest = drive / "openstack/latest"
+    for f in latest.iterdir():
+        f.unlink()
+    latest.rmdir()
+    dated = drive / "openstack/2018-08-27"
+    dated.mkdir()
+    (dated / "meta_data.json").write_text(json.dumps({"uuid": "newer", "hostname": "h2"}))
+    assert probe("configdrive", path=str(drive))["instance-id"] == "newer"
+
+
+def test_configdrive_malformed_json(drive):
+    (drive / "openstack/latest/meta_data.json").write_text('{"uuid": ')
+    with pytest.raises(ValueError, match=r"openstack/latest/meta_data.json: invalid JSON"):
+        probe("configdrive", path=str(drive))
+
+
+def test_configdrive_without_uuid_fails(drive):
+    (drive / "openstack/latest/meta_data.json").write_text('{"hostname": "x"}')
+    with pytest.raises(ValueError, match="no usable uuid"):
+        probe("configdrive", path=str(drive))
+
+
+def test_configdrive_binary_user_data_stays_bytes(drive):
+    (drive / "openstack/latest/user_data").write_bytes(b"\x1f\x8b\x08\x00gzip")
+    assert probe("configdrive", path=str(drive))["user-data"] == b"\x1f\x8b\x08\x00gzip"
+
+
+def test_configdrive_symlink_out_of_the_drive_is_refused(drive, tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("secret host file")
+    target = drive / "openstack/latest/user_data"
+    target.unlink()
+    os.symlink(outside, target)
+    with pytest.raises(ValueError, match="points outside"):
+        probe("configdrive", path=str(drive))
+
+
+# -- nocloud
+
+def test_nocloud_seed_directory(seed):
+    caps = probe("nocloud", path=str(seed))
+    assert caps["instance-id"] == "6c1f2a7e-3b1d-4c5e-9f0a-8d2b7c4e1a90"
+    assert caps["hostname"] == "sim-host"
+    assert caps["network-config"] == {"version": 2, "ethernets": {"eth0": {"dhcp4": True}}}
+    assert caps["user-data"].startswith("#cloud-config")
+
+
+def test_nocloud_absent_is_unavailable(tmp_path):
+    with pytest.raises(SourceUnavailable, match="no NoCloud seed"):
+        probe("nocloud", path=str(tmp_path), label="cidag-test-no-such-label", cmdline="/nonexistent")
+
+
+def test_nocloud_malformed_yaml(seed):
+    (seed / "meta-data").write_text("instance-id: [unclosed\n")
+    with pytest.raises(ValueError, match="meta-data: invalid YAML"):
+        probe("nocloud", path=str(seed))
+
+
+def test_nocloud_wrong_content(seed):
+    (seed / "meta-data").write_text("- just\n- a list\n")
+    with pytest.raises(ValueError, match="expected a YAML mapping"):
+        probe("nocloud", path=str(seed))
+
+
+def test_nocloud_network_config_wrapped_in_network(seed):
+    (seed / "network-config").write_text("network:\n  version: 1\n  config: []\n")
+    assert probe("nocloud", path=str(seed))["network-config"] == {"version": 1, "config": []}
+
+
+def test_nocloud_seedfrom_url(tmp_path):
+    with Simulator(load_fixture(None)) as sim:
+        caps = probe("nocloud", path=str(tmp_path), label="cidag-test-no-such-label",
+                     seedfrom=f"{sim.url}/nocloud/")
+        assert caps["hostname"] == "sim-host"
+        assert len(sim.requests) == 4
+
+
+def test_nocloud_seed_from_the_kernel_command_line(tmp_path):
+    with Simulator(load_fixture(None)) as sim:
+        cmdline = tmp_path / "cmdline"
+        cmdline.write_text(f"quiet ds=nocloud;s={sim.url}/nocloud/ console=ttyS0\n")
+        caps = probe("nocloud", path=str(tmp_path), label="cidag-test-no-such-label", cmdline=str(cmdline))
+        assert caps["instance-id"]
+
+
+def test_nocloud_seed_url_without_meta_data_is_unavailable(tmp_path):
+    with Simulator(load_fixture(None)) as sim:
+        with pytest.raises(SourceUnavailable, match="no meta-data at seedfrom"):
+            probe("nocloud", path=str(tmp_path), label="cidag-test-no-such-label",
+                  seedfrom=f"{sim.url}/elsewhere/")
+
+
+def test_nocloud_seed_url_refused_is_unavailable(tmp_path):
+    with pytest.raises(SourceUnavailable, match="connection refused"):
+        probe("nocloud", path=str(tmp_path), label="cidag-test-no-such-label",
+              seedfrom="http://127.0.0.1:1/")
+
+
+# -- settings and the kernel command line
+
+def test_unknown_setting_is_an_error():
+    from cidag.errors import SettingsError
+
+    with pytest.raises(SettingsError, match="unknown setting 'pth'"):
+        make_context("source", "configdrive", {"pth": "/x"})
+    with pytest.raises(SettingsError, match="not a duration"):
+        make_context("source", "openstack-http", {"request_timeout": "soon"})
+
+
+def test_ds_hints():
+    assert ds_hints("ro ds=nocloud;s=http://10.0.0.1/seed/;i=iid quiet") == [
+        ("nocloud", {"s": "http://10.0.0.1/seed/", "i": "iid"})]
+    assert ds_hints("ci.ds=OpenStack,Ec2") == [("openstack", {}), ("ec2", {})]
+    assert ds_hints("root=/dev/sda dsx=1") == []
