@@ -1,6 +1,7 @@
 """Helpers for the module tests: a target root the shadow tools accept, and checks as they make them."""
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -45,7 +46,8 @@ def group(root: Path) -> dict[str, list[str]]:
     return {line.split(":")[0]: line.split(":") for line in (root / "etc/group").read_text().splitlines()}
 
 
-def rsa_key() -> tuple[str, Path]:
+@functools.lru_cache(maxsize=1)
+def _rsa_key() -> tuple[str, Path]:
     """A fresh ssh-rsa public key and its private key file (skips when ssh-keygen is missing)."""
     if shutil.which("ssh-keygen") is None:
         pytest.skip("ssh-keygen not installed")
@@ -55,3 +57,10 @@ def rsa_key() -> tuple[str, Path]:
     subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-N", "", "-m", "PEM", "-f", str(d / "k")],
                    check=True)
     return (d / "k.pub").read_text().strip(), d / "k"
+
+
+def rsa_key() -> tuple[str, Path]:
+    """A fresh ssh-rsa public key and its private key file (skips when ssh-keygen is missing)."""
+    if shutil.which("ssh-keygen") is None:
+        pytest.skip("ssh-keygen not installed")
+    return _rsa_key()

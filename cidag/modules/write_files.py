@@ -23,7 +23,7 @@ ENTRY = {
     "type": "object",
     "properties": {
         "path": {"type": "string", "minLength": 1},
-        "content": {"type": ["string", "null"]},
+        "content": {"description": "text, or bytes from YAML !!binary"},
         "source": {"type": "object"},
         "encoding": {"enum": ["text", "b64", "base64", "gz", "gzip", "gz+b64", "gzip+base64",
                               "gz+base64", "gzip+b64"]},
@@ -50,7 +50,11 @@ SETTINGS = {
 def decode(content, encoding: str | None, limit: int) -> bytes:
     """Bytes to write for `content` in `encoding`; raise ValueError with the reason."""
     enc = (encoding or "text").lower()
-    data = (content or "").encode("utf-8") if isinstance(content, str) or content is None else bytes(content)
+    if content is None:
+        content = ""
+    if not isinstance(content, (str, bytes)):
+        raise ValueError(f"content must be text, got {type(content).__name__}")
+    data = content.encode("utf-8") if isinstance(content, str) else content
     if "b64" in enc or "base64" in enc:
         try:
             data = base64.b64decode(data, validate=False)
