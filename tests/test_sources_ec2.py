@@ -44,7 +44,7 @@ def test_success_with_a_token(sim, dmi):
         "hostname": "sim-host",
         "availability-zone": "nova",
         "local-ipv4": "10.0.0.5",
-        "public-keys": [sim.instance["public-keys"][0]],
+        "public-keys": sim.instance["public-keys"],
         "user-data": "#cloud-config\nhostname: sim-host\n",
     }
     assert sim.requests[0][1:3] == ("PUT", "/latest/api/token")
@@ -124,7 +124,7 @@ def test_stalled_fails_at_the_deadline(sim, dmi):
 
 def test_wrong_content_fails(sim, dmi):
     sim.add_fault("/latest/meta-data/instance-id", body="<html>\n<body>hello</body>\n</html>")
-    with pytest.raises(ValueError, match="wrong content"):
+    with pytest.raises(RuntimeError, match="wrong content"):
         probe(sim.url, dmi)
 
 

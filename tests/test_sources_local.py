@@ -70,13 +70,13 @@ def test_configdrive_newest_dated_version_without_latest(drive):
 
 def test_configdrive_malformed_json(drive):
     (drive / "openstack/latest/meta_data.json").write_text('{"uuid": ')
-    with pytest.raises(ValueError, match=r"openstack/latest/meta_data.json: invalid JSON"):
+    with pytest.raises(RuntimeError, match=r"openstack/latest/meta_data.json: invalid JSON"):
         probe("configdrive", path=str(drive))
 
 
 def test_configdrive_without_uuid_fails(drive):
     (drive / "openstack/latest/meta_data.json").write_text('{"hostname": "x"}')
-    with pytest.raises(ValueError, match="no usable uuid"):
+    with pytest.raises(RuntimeError, match="no usable uuid"):
         probe("configdrive", path=str(drive))
 
 
@@ -91,7 +91,7 @@ def test_configdrive_symlink_out_of_the_drive_is_refused(drive, tmp_path):
     target = drive / "openstack/latest/user_data"
     target.unlink()
     os.symlink(outside, target)
-    with pytest.raises(ValueError, match="points outside"):
+    with pytest.raises(RuntimeError, match="points outside"):
         probe("configdrive", path=str(drive))
 
 
@@ -112,13 +112,13 @@ def test_nocloud_absent_is_unavailable(tmp_path):
 
 def test_nocloud_malformed_yaml(seed):
     (seed / "meta-data").write_text("instance-id: [unclosed\n")
-    with pytest.raises(ValueError, match="meta-data: invalid YAML"):
+    with pytest.raises(RuntimeError, match="meta-data: invalid YAML"):
         probe("nocloud", path=str(seed))
 
 
 def test_nocloud_wrong_content(seed):
     (seed / "meta-data").write_text("- just\n- a list\n")
-    with pytest.raises(ValueError, match="expected a YAML mapping"):
+    with pytest.raises(RuntimeError, match="expected a YAML mapping"):
         probe("nocloud", path=str(seed))
 
 

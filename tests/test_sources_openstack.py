@@ -159,17 +159,17 @@ def test_oversized_document_fails(sim, dmi):
 
 def test_malformed_json_fails_with_the_document_named(sim, dmi):
     sim.add_fault("/openstack/latest/meta_data.json", body='{"uuid": "x",')
-    with pytest.raises(ValueError, match=r"meta_data.json: invalid JSON"):
+    with pytest.raises(RuntimeError, match=r"meta_data.json: invalid JSON"):
         probe(sim.url, dmi)
 
 
 def test_wrong_content_fails(sim, dmi):
     sim.add_fault("/openstack", body="<html><body>Welcome to nginx</body></html>")
-    with pytest.raises(ValueError, match="no usable version in the listing"):
+    with pytest.raises(RuntimeError, match="no usable version in the listing"):
         probe(sim.url, dmi)
     sim.clear_faults()
     sim.add_fault("/openstack/latest/meta_data.json", body='["not", "an", "object"]')
-    with pytest.raises(ValueError, match="expected a JSON object"):
+    with pytest.raises(RuntimeError, match="expected a JSON object"):
         probe(sim.url, dmi)
 
 
@@ -181,6 +181,6 @@ def test_redirect_off_host_fails(sim, dmi):
 
 def test_secret_never_in_failure_messages(sim, dmi):
     sim.add_fault("/openstack/latest/network_data.json", body="{broken")
-    with pytest.raises(ValueError) as exc:
+    with pytest.raises(RuntimeError) as exc:
         probe(sim.url, dmi)
     assert SECRET not in str(exc.value)

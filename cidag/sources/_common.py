@@ -1,13 +1,14 @@
 """What the built-in metadata sources share: safe file reads, decoding, the OpenStack document shape."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from ..errors import SourceUnavailable
 
@@ -205,3 +206,24 @@ def _unescape(field: str) -> str:
 def unavailable(message: str) -> SourceUnavailable:
     """A SourceUnavailable with `message` (helper so call sites read as prose)."""
     return SourceUnavailable(message)
+
+
+def plain_failures(probe: Callable) -> Callable:
+    """Re-raise a probe's failure as a plain RuntimeError so the reason is its one-line message.
+
+    (The engine prefixes the class name of anything but RuntimeError/Exception.)
+    SourceUnavailable passes through: it means "not this platform".
+    """
+
+    @functools.wraps(probe)
+    def wrapper(ctx):
+        try:
+            return probe(ctx)
+        except SourceUnavailable:
+            raise
+        except (ValueError, RuntimeError) as exc:
+            if type(exc) is RuntimeError:
+                raise
+            raise RuntimeError(str(exc)) from None
+
+    return wrapper

@@ -29,6 +29,7 @@ CAPABILITIES = (
 SECRETS = frozenset({"admin-password"})
 
 
+@_common.plain_failures
 def probe(ctx: Context) -> dict:
     """Read the config drive; raise SourceUnavailable when there is none."""
     path = Path(ctx.settings["path"])

@@ -46,6 +46,7 @@ CAPABILITIES = ("instance-id", "hostname", "public-keys", "user-data", "availabi
 SECRETS: frozenset[str] = frozenset()
 
 
+@_common.plain_failures
 def probe(ctx: Context) -> dict:
     """Read EC2 instance metadata; raise SourceUnavailable when it is not there."""
     s = ctx.settings

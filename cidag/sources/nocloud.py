@@ -40,6 +40,7 @@ CAPABILITIES = (
 SECRETS: frozenset[str] = frozenset()
 
 
+@_common.plain_failures
 def probe(ctx: Context) -> dict:
     """Read the first seed found; raise SourceUnavailable when there is none."""
     s = ctx.settings

@@ -44,6 +44,7 @@ class PasswordConflict(RuntimeError):
     """The metadata service already holds a password (HTTP 409)."""
 
 
+@_common.plain_failures
 def probe(ctx: Context) -> dict:
     """Read the OpenStack metadata API; raise SourceUnavailable when it is not there."""
     s = ctx.settings
