@@ -1,0 +1,72 @@
+"""The shipped systemd units: ordering, the disable switches, and `systemd-analyze verify`."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from importlib import resources
+
+import pytest
+
+from cidag.cli import COMMANDS
+from cidag.disabled import DISABLE_FILE
+
+UNITS = ("cidag.service", "cidag.target")
+
+
+def unit_text(name: str) -> str:
+    return (resources.files("cidag") / "data" / name).read_text()
+
+
+def parse(text: str) -> dict[str, dict[str, list[str]]]:
+    """Sections -> key -> values (a key may repeat; space-separated lists are split)."""
+    out: dict[str, dict[str, list[str]]] = {}
+    section = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            section = out.setdefault(line.strip("[]"), {})
+            continue
+        key, _, value = line.partition("=")
+        section.setdefault(key.strip(), []).extend(value.split())
+    return out
+
+
+def test_service_order_and_switches():
+    unit = parse(unit_text("cidag.service"))
+    u, s = unit["Unit"], unit["Service"]
+    assert "network.target" in u["After"] and "local-fs.target" in u["After"]
+    for before in ("network-online.target", "sshd.service", "systemd-user-sessions.service", "cidag.target"):
+        assert before in u["Before"]
+    assert u["ConditionPathExists"] == ["!/" + DISABLE_FILE]
+    assert u["ConditionKernelCommandLine"] == ["!cidag=disabled"]
+    assert s["Type"] == ["oneshot"] and s["RemainAfterExit"] == ["yes"]
+    exe, *args = s["ExecStart"]
+    assert exe.startswith("/") and exe.endswith("/cidag") and args[0] in COMMANDS
+    assert unit["Install"]["WantedBy"] == ["cidag.target"]
+
+
+def test_target_comes_after_the_service():
+    unit = parse(unit_text("cidag.target"))
+    assert unit["Unit"]["Wants"] == ["cidag.service"] and unit["Unit"]["After"] == ["cidag.service"]
+    assert unit["Install"]["WantedBy"] == ["multi-user.target"]
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+def test_systemd_analyze_verify_is_clean(tmp_path):
+    stub = tmp_path / "cidag"
+    stub.write_text("#!/bin/sh\nexit 0\n")
+    stub.chmod(0o755)
+    for name in UNITS:
+        text = unit_text(name).replace("/usr/bin/cidag", str(stub))  # verify checks the binary exists
+        (tmp_path / name).write_text(text)
+    # a unit that orders itself after provisioning, as docs/systemd.md tells users to
+    (tmp_path / "after-cidag.service").write_text(
+        "[Unit]\nDescription=after provisioning\nWants=cidag.target\nAfter=cidag.target\n\n"
+        "[Service]\nType=oneshot\nExecStart=/bin/true\n")
+    files = [str(tmp_path / n) for n in (*UNITS, "after-cidag.service")]
+    proc = subprocess.run(["systemd-analyze", "verify", "--man=no", *files],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip() == "" and proc.stderr.strip() == ""
