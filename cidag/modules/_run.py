@@ -82,3 +82,10 @@ def run_one(ctx: Context, out: Output, label: str, command, env: dict[str, str])
 def label_of(command) -> str:
     text = describe(command)
     return text if len(text) <= 120 else text[:117] + "..."
+
+
+def drop_capability_env(ctx: Context) -> None:
+    """Remove CIDAG_CAP_* from what ctx.run passes on: system tools (useradd, ssh-keygen) need none,
+    and cloud-config may hold passwords."""
+    for key in [k for k in ctx.env if k.startswith("CIDAG_CAP_")]:
+        del ctx.env[key]

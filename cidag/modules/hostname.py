@@ -16,6 +16,7 @@ import shutil
 
 from .. import paths, userdata
 from ..api import Context
+from . import _run
 
 MANAGE = {"type": ["boolean", "string"], "enum": [True, False, "template", "localhost"]}
 CLOUD_CONFIG = {
@@ -58,6 +59,7 @@ def valid(name: str) -> bool:
 
 def run(ctx: Context) -> dict | None:
     cc = userdata.cloud_config_sections(ctx, CLOUD_CONFIG)
+    _run.drop_capability_env(ctx)
     s = ctx.settings
     if cc.get("preserve_hostname"):
         ctx.log.info("preserve_hostname is set: host name left alone")

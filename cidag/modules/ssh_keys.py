@@ -18,6 +18,7 @@ import shutil
 
 from .. import paths, userdata
 from ..api import Context
+from . import _run
 from . import _accounts as acc
 
 KEY_TYPES = ["rsa", "ecdsa", "ed25519"]
@@ -59,6 +60,7 @@ def normalize_keys(value) -> list[str]:
 
 def run(ctx: Context) -> dict | None:
     cc = userdata.cloud_config_sections(ctx, CLOUD_CONFIG)
+    _run.drop_capability_env(ctx)
     target_user = ctx.settings.get("user") or ctx.caps.get("default-user") or "root"
     wanted: dict[str, list[str]] = {}
     wanted.setdefault(target_user, []).extend(normalize_keys(ctx.caps.get("public-keys")))

@@ -5,7 +5,8 @@ merged mapping; user-data wins over vendor-data) and `user-scripts` (a list of
 {name, content (bytes), origin}). Cloud-config keys: `vendor_data: {enabled: false}`
 drops vendor-data.
 
-Parts that cannot be parsed are logged as warnings and left out; the module
+The four capabilities are marked secret (SECRETS): `cidag query` and
+instance-data.json withhold them. Parts that cannot be parsed are logged as warnings and left out; the module
 fails (so consumers, which only want `cloud-config`, go on without it) only
 when nothing at all could be used.
 """
@@ -14,6 +15,9 @@ from __future__ import annotations
 from .. import userdata
 from ..api import Context
 
+# User-data may hold passwords (chpasswd) and scripts with credentials: kept out of
+# instance-data.json and scrubbed from logs, as cloud-init keeps user-data root-only.
+SECRETS = ("user-data", "vendor-data", "cloud-config", "user-scripts")
 SETTINGS = {
     "type": "object",
     "properties": {

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .. import paths, userdata
 from ..api import Context
+from . import _run
 from . import _accounts as acc
 
 STR_OR_LIST = {"type": ["string", "array"], "items": {"type": "string"}}
@@ -150,6 +151,7 @@ def _groups(value) -> dict[str, list[str]]:
 
 
 def run(ctx: Context) -> dict | None:
+    _run.drop_capability_env(ctx)
     users, groups, default_name = plan(ctx)
     if not users and not groups:
         ctx.log.info("no users or groups to create")
