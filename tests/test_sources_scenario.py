@@ -1,0 +1,117 @@
+"""The proposal scenario for real: config drive present, OpenStack HTTP answering after ~2 s,
+EC2 unreachable; `select: preferred` with the config drive preferred."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cidag.engine import RunOptions, load_and_compile, run
+from cidag.simulator import Simulator, load_fixture
+
+REPO = Path(__file__).resolve().parent.parent
+OPENSTACK_DELAY = 1.0  # per request; the probe needs two round trips: ~2 s
+
+
+def post_it(ctx):
+    """A module type (referenced as test_sources_scenario:post_it) that posts the admin password."""
+    ctx.caps["post-password"](ctx.caps["admin-password"])
+    return None
+
+
+@pytest.fixture
+def world(tmp_path):
+    """The simulator with its config drive and fake DMI written, OpenStack slowed down."""
+    with Simulator(load_fixture(None)) as sim:
+        sim.add_fault("/openstack*", method="GET", delay=OPENSTACK_DELAY)
+        sim.write_configdrive(tmp_path / "config-2")
+        sim.write_sysfs(tmp_path / "sys")
+        (tmp_path / "cmdline").write_text("")
+        yield sim, tmp_path
+
+
+def write_manifests(tmp_path: Path, sim: Simulator) -> tuple[Path, Path]:
+    checks = {"sysfs_root": str(tmp_path / "sys"), "cmdline": str(tmp_path / "cmdline")}
+    sources = {"version": 1, "select": "preferred", "sources": [
+        {"name": "configdrive", "type": "configdrive", "timeout": "10s",
+         "capabilities": ["instance-id", "hostname", "public-keys", "admin-password"],
+         "settings": {"path": str(tmp_path / "config-2")}},
+        {"name": "openstack", "type": "openstack-http", "timeout": "30s",
+         "capabilities": ["instance-id", "hostname", "public-keys", "admin-password", "post-password"],
+         "settings": {"url": sim.url, **checks}},
+        {"name": "ec2", "type": "ec2", "timeout": "30s",
+         "capabilities": ["instance-id", "hostname", "local-ipv4"],
+         "settings": {"url": "http://127.0.0.1:1", **checks, "platform_check": False}},
+    ]}
+    modules = {"version": 1, "modules": [
+        {"name": "hostname-file", "type": "exec", "needs": ["hostname"], "frequency": "per-boot",
+         "settings": {"command": 'printf "%s" "$CIDAG_CAP_HOSTNAME" > "$CIDAG_ROOT/hostname"'}},
+        {"name": "keys-file", "type": "exec", "needs": ["public-keys"], "frequency": "per-boot",
+         "settings": {"command": 'printf "%s" "$CIDAG_CAP_PUBLIC_KEYS" > "$CIDAG_ROOT/keys.json"'}},
+        {"name": "post-password", "type": "test_sources_scenario:post_it", "frequency": "per-boot",
+         "needs": ["admin-password", "post-password"]},
+    ]}
+    s, m = tmp_path / "sources.yaml", tmp_path / "modules.yaml"
+    s.write_text(yaml.safe_dump(sources, sort_keys=False))
+    m.write_text(yaml.safe_dump(modules, sort_keys=False))
+    return s, m
+
+
+def test_config_drive_modules_finish_before_the_http_probe_and_post_password_comes_from_openstack(world):
+    sim, tmp_path = world
+    root = tmp_path / "root"
+    root.mkdir()
+    s, m = write_manifests(tmp_path, sim)
+    result = run(load_and_compile(str(s), str(m)), RunOptions(root=root, jobs=4, handle_signals=False))
+    rec = result.record
+    nodes = {n["id"]: n for n in rec["nodes"]}
+    caps = rec["capabilities"]
+    assert result.exit_code == 0, nodes
+    assert nodes["source:configdrive"]["status"] == "available"
+    assert nodes["source:openstack"]["status"] == "available"
+    assert nodes["source:ec2"]["status"] == "unavailable"
+    assert "connection refused" in nodes["source:ec2"]["reason"]
+    assert nodes["source:ec2"]["end_s"] < 1.0  # unreachable is known at once
+    # One run, two sources.
+    assert caps["hostname"]["provider"] == "source:configdrive"
+    assert caps["admin-password"]["provider"] == "source:configdrive"
+    assert caps["post-password"]["provider"] == "source:openstack"
+    # Config-drive-only modules are done before the HTTP probe ends.
+    http_end = nodes["source:openstack"]["end_s"]
+    assert http_end >= 2 * OPENSTACK_DELAY * 0.9
+    assert nodes["module:hostname-file"]["end_s"] < http_end
+    assert nodes["module:keys-file"]["end_s"] < http_end
+    assert nodes["module:post-password"]["start_s"] >= http_end
+    assert (root / "hostname").read_text() == "sim-host"
+    assert sim.passwords == [b"sim-Secret-1"]
+    assert "sim-Secret-1" not in json.dumps(rec)
+
+
+def test_shipped_manifests_against_the_simulator(world):
+    """`python -m cidag run` on the shipped sources.yaml and modules.yaml, aimed at the simulator."""
+    sim, tmp_path = world
+    root = tmp_path / "root"
+    env = {**os.environ, "PYTHONPATH": str(REPO),
+           "CIDAG_CONFIGDRIVE_PATH": str(tmp_path / "config-2"),
+           "CIDAG_NOCLOUD_PATH": str(tmp_path / "no-seed"),
+           "CIDAG_OPENSTACK_URL": sim.url, "CIDAG_EC2_URL": "http://127.0.0.1:1",
+           "CIDAG_SYSFS": str(tmp_path / "sys"), "CIDAG_CMDLINE": str(tmp_path / "cmdline")}
+    out = subprocess.run(
+        [sys.executable, "-m", "cidag", "run", "--sources", str(REPO / "sources.yaml"),
+         "--modules", str(REPO / "modules.yaml"), "--root", str(root), "-j", "4", "-q"],
+        capture_output=True, text=True, env=env, timeout=120)
+    rec = json.loads((root / "var/lib/cidag/last-run.json").read_text())
+    nodes = {n["id"]: n for n in rec["nodes"]}
+    assert nodes["source:configdrive"]["status"] == "available", out.stderr
+    assert nodes["source:openstack"]["status"] == "available", nodes["source:openstack"]["reason"]
+    assert nodes["source:ec2"]["status"] == "unavailable"
+    assert nodes["source:nocloud"]["status"] == "unavailable"
+    assert rec["capabilities"]["instance-id"]["provider"] == "source:configdrive"
+    if "post-password" in rec["capabilities"]:
+        assert rec["capabilities"]["post-password"]["provider"] == "source:openstack"
+    assert "sim-Secret-1" not in json.dumps(rec) + out.stdout + out.stderr
