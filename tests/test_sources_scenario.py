@@ -114,4 +114,7 @@ def test_shipped_manifests_against_the_simulator(world):
     assert rec["capabilities"]["instance-id"]["provider"] == "source:configdrive"
     if "post-password" in rec["capabilities"]:
         assert rec["capabilities"]["post-password"]["provider"] == "source:openstack"
+        if nodes.get("module:set-password", {}).get("status") == "ok":
+            # set-password posts it RSA-encrypted to the ssh-rsa key, never in clear.
+            assert len(sim.passwords) == 1 and b"sim-Secret-1" not in sim.passwords[0]
     assert "sim-Secret-1" not in json.dumps(rec) + out.stdout + out.stderr
