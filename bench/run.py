@@ -1,0 +1,192 @@
+"""`make bench`: every cidag benchmark, printed as tables with ratios and targets.
+
+    python bench/run.py                 # everything (about 2 minutes on 2 cores)
+    python bench/run.py --quick         # small sizes, 3 s deadline: a smoke test
+    python bench/run.py --only dag      # one section: proposal, deadline, dag, startup
+    python bench/run.py --update-readme # also rewrite the figures block of bench/README.md
+
+Figures are measured in this one run and compared with each other; nothing here
+asserts a timing. The raw numbers go to bench/out/latest.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # `bench.noop:run` must import, in this process and in children
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+
+from bench import dag, scenarios, startup  # noqa: E402
+
+OUT = REPO / "bench" / "out"
+README = REPO / "bench" / "README.md"
+BEGIN, END = "<!-- figures:begin -->", "<!-- figures:end -->"
+SECTIONS = ("proposal", "deadline", "dag", "startup")
+
+
+def yes(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+    cells = [[str(c) for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, cells)])
+
+
+def s(x: float, digits: int = 3) -> str:
+    return f"{x:.{digits}f}"
+
+
+def report_proposal(res: dict) -> tuple[str, list[tuple[str, bool, str]]]:
+    one = res["one-step"]
+    rows = []
+    for name, r in res.items():
+        rows.append([name, s(r["makespan_s"]), s(r["critical_path_s"]),
+                     s(r["makespan_s"] / r["critical_path_s"], 2),
+                     s(r["makespan_s"] / one["makespan_s"], 2),
+                     f"{r['modules_ok']}/{r['modules']}", r["result"]])
+    out = [table(["strategy", "makespan s", "critical path s", "makespan ÷ CP", "÷ one-step makespan",
+                  "modules ok", "result"], rows)]
+    cp = one["critical_path_s"]
+    bound = 1.05 * cp + 0.05
+    serial = res["serial"]["makespan_s"]
+    out.append(f"\none-step makespan {s(one['makespan_s'])} s vs target 1.05 × {s(cp)} + 0.050 = {s(bound)} s: "
+               f"{yes(one['makespan_s'] <= bound)}")
+    out.append(f"speed-up over serial: {s(serial / one['makespan_s'], 2)}× "
+               f"(bound: serial ÷ one-step critical path = {s(serial / cp, 2)}×); "
+               f"two-step ÷ one-step = {s(res['two-step']['makespan_s'] / one['makespan_s'], 2)}")
+    for name, r in res.items():
+        out.append(f"  {name:9} critical path: {' -> '.join(r['critical_path'])}")
+        for mod, why in r["skipped"].items():
+            out.append(f"  {name:9} {mod} not ok: {why}")
+    return "\n".join(out), [("proposal: one-step makespan ≤ 1.05 × CP + 50 ms", one["makespan_s"] <= bound,
+                             f"{s(one['makespan_s'])} s ≤ {s(bound)} s")]
+
+
+def report_deadline(res: dict, deadline_s: float) -> str:
+    modes = list(res)
+    mods = [m[0] for m in scenarios.MODULES]
+    rows = [[m] + [s(res[k]["starts"].get(m) or 0.0, 2) for k in modes] for m in mods]
+    out = [f"the most preferred source (openstack) fails at its {deadline_s:g} s deadline; "
+           "configdrive answers in 0.3 s. Module start times (s):", table(["module", *modes], rows), ""]
+    rows = [[k, s(r["modules_done_s"], 2), s(r["makespan_s"], 2), f"{r['modules_ok']}/{r['modules']}",
+             (r["providers"].get("instance-id") or "-").split(":")[-1],
+             (r["providers"].get("hostname") or "-").split(":")[-1]] for k, r in res.items()]
+    out.append(table(["mode", "last module ended s", "makespan s", "modules ok", "instance-id from",
+                      "hostname from"], rows))
+    p, f = res["preferred"], res["first"]
+    out.append(f"\nselect: first starts set-hostname at {s(f['starts']['set-hostname'], 2)} s instead of "
+               f"{s(p['starts']['set-hostname'], 2)} s; network (network-config only from configdrive, per-boot) "
+               f"starts at {s(p['starts']['network'], 2)} s even under preferred.")
+    return "\n".join(out)
+
+
+def report_dag(res: list[dict]) -> tuple[str, list[tuple[str, bool, str]]]:
+    rows = []
+    for r in res:
+        rows.append([r["nodes"], r["edges"], s(r["run_s"]), s(r["baseline_s"]), s(r["ratio"], 1),
+                     s(r.get("plan_skips_s", float("nan"))), s(r.get("plan_loop_s", float("nan"))),
+                     s(r["compile_s"]), s(r["check_subprocess_s"])])
+    out = table(["modules", "edges", "cidag run s", "graphlib s", "run ÷ graphlib", "plan_skips s",
+                 "plan loop s", "load+compile s", "cidag check s"], rows)
+    big = max(res, key=lambda r: r["nodes"])
+    targets = [(f"dag: {big['nodes']}-node run ≤ 2 × graphlib", big["ratio"] <= 2, f"{s(big['ratio'], 1)}×"),
+               (f"dag: {big['nodes']}-node load + compile + check < 1 s", big["compile_s"] < 1,
+                f"{s(big['compile_s'])} s in-process, {s(big['check_subprocess_s'])} s as `cidag check`")]
+    return out, targets
+
+
+def report_startup(r: dict) -> tuple[str, list[tuple[str, bool, str]]]:
+    rows = [["python -c pass", s(r["python_s"]), "1.00"],
+            [f"{r['command']} --help", s(r["help_s"]), s(r["help_ratio"], 2)],
+            [f"{r['command']} check (shipped)", s(r["check_s"]), s(r["check_ratio"], 2)]]
+    out = table([f"command (median of {r['runs']})", "seconds", "÷ python"], rows)
+    return out, [("startup: cidag --help ≤ 3 × python -c pass", r["help_ratio"] <= 3, f"{s(r['help_ratio'], 2)}×")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="sizes 100 and 1000, 3 s deadline, fewer repeats")
+    ap.add_argument("--only", action="append", choices=SECTIONS, help="run only this section (repeatable)")
+    ap.add_argument("--sizes", default=None, help="comma-separated DAG sizes (default 100,1000,5000)")
+    ap.add_argument("--deadline", type=float, default=None, help="deadline of the absent source (default 30)")
+    ap.add_argument("--update-readme", action="store_true", help="rewrite the figures block of bench/README.md")
+    args = ap.parse_args(argv)
+    sections = args.only or list(SECTIONS)
+    sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else ([100, 1000] if args.quick else [100, 1000, 5000])
+    deadline_s = args.deadline if args.deadline is not None else (3.0 if args.quick else 30.0)
+    repeats = 1 if args.quick else 3
+
+    t0 = time.perf_counter()
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    raw: dict = {"date": when, "machine": machine}
+    parts: list[str] = []
+    targets: list[tuple[str, bool, str]] = []
+
+    def section(title: str, text: str) -> None:
+        block = f"### {title}\n\n{text}\n"
+        print(block, flush=True)
+        parts.append(block)
+
+    print(f"cidag benchmarks — {when} — {machine}\n", flush=True)
+    if "proposal" in sections:
+        res = scenarios.proposal(repeats)
+        raw["proposal"] = {k: {x: y for x, y in v.items() if x != "nodes"} for k, v in res.items()}
+        text, t = report_proposal(res)
+        targets += t
+        section(f"(a) proposal scenario, three strategies (-j 4, median of {repeats})", text)
+    if "deadline" in sections:
+        res = scenarios.deadline(deadline_s)
+        raw["deadline"] = {k: {x: y for x, y in v.items() if x != "nodes"} for k, v in res.items()}
+        section(f"(a2) absent preferred source, {deadline_s:g} s deadline: select preferred vs first",
+                report_deadline(res, deadline_s))
+    if "dag" in sections:
+        res = []
+        for n in sizes:
+            res.append(dag.bench_size(n, repeats=repeats))
+            print(f"  ... {n} nodes: run {s(res[-1]['run_s'])} s, graphlib {s(res[-1]['baseline_s'])} s", flush=True)
+        raw["dag"] = res
+        text, t = report_dag(res)
+        targets += t
+        section("(b) generated DAGs of no-op plugin modules (-j 4; best of 3, a run over 5 s once)", text)
+    if "startup" in sections:
+        res = startup.startup(5 if args.quick else 10)
+        raw["startup"] = res
+        text, t = report_startup(res)
+        targets += t
+        section("(c) start-up", text)
+
+    summary = table(["target", "status", "measured"], [[n, yes(ok), m] for n, ok, m in targets])
+    section("targets", summary)
+    total = time.perf_counter() - t0
+    print(f"total bench time {total:.0f} s")
+    raw["targets"] = [{"target": n, "met": ok, "measured": m} for n, ok, m in targets]
+    raw["total_s"] = total
+    OUT.mkdir(exist_ok=True)
+    (OUT / "latest.json").write_text(json.dumps(raw, indent=1, default=str) + "\n")
+    figures = f"Measured {when} on {machine} by `make bench` (total {total:.0f} s).\n\n" + "\n".join(parts)
+    (OUT / "latest.md").write_text(figures)
+    if args.update_readme:
+        text = README.read_text()
+        if BEGIN in text and END in text:
+            head, rest = text.split(BEGIN, 1)
+            _, tail = rest.split(END, 1)
+            README.write_text(f"{head}{BEGIN}\n{figures}\n{END}{tail}")
+            print(f"updated {README.relative_to(REPO)}")
+        else:
+            print(f"{README} has no {BEGIN} ... {END} block; figures are in {OUT / 'latest.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
