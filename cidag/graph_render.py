@@ -15,7 +15,7 @@ _NODE_STYLE = {
 
 
 def _q(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
 def to_dot(g: nx.DiGraph) -> str:
@@ -29,7 +29,7 @@ def to_dot(g: nx.DiGraph) -> str:
     ]
     for node, data in g.nodes(data=True):
         kind = data["kind"]
-        label = data["name"] if kind == "capability" else f"{data['name']}\\n({kind}: {data.get('type', '')})"
+        label = data["name"] if kind == "capability" else f"{data['name']}\n({kind}: {data.get('type', '')})"
         lines.append(f"  {_q(node)} [label={_q(label)}, {_NODE_STYLE[kind]}];")
     for u, v, data in g.edges(data=True):
         kind = data["kind"]

@@ -139,6 +139,9 @@ class Plan:
 
     def start(self) -> None:
         """Evaluate the nodes with no inputs; call once before the first next_to_start()."""
+        for cap in self.caps.values():
+            if not self.cg.providers.get(cap.name):
+                self._try_settle(cap)  # nothing provides it: unavailable from the start
         for node, state in self.nodes.items():
             if state.status == "waiting" and state.pending == 0:
                 self._evaluate(state)

@@ -185,6 +185,7 @@ def scenarios(draw):
         modules.append(mod(
             f"m{j}",
             needs=draw(st.lists(st.sampled_from(CAPS), max_size=2, unique=True)),
+            wants=draw(st.lists(st.sampled_from(CAPS + ["nobody-provides-this"]), max_size=2, unique=True)),
             depends_on=draw(st.lists(st.sampled_from(earlier), max_size=2, unique=True)) if earlier else [],
             after=draw(st.lists(st.sampled_from(earlier), max_size=1, unique=True)) if earlier else [],
             priority=draw(st.integers(0, 3)),
@@ -194,6 +195,7 @@ def scenarios(draw):
     for m in modules:
         m["needs"] = [c for c in m["needs"] if c in declared]
         m["after"] = [a for a in m["after"] if a not in m["depends_on"]]
+        m["wants"] = [c for c in m["wants"] if c not in m["needs"]]
     return sources, modules, outcomes
 
 

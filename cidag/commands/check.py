@@ -64,12 +64,14 @@ def check(files, sources_path, modules_path, config_dir, fmt, strict, user_data,
     errors = [d for d in diags if d.severity == "error" or strict]
     _print(diags, fmt, strict)
     if fmt == "text":
-        if not diags:
+        n_err = sum(1 for d in diags if d.severity == "error")
+        n_warn = len(diags) - n_err
+        if not n_err:
+            tail = f", {n_warn} warning(s)" if n_warn else ""
             click.echo(f"ok: {sources_path}, {modules_path}: {counts.get('sources', 0)} sources, "
-                       f"{counts.get('modules', 0)} modules, {counts.get('capabilities', 0)} capabilities")
+                       f"{counts.get('modules', 0)} modules, {counts.get('capabilities', 0)} capabilities{tail}")
         else:
-            n_err = sum(1 for d in diags if d.severity == "error")
-            click.echo(f"{n_err} error(s), {len(diags) - n_err} warning(s)", err=True)
+            click.echo(f"{n_err} error(s), {n_warn} warning(s)", err=True)
     return 2 if errors else 0
 
 

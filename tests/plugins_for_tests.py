@@ -1,0 +1,51 @@
+"""Plugin types used by the engine tests (referenced as `plugins_for_tests:NAME`)."""
+from __future__ import annotations
+
+import time
+
+from cidag.api import declare
+
+
+def slow_probe(ctx):
+    """A source whose data and delay come from settings."""
+    time.sleep(ctx.settings.get("delay", 0))
+    return dict(ctx.settings.get("data", {}))
+
+
+@declare(settings={"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]})
+def write_text(ctx):
+    """Writes settings.text and what it read to ROOT/out/NAME."""
+    out = ctx.root / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    seen = {name: str(ctx.caps[name]) for name in ctx.caps}
+    (out / ctx.name).write_text(ctx.settings["text"] + " " + repr(sorted(seen.items())))
+    return None
+
+
+def log_secret(ctx):
+    """Logs and returns a secret: the record must show neither."""
+    pw = ctx.caps["admin-password"]
+    ctx.log.info("setting password %s for user", pw)
+    ctx.output.append(f"chpasswd: {pw}\n")
+    return None
+
+
+def read_undeclared(ctx):
+    return {"got": ctx.caps["hostname"]}
+
+
+def boom(ctx):
+    raise ValueError("the widget is broken")
+
+
+def returns_list(ctx):
+    return [1, 2]
+
+
+class ClassSource:
+    """A source type written as a class."""
+
+    SETTINGS = {"type": "object", "properties": {"iid": {"type": "string", "default": "i-class"}}}
+
+    def probe(self, ctx):
+        return {"instance-id": ctx.settings["iid"]}
