@@ -17,7 +17,7 @@ NOT_OK = frozenset({"failed", "timeout", "interrupted"})
 class Progress:
     """Progress of one run over `total` nodes, written to `stream`; thread-safe."""
 
-    def __init__(self, stream: TextIO, total: int, is_tty: bool, clock=time.monotonic) -> None:
+    def __init__(self, stream: TextIO, total: int | None, is_tty: bool, clock=time.monotonic) -> None:
         self.stream = stream
         self.total = total
         self.is_tty = is_tty
@@ -28,6 +28,8 @@ class Progress:
         self._lock = threading.Lock()
         self._closed = False
         self._drawn = False
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
 
     def node_started(self, node_id: str) -> None:
         """A node began running."""
@@ -37,6 +39,10 @@ class Progress:
             self._running[node_id] = self._clock()
             if self.is_tty:
                 self._draw()
+                if self._ticker is None:
+                    # Elapsed time moves on while a long node runs and nothing else happens.
+                    self._ticker = threading.Thread(target=self._tick, name="cidag-progress", daemon=True)
+                    self._ticker.start()
             else:
                 self._line(f"start {node_id}")
 
@@ -57,6 +63,11 @@ class Progress:
             else:
                 self._line(f"{status} {node_id}{took}")
 
+    def set_total(self, total: int | None) -> None:
+        """The number of nodes, once known (None: show the count done alone)."""
+        with self._lock:
+            self.total = total
+
     def refresh(self) -> None:
         """Redraw the terminal line (elapsed time moves on while nodes run)."""
         with self._lock:
@@ -69,14 +80,25 @@ class Progress:
             if self._closed:
                 return
             self._closed = True
+            self._stop.set()
             if self.is_tty and self._drawn:
                 self._write("\r" + CLEAR_EOL)
+        if self._ticker is not None and self._ticker is not threading.current_thread():
+            self._ticker.join(timeout=2)
 
-    # -- internals (lock held) --
+    # -- internals (lock held unless said) --
+
+    def _tick(self, every: float = 0.5) -> None:
+        # Lock taken by refresh(); stops at close().
+        while not self._stop.wait(every):
+            self.refresh()
 
     def _prefix(self) -> str:
+        elapsed = f"{self._clock() - self._t0:6.2f}s"
+        if not self.total:
+            return f"[{self._done} done {elapsed}] "
         width = len(str(self.total))
-        return f"[{self._done:>{width}}/{self.total} {self._clock() - self._t0:6.2f}s] "
+        return f"[{self._done:>{width}}/{self.total} {elapsed}] "
 
     def _line(self, text: str) -> None:
         self._write(self._prefix() + text + "\n")

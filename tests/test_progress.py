@@ -95,3 +95,35 @@ def test_broken_stream_is_ignored():
     p.node_started("module:a")  # no exception
     p.node_ended("module:a", "ok", 0.1)
     p.close()
+
+
+def test_unknown_total():
+    out, clock = io.StringIO(), Clock()
+    p = Progress(out, None, is_tty=False, clock=clock)
+    p.node_started("module:a")
+    p.node_ended("module:a", "ok", 0.0)
+    p.set_total(5)
+    p.node_started("module:b")
+    assert out.getvalue().splitlines() == [
+        "[0 done   0.00s] start module:a",
+        "[1 done   0.00s] ok module:a (0.00s)",
+        "[1/5   0.00s] start module:b",
+    ]
+
+
+def test_tty_ticker_redraws_and_stops_at_close():
+    import time
+
+    out = io.StringIO()
+    p = Progress(out, 1, is_tty=True)
+    p.node_started("module:slow")
+    before = out.getvalue().count("\r")
+    deadline = time.monotonic() + 10
+    while out.getvalue().count("\r") == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert out.getvalue().count("\r") > before  # redrawn with nothing else happening
+    p.close()
+    assert not p._ticker.is_alive()
+    text = out.getvalue()
+    time.sleep(0.6)
+    assert out.getvalue() == text
