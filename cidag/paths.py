@@ -16,6 +16,7 @@ instead of followed, and create files with O_EXCL | O_NOFOLLOW.
 """
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -112,7 +113,7 @@ def _open_dir(base: Path, parts: list[str], *, create: bool, mode: int, uid: int
                 os.chmod(nfd, mode)  # umask must not narrow it
                 _chown(nfd, uid, gid)
             except OSError as exc:
-                if exc.errno in (40, 20):  # ELOOP, ENOTDIR: a symlink or file appeared
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):  # a symlink or a file appeared
                     raise PathRefused(f"{base.joinpath(*parts)}: {name} is not a plain directory") from None
                 raise
             os.close(fd)
@@ -198,7 +199,7 @@ def _append(dfd: int, name: str, data: bytes, mode: int, uid: int | None, gid: i
     try:
         fd = os.open(name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, mode, dir_fd=dfd)
     except OSError as exc:
-        if exc.errno == 40:
+        if exc.errno == errno.ELOOP:
             raise PathRefused(f"{name} is a symlink (not followed)") from None
         raise
     try:

@@ -334,9 +334,9 @@ def validate_user_data_file(path: str | os.PathLike, *, encoding: str | None = N
     _collect_docs(data, docs, collector, fname)
     for msg in collector.errors:
         line = _line_in(msg)
-        diags.append(Diagnostic(fname, line, 1 if line else 0, _strip_origin(msg), code="user-data"))
+        diags.append(Diagnostic(fname, line, 1 if line else 0, _strip_origin(msg, fname), code="user-data"))
     for msg in collector.warnings:
-        diags.append(Diagnostic(fname, 0, 0, _strip_origin(msg), "warning", code="user-data"))
+        diags.append(Diagnostic(fname, 0, 0, _strip_origin(msg, fname), "warning", code="user-data"))
     schemas = section_schemas()
     for text, offset in docs:
         try:
@@ -355,15 +355,25 @@ def validate_user_data_file(path: str | os.PathLike, *, encoding: str | None = N
         for pth, message in check_sections(doc, keys):
             line, col = _yaml_line(text, pth)
             owner = schemas[str(pth[0])][0]
-            where = ".".join(str(p) for p in pth)
+            where = format_path(pth)
             diags.append(Diagnostic(fname, line + offset, col,
                                     f"{where}: {message} (section of module type {owner!r})",
                                     code="user-data"))
     return diags
 
 
-def _strip_origin(msg: str) -> str:
+def _strip_origin(msg: str, fname: str) -> str:
+    """Messages name their part after the file; the diagnostic already names the file."""
+    if msg.startswith(fname + ": "):
+        return msg[len(fname) + 2:]
+    if msg.startswith(fname + "/"):
+        return "part " + msg[len(fname) + 1:]
     return msg
+
+
+def format_path(path: tuple) -> str:
+    """('users', 0, 'shel') -> 'users[0].shel'."""
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
 
 
 def _line_in(msg: str) -> int:
@@ -418,7 +428,7 @@ def cloud_config_sections(ctx, schemas: dict[str, dict]) -> dict:
     problems = check_sections(cc, schemas)
     if problems:
         path, message = problems[0]
-        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+        where = format_path(path)
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise ValueError(f"cloud-config {where}: {message}{more}")
     return cc

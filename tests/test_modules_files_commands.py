@@ -187,7 +187,7 @@ def test_scripts_user(tmp_path):
 def test_final_message(tmp_path):
     ctx, run = make_context("module", "final-message", root=tmp_path, instance_id="i-9")
     run(ctx)
-    assert ctx.output[0].startswith("cidag finished: instance i-9, ") and "result ok" in ctx.output[0]
+    assert ctx.output[0].startswith("cidag finished: instance i-9, ") and "result unknown" in ctx.output[0]
     ctx, run = make_context("module", "final-message", root=tmp_path, instance_id="i-9",
                             caps={"cloud-config": {"final_message": "up $UPTIME s, $INSTANCE_ID done"}})
     run(ctx)

@@ -73,7 +73,7 @@ def sources(tmp_path: Path, seed_dir: Path) -> Path:
 
 
 def run(root: Path, src: Path) -> tuple[subprocess.CompletedProcess, dict]:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     env.pop("CIDAG_CONFIG_DIR", None)
     res = subprocess.run([sys.executable, "-m", "cidag", "run", "--root", str(root), "--sources", str(src),
                           "--modules", str(REPO / "modules.yaml"), "-j", "4"],
@@ -94,6 +94,8 @@ def test_first_boot_then_same_and_new_instance(tmp_path):
     res, record = run(root, src)
     assert res.returncode == 0, res.stdout + res.stderr
     assert set(statuses(record).values()) == {"ok"}, statuses(record)
+    final = next(n for n in record["nodes"] if n["name"] == "final-message")
+    assert "instance iid-one" in final["output"] and "result ok" in final["output"], final["output"]
     pw, sh = passwd(root), shadow(root)
     assert {"cidag", "bob"} <= set(pw)
     assert (root / "etc/hostname").read_text() == "web1\n"

@@ -7,8 +7,10 @@ $VERSION. The line goes to the node's log and output (so `cidag status` and
 the record show it).
 
 The run's start comes from STATE_DIR/running.json (`started_at`), else the
-age of the process. The result is what the engine tells the context
-(`ctx.run_result`), else "ok" when nothing is known to have failed.
+age of the process. The result so far follows the record's rules (ok,
+degraded, failed) over the nodes that have ended; the plugin API has no call
+for it yet, so it is read from the engine's plan behind the facade, and is
+"unknown" where that is not there.
 """
 from __future__ import annotations
 
@@ -58,14 +60,35 @@ def _uptime() -> str:
         return "unknown"
 
 
+def _result_so_far(ctx: Context) -> str:
+    provided = getattr(ctx, "run_result", None)  # the public API this wants, if the engine adds it
+    if provided is not None:
+        return str(provided() if callable(provided) else provided)
+    plan = getattr(ctx.caps, "_plan", None)
+    nodes = getattr(plan, "nodes", None)
+    if not isinstance(nodes, dict):
+        return "unknown"
+    result = "ok"
+    try:
+        for node_id, state in nodes.items():
+            kind, status, reason = state.kind, state.status, getattr(state, "reason", "") or ""
+            if kind == "module" and status in ("failed", "timeout", "interrupted"):
+                return "failed"
+            if (kind == "source" and status in ("failed", "timeout")) or (
+                    kind == "module" and status == "skipped" and reason.startswith("capability")):
+                result = "degraded"
+    except AttributeError:
+        return "unknown"
+    return result
+
+
 def run(ctx: Context) -> dict | None:
     from .. import __version__
 
     cc = userdata.cloud_config_sections(ctx, CLOUD_CONFIG)
     template = cc.get("final_message") if isinstance(cc.get("final_message"), str) else ctx.settings["message"]
     since = _since_start(ctx)
-    result = getattr(ctx, "run_result", None)
-    result = result() if callable(result) else (result or "ok")
+    result = _result_so_far(ctx)
     values = {
         "INSTANCE_ID": ctx.instance_id or ctx.caps.get("instance-id") or "unknown",
         "MAKESPAN": f"{since:.2f}" if since is not None else "unknown",

@@ -121,7 +121,7 @@ def plan(ctx: Context) -> tuple[list[dict], dict[str, list[str]], str | None]:
             users.append(validate(USER_SCHEMA, dict(item), ("users", i)))
         groups = _groups(cc.get("groups"))
     except SettingsError as exc:
-        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in exc.path).lstrip(".")
+        where = userdata.format_path(exc.path)
         raise ValueError(f"cloud-config {where}: {exc.message}") from None
     for u in users:
         if not re.match(acc.NAME_RE, u["name"]) or len(u["name"]) > 32:
