@@ -59,11 +59,11 @@ def settings_to_json_schema(schema: dict | None) -> dict:
 
 
 def with_env_ref(schema: dict) -> dict:
-    """Let a non-string scalar (or an enum) also be written as ${VAR}."""
+    """Let a non-string scalar, an enum or a patterned string also be written as ${VAR}."""
     types = schema.get("type")
     names = [types] if isinstance(types, str) else list(types or [])
     scalar = bool(set(names) & {"number", "integer", "boolean", "null"}) and "string" not in names
-    if not (scalar or "enum" in schema or "const" in schema):
+    if not (scalar or "enum" in schema or "const" in schema or "pattern" in schema):
         return schema
     doc = {k: schema[k] for k in ("description", "default") if k in schema}
     rest = {k: v for k, v in schema.items() if k not in doc}
