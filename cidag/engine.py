@@ -273,9 +273,6 @@ class Engine:
                                      "finished_at": _utc(time.time()), "provides": provides})
         if spec.kind == "module" and status in ("failed", "timeout") and self.first_failure is None:
             self.first_failure = node
-        if self.opts.observer is not None:
-            st = self.plan.nodes[node]
-            self.opts.observer.node_ended(node, status, (st.end or 0) - (st.start or 0))
 
     def _classify(self, node: str, how: str, result: Any, reason: str) -> None:
         spec = self.cg.specs[node]
@@ -343,10 +340,26 @@ class Engine:
                 self.state.end_run()
         return RunResult(record, record["exit_code"], path, self.plan.start_order)
 
+    def _report_ends(self) -> None:
+        """Tell the observer (progress line) about every node that reached a final status."""
+        observer, ended = self.opts.observer, self.plan.end_order
+        while self._reported < len(ended):
+            node = ended[self._reported]
+            self._reported += 1
+            st = self.plan.nodes[node]
+            took = st.end - st.start if st.start is not None and st.end is not None else None
+            observer.node_ended(node, st.status, took)
+
     def _loop(self) -> None:
         plan = self.plan
+        observer = self.opts.observer
+        if observer is not None and hasattr(observer, "set_total"):
+            observer.set_total(len(plan.nodes) - len(plan.end_order))
+        self._reported = len(plan.end_order)  # settled before the run: not progress
         plan.start()
         while plan.is_active():
+            if observer is not None:
+                self._report_ends()
             stopping = self.interrupted or (self.opts.fail_fast and self.first_failure)
             if not stopping:
                 for node in plan.next_to_start():
@@ -372,6 +385,8 @@ class Engine:
             if node in self.running:
                 self._classify(node, how, result, reason)
             self._expire()
+        if observer is not None:
+            self._report_ends()
 
     def _interrupt(self, signame: str) -> None:
         """No new node starts; running ones are cancelled (their commands get SIGTERM, then

@@ -96,6 +96,7 @@ class Plan:
         self._serial_sources: list[str] = []
         self._serial_selected: str | None = None
         self.start_order: list[str] = []
+        self.end_order: list[str] = []  # every node as it reaches a final status
         self._init_inputs()
         self._init_strategy()
         for node, (reason, success, values) in (skip or {}).items():
@@ -230,6 +231,7 @@ class Plan:
                 state.status = "skipped"
             state.reason = reason
             self._ended += 1
+            self.end_order.append(node)
         self._ready_sources.clear()
         self._ready_modules.clear()
 
@@ -242,6 +244,7 @@ class Plan:
         state.values = values if success else {}
         state.seq = self._ended
         self._ended += 1
+        self.end_order.append(state.id)
         node = state.id
         for _, succ, kind in self.g.out_edges(node, data="kind"):
             if kind in ("exports", "provides"):
