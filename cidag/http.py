@@ -19,7 +19,6 @@ Errors are one line that says what was tried:
 from __future__ import annotations
 
 import errno
-import http.client
 import random
 import socket
 import threading
@@ -218,13 +217,15 @@ class Client:
         raise HTTPFailure(f"too many redirects from {url}")
 
     def _once(self, method: str, url: str, body: bytes | None, headers) -> Response:
+        import http.client  # here, not at the top: a local-only boot never pays for it
+
         parts = urlsplit(url)
         left = self.deadline - time.monotonic()
         if left <= 0:
             raise _Retryable("timeout")
         timeout = min(self.timeout, left)
         if parts.scheme == "https":
-            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+            conn = http.client.HTTPSConnection(
                 parts.hostname, parts.port, timeout=timeout)
         else:
             conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
@@ -408,6 +409,8 @@ def _errno_text(exc: OSError) -> str:
 
 
 def _describe(exc: BaseException) -> str:
+    import http.client
+
     if isinstance(exc, http.client.IncompleteRead):
         return f"connection closed mid-body ({len(exc.partial)} bytes read)"
     if isinstance(exc, http.client.RemoteDisconnected):
