@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import shutil
 import struct
+import sys
 import subprocess
 import xml.etree.ElementTree as ET
 
@@ -156,3 +157,53 @@ def test_corrupt_record_is_one_line(tmp_path, capsys):
 def test_unwritable_output(state, tmp_path, capsys):
     rc, _, err = cli(capsys, "analyze", "plot", "--state-dir", str(state), "-o", str(tmp_path / "no/such/dir.svg"))
     assert rc == 2 and "cannot write" in err and "Traceback" not in err
+
+
+PROPOSAL_SOURCES = """\
+version: 1
+sources:
+  - name: configdrive
+    type: static
+    capabilities: [instance-id, hostname, public-keys]
+    settings: {delay: 0.3, data: {instance-id: iid-p, hostname: h, public-keys: [k1]}}
+  - name: openstack
+    type: static
+    capabilities: [instance-id, hostname, admin-password, post-password]
+    settings: {delay: 1.0, data: {instance-id: iid-p, hostname: h2, admin-password: pw, post-password: op}}
+  - name: ec2
+    type: exec
+    capabilities: [instance-id, user-data]
+    settings: {command: "echo no ec2 >&2; exit 3"}
+"""
+PROPOSAL_MODULES = """\
+version: 1
+modules:
+  - {name: create-user, type: exec, priority: 0, needs: [instance-id], wants: [public-keys],
+     provides: [default-user], settings: {command: "sleep 0.1"}}
+  - {name: set-hostname, type: exec, priority: 1, needs: [hostname], settings: {command: "true"}}
+  - {name: set-password, type: exec, needs: [admin-password], wants: [post-password],
+     depends_on: [create-user], settings: {command: "sleep 0.2"}}
+  - {name: final-message, type: exec, depends_on: [set-password], after: [set-hostname],
+     settings: {command: "true"}}
+"""
+
+
+def test_proposal_scenario_chain_is_the_one_drawn_by_hand(tmp_path, capsys):
+    from record_factory import cidag_env
+
+    (tmp_path / "s.yaml").write_text(PROPOSAL_SOURCES)
+    (tmp_path / "m.yaml").write_text(PROPOSAL_MODULES)
+    proc = subprocess.run([sys.executable, "-m", "cidag", "run", "--root", str(tmp_path / "root"), "-q",
+                           "-j", "2", "--sources", str(tmp_path / "s.yaml"), "--modules", str(tmp_path / "m.yaml")],
+                          capture_output=True, text=True, env=cidag_env(), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    state = tmp_path / "root/var/lib/cidag"
+    record = json.loads((state / "last-run.json").read_text())
+    rc, out, _ = cli(capsys, "analyze", "critical-chain", "--format", "json", "--state-dir", str(state))
+    data = json.loads(out)
+    ids = [r["id"] for r in data["chain"]]
+    assert ids[0] == "source:openstack" and ids[2:] == ["module:set-password", "module:final-message"]
+    assert ids[1] in ("cap:admin-password", "cap:post-password")
+    assert data["total_s"] == pytest.approx(record["critical_path_s"], abs=1e-3)
+    slack = {r["id"]: r["slack_s"] for r in data["slack"]}
+    assert slack["module:create-user"] > 0.3  # it had time to spare while OpenStack answered
