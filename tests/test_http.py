@@ -167,3 +167,18 @@ def test_post_body_is_sent(sim):
     resp = client(sim.url).request("POST", "openstack/2013-04-04/password", body=b"pw")
     assert resp.status == 200
     assert sim.passwords == [b"pw"]
+
+
+def test_backoff_is_exponential_with_full_jitter(sim, monkeypatch):
+    import cidag.http as mod
+
+    bounds = []
+
+    def uniform(lo, hi):
+        bounds.append((lo, hi))
+        return 0.0  # no sleep: the test is about the bounds
+
+    monkeypatch.setattr(mod.random, "uniform", uniform)
+    sim.add_fault("/openstack", status=500)
+    client(sim.url, retries=5, backoff=0.1, max_backoff=0.5).get("openstack")
+    assert bounds == [(0, 0.1), (0, 0.2), (0, 0.4), (0, 0.5), (0, 0.5)]

@@ -172,3 +172,28 @@ def test_ds_hints():
         ("nocloud", {"s": "http://10.0.0.1/seed/", "i": "iid"})]
     assert ds_hints("ci.ds=OpenStack,Ec2") == [("openstack", {}), ("ec2", {})]
     assert ds_hints("root=/dev/sda dsx=1") == []
+
+
+def test_platform_check_without_dmi_lets_the_probe_go_on(tmp_path):
+    from cidag.platform_check import check
+
+    settings = {"sysfs_root": str(tmp_path / "no-sys"), "cmdline": str(tmp_path / "none")}
+    assert check("openstack", settings) == "no DMI to check"
+    assert check("ec2", settings) == "no DMI to check"
+
+
+def test_platform_check_reads_asset_tag_and_hypervisor_uuid(tmp_path):
+    from cidag.platform_check import check
+
+    ids = tmp_path / "class/dmi/id"
+    ids.mkdir(parents=True)
+    (ids / "sys_vendor").write_text("QEMU\n")
+    (ids / "chassis_asset_tag").write_text("OpenTelekomCloud\n")
+    settings = {"sysfs_root": str(tmp_path), "cmdline": "/nonexistent"}
+    assert check("openstack", settings) == "DMI says OpenStack"
+    with pytest.raises(SourceUnavailable, match="not EC2"):
+        check("ec2", settings)
+    (tmp_path / "hypervisor").mkdir()
+    (tmp_path / "hypervisor/uuid").write_text("ec2a1b2c-0000-0000-0000-000000000000\n")
+    assert check("ec2", settings) == "DMI says EC2"
+    assert check("ec2", {**settings, "platform_check": False}) == "platform check off"
