@@ -159,8 +159,8 @@ class Client:
         """Send one request with retries; return the first response that is not retried.
 
         Any status may be returned (4xx included): the caller decides what a 404
-        means. 5xx/429/408 are retried unless listed in `no_retry_statuses` (and
-        returned when retries run out). Raises SourceUnavailable when nothing
+        means. 5xx/429/408 are retried unless listed in `no_retry_statuses` (an
+        HTTPFailure when retries run out). Raises SourceUnavailable when nothing
         listens at the host, HTTPFailure on timeout, oversize, a redirect off the
         host, or exhausted retries.
         """
@@ -182,9 +182,7 @@ class Client:
             else:
                 if resp.status not in RETRY_STATUSES or resp.status in no_retry or not retry:
                     return resp
-                last_error = f"HTTP {resp.status}"
-                if attempts.tries > self.retries:
-                    return resp
+                last_error = f"HTTP {resp.status} {resp.reason}".rstrip()
             if not retry or attempts.tries > self.retries:
                 raise HTTPFailure(f"{last_error} at {url} {attempts.summary()}")
             # Full jitter: uniform in [0, min(cap, base * 2**n)].
@@ -236,8 +234,10 @@ class Client:
         try:
             try:
                 conn.connect()
-            except (socket.gaierror, socket.herror) as exc:
-                raise _Unreachable(f"unknown host {parts.hostname!r}: {exc.strerror or exc}") from None
+            except socket.gaierror as exc:
+                if exc.errno in (socket.EAI_AGAIN, getattr(socket, "EAI_SYSTEM", None)):
+                    raise _Retryable(f"name lookup of {parts.hostname!r} failed for now") from None
+                raise _Unreachable(f"unknown host {parts.hostname!r}") from None
             except socket.timeout:
                 raise _Retryable("connect timeout") from None
             except OSError as exc:
