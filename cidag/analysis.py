@@ -6,6 +6,7 @@ record as a dict, so the engine and the tests can call them directly.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -46,12 +47,50 @@ def check_record(record: Any) -> str:
     nodes = record.get("nodes")
     if not isinstance(nodes, list) or not all(isinstance(n, dict) and isinstance(n.get("id"), str) for n in nodes):
         return "'nodes' must be a list of objects with an 'id'"
-    for key in ("edges",):
-        if key in record and not isinstance(record[key], list):
-            return f"'{key}' must be a list"
-    if "capabilities" in record and not isinstance(record["capabilities"], dict):
-        return "'capabilities' must be an object"
+    for n in nodes:
+        for key in ("start_s", "end_s", "duration_s"):
+            if not _number_or_none(n.get(key)):
+                return f"node {n['id']}: {key} must be a number or null, not {n.get(key)!r}"
+        for key in ("kind", "status", "reason"):
+            if not isinstance(n.get(key, ""), (str, type(None))):
+                return f"node {n['id']}: {key} must be a string"
+        worker = n.get("worker")
+        if worker is not None and (not isinstance(worker, int) or isinstance(worker, bool)):
+            return f"node {n['id']}: worker must be an integer or null"
+    edges = record.get("edges", [])
+    if not isinstance(edges, list) or not all(
+            isinstance(e, list) and len(e) >= 2 and all(isinstance(x, str) for x in e) for e in edges):
+        return "'edges' must be a list of [from, to, kind]"
+    caps = record.get("capabilities", {})
+    if not isinstance(caps, dict) or not all(isinstance(c, dict) for c in caps.values()):
+        return "'capabilities' must map names to objects"
+    for name, cap in caps.items():
+        if not _number_or_none(cap.get("settled_s")):
+            return f"capability {name}: settled_s must be a number or null"
+        if not all(isinstance(cap.get(k), (str, type(None))) for k in ("status", "provider")):
+            return f"capability {name}: status and provider must be strings"
+        waited = cap.get("waited_for")
+        if waited is not None and (not isinstance(waited, list) or not all(isinstance(x, str) for x in waited)):
+            return f"capability {name}: waited_for must be a list of ids"
+    path = record.get("critical_path", [])
+    if path is not None and (not isinstance(path, list) or not all(isinstance(x, str) for x in path)):
+        return "'critical_path' must be a list of ids"
+    for key in ("makespan_s", "critical_path_s"):
+        if not _number_or_none(record.get(key)):
+            return f"'{key}' must be a number"
+    for key in ("result", "started_at", "instance_id"):
+        if not isinstance(record.get(key), (str, type(None))):
+            return f"'{key}' must be a string"
+    code = record.get("exit_code")
+    if code is not None and (not isinstance(code, int) or isinstance(code, bool)):
+        return "'exit_code' must be an integer"
     return ""
+
+
+def _number_or_none(value: Any) -> bool:
+    if value is None:
+        return True
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def duration(node: dict) -> float:

@@ -58,7 +58,7 @@ def to_trace(record: dict) -> dict:
         })
     meta = [
         {"name": "process_name", "ph": "M", "pid": PID, "tid": 0,
-         "args": {"name": f"cidag run {tl['started_at']} ({tl['result'] or '?'})".replace(" ()", "")}},
+         "args": {"name": " ".join(filter(None, ["cidag run", tl["started_at"], tl["result"]]))}},
         {"name": "thread_name", "ph": "M", "pid": PID, "tid": CAPS_TID, "args": {"name": "capabilities"}},
         {"name": "thread_sort_index", "ph": "M", "pid": PID, "tid": CAPS_TID, "args": {"sort_index": -1}},
     ]

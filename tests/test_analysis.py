@@ -130,3 +130,9 @@ def test_longest_chain_properties(record):
     assert all(i["slack"] >= 0 for i in info.values())
     assert all(info[c]["slack"] == pytest.approx(0, abs=1e-6) for c in chain)
     json.dumps(analysis.critical_chain(record))  # serialisable for --format json
+
+
+def test_non_finite_times_are_refused(tmp_path):
+    record = proposal_record()
+    record["nodes"][0]["end_s"] = float("inf")
+    assert "end_s must be a number" in analysis.check_record(record)

@@ -9,6 +9,8 @@ import subprocess
 import xml.etree.ElementTree as ET
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cidag.cli import main
 from record_factory import big_record, proposal_record, real_run, write_state
@@ -207,3 +209,50 @@ def test_proposal_scenario_chain_is_the_one_drawn_by_hand(tmp_path, capsys):
     assert data["total_s"] == pytest.approx(record["critical_path_s"], abs=1e-3)
     slack = {r["id"]: r["slack_s"] for r in data["slack"]}
     assert slack["module:create-user"] > 0.3  # it had time to spare while OpenStack answered
+
+
+_junk = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(allow_nan=True), st.text(max_size=3),
+                  st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=2), st.integers(), max_size=2))
+
+
+@st.composite
+def mangled_records(draw):
+    """The proposal record with a few fields replaced by junk: what a corrupt or foreign file might hold."""
+    record = proposal_record()
+    for _ in range(draw(st.integers(1, 4))):
+        where = draw(st.sampled_from(["top", "node", "cap", "edge"]))
+        if where == "top":
+            record[draw(st.sampled_from(["nodes", "edges", "capabilities", "critical_path", "makespan_s",
+                                         "critical_path_s", "result", "exit_code", "started_at"]))] = draw(_junk)
+        elif where == "node" and isinstance(record.get("nodes"), list) and record["nodes"]:
+            node = record["nodes"][draw(st.integers(0, len(record["nodes"]) - 1))]
+            if isinstance(node, dict):
+                node[draw(st.sampled_from(["id", "kind", "status", "start_s", "end_s", "duration_s", "reason",
+                                           "worker"]))] = draw(_junk)
+        elif where == "cap" and isinstance(record.get("capabilities"), dict) and record["capabilities"]:
+            name = draw(st.sampled_from(sorted(record["capabilities"])))
+            record["capabilities"][name] = draw(st.one_of(_junk, st.fixed_dictionaries(
+                {"status": _junk, "provider": _junk, "settled_s": _junk, "waited_for": _junk})))
+        elif where == "edge" and isinstance(record.get("edges"), list) and record["edges"]:
+            record["edges"][draw(st.integers(0, len(record["edges"]) - 1))] = draw(_junk)
+    return record
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(record=mangled_records())
+def test_any_record_gets_an_answer_or_one_line_never_a_traceback(tmp_path, capsys, record):
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(record, allow_nan=True))
+    runs = [["analyze", "blame", str(path)], ["analyze", "critical-chain", str(path)],
+            ["analyze", "plot", str(path), "-o", str(tmp_path / "r.svg")],
+            ["analyze", "trace", str(path), "-o", str(tmp_path / "r.json.trace")]]
+    for args in runs:
+        rc, _, err = cli(capsys, *args)
+        assert rc in (0, 2), (args, err)
+        if rc == 2:
+            assert len(err.strip().splitlines()) == 1 and "internal error" not in err
+    state = tmp_path / "state"
+    state.mkdir(exist_ok=True)
+    (state / "last-run.json").write_text(path.read_text())
+    rc, _, err = cli(capsys, "status", "--long", "--state-dir", str(state), "--root", str(tmp_path))
+    assert "internal error" not in err and "Traceback" not in err

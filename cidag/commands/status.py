@@ -251,7 +251,7 @@ def _print_text(st: dict, long_: bool) -> None:
         for r in rows:
             when = f"@{r['start_s']:.2f}s +{r['duration_s']:.2f}s" if r["start_s"] is not None else "not started"
             tail = f"  {r['reason']}" if r["reason"] else ""
-            click.echo(f"  {r['id']:<{width}}  {r['status']:<11}  {when:<18}{tail}".rstrip())
+            click.echo(f"  {r['id']:<{width}}  {str(r['status'] or '-'):<11}  {when:<18}{tail}".rstrip())
     if long_ and st.get("capabilities"):
         click.echo("capabilities:")
         for name, cap in sorted(st["capabilities"].items()):
