@@ -166,3 +166,22 @@ def test_owner_lookup_in_target_not_host(tmp_path):
     assert uid == int(passwd(root)["bob"][2])
     with pytest.raises(ValueError, match="unknown user 'nobody'"):
         acc.resolve_owner(db, "nobody")
+
+
+def test_sudo_rules_rejected_by_visudo_are_not_installed(tmp_path, monkeypatch):
+    root = make_root(tmp_path)
+    fake = tmp_path / "fakebin"
+    fake.mkdir()
+    (fake / "visudo").write_text("#!/bin/sh\necho \"$2: syntax error near line 3\"; exit 1\n")
+    (fake / "visudo").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    with pytest.raises(RuntimeError, match="rejected by visudo"):
+        run_users(root, {"users": [{"name": "bob", "sudo": "ALL=(ALL) ALL"}]}, default_user=None, backend="files")
+    assert not (root / "etc/sudoers.d/90-cidag-users").exists()
+    assert not list((root / "etc/sudoers.d").iterdir())
+
+
+def test_uid_collision_refused(tmp_path):
+    root = make_root(tmp_path)
+    with pytest.raises(ValueError, match="uid 0 is already used"):
+        run_users(root, {"users": [{"name": "toor", "uid": 0}]}, default_user=None, backend="files")

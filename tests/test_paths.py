@@ -4,7 +4,11 @@ from __future__ import annotations
 import os
 import stat
 
+from pathlib import Path
+
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cidag import paths
 from cidag.paths import PathRefused
@@ -102,3 +106,25 @@ def test_read_file_limit(tmp_path):
     assert paths.read_file(tmp_path, "/missing") is None
     with pytest.raises(PathRefused, match="larger"):
         paths.read_file(tmp_path, "/big", limit=10)
+
+
+SEGMENTS = ["a", "b", "..", ".", "etc", "x y", ""]
+
+
+@given(st.lists(st.sampled_from(SEGMENTS), min_size=1, max_size=6),
+       st.sampled_from(["a", "../..", "/", "/etc", "..", "b/../../.."]))
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_confine_never_leaves_root(tmp_path, parts, link_target):
+    root = tmp_path / "r"
+    root.mkdir(exist_ok=True)
+    link = root / "l"
+    if link.is_symlink():
+        link.unlink()
+    os.symlink(link_target, link)
+    path = "/".join(["l"] + parts)
+    try:
+        out = paths.confine(root, path)
+    except PathRefused:
+        return
+    real_root = Path(os.path.realpath(root))
+    assert out == real_root or real_root in out.parents

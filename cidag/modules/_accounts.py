@@ -141,6 +141,9 @@ class Database:
         """The id useradd/groupadd would pick: max used + 1 in range (system ids count down)."""
         used = self._used(fname)
         if want is not None:
+            if want in used:
+                kind = "uid" if fname == "passwd" else "gid"
+                raise ValueError(f"{kind} {want} is already used in the target root")
             return want
         defs = login_defs(self.root)
         prefix = "UID" if fname == "passwd" else "GID"
