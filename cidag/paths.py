@@ -108,10 +108,15 @@ def _open_dir(base: Path, parts: list[str], *, create: bool, mode: int, uid: int
             except FileNotFoundError:
                 if not create:
                     raise
-                os.mkdir(name, mode, dir_fd=fd)
+                try:
+                    os.mkdir(name, mode, dir_fd=fd)
+                    made = True
+                except FileExistsError:  # another module (thread) made it just now
+                    made = False
                 nfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-                os.chmod(nfd, mode)  # umask must not narrow it
-                _chown(nfd, uid, gid)
+                if made:
+                    os.chmod(nfd, mode)  # umask must not narrow it
+                    _chown(nfd, uid, gid)
             except OSError as exc:
                 if exc.errno in (errno.ELOOP, errno.ENOTDIR):  # a symlink or a file appeared
                     raise PathRefused(f"{base.joinpath(*parts)}: {name} is not a plain directory") from None

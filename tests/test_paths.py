@@ -128,3 +128,23 @@ def test_confine_never_leaves_root(tmp_path, parts, link_target):
         return
     real_root = Path(os.path.realpath(root))
     assert out == real_root or real_root in out.parents
+
+
+def test_parallel_writers_share_new_parents(tmp_path):
+    import threading
+
+    errors = []
+
+    def write(i):
+        try:
+            paths.write_file(tmp_path, f"/a/b/c/f{i}", str(i))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(os.listdir(tmp_path / "a/b/c")) == 16
