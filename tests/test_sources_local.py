@@ -197,3 +197,43 @@ def test_platform_check_reads_asset_tag_and_hypervisor_uuid(tmp_path):
     (tmp_path / "hypervisor/uuid").write_text("ec2a1b2c-0000-0000-0000-000000000000\n")
     assert check("ec2", settings) == "DMI says EC2"
     assert check("ec2", {**settings, "platform_check": False}) == "platform check off"
+
+
+# -- any metadata document: a capability dict or a one-line ValueError, never another exception
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["uuid", "hostname", "name", "public_keys", "keys", "admin_pass",
+                         "availability_zone", "launch_index", "cloud-init", "x"]), inner, max_size=6),
+    max_leaves=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(meta=_json, vendor=_json, network=_json)
+def test_openstack_documents_fail_cleanly(meta, vendor, network):
+    from cidag.sources._common import openstack_caps
+
+    try:
+        caps = openstack_caps(meta, b"ud", json.dumps(vendor).encode(), json.dumps(network).encode(), "x/")
+    except ValueError as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert isinstance(caps["instance-id"], str)
+        assert all(isinstance(k, str) for k in caps.get("public-keys", []))
+
+
+@settings(max_examples=200, deadline=None)
+@given(meta=st.text(max_size=60) | _json.map(json.dumps))
+def test_nocloud_meta_data_fails_cleanly(meta):
+    from cidag.sources.nocloud import from_files
+
+    docs = {"meta-data": meta.encode()}
+    try:
+        caps = from_files(docs.get, "seed/")
+    except ValueError as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert isinstance(caps["instance-id"], str)
