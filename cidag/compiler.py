@@ -217,6 +217,20 @@ def _unused_sources(cg: CompiledGraph) -> list[Diagnostic]:
     return out
 
 
+def ancestors(g: nx.DiGraph, starts, skip_kinds: frozenset = frozenset()) -> set[str]:
+    """Every node some node of `starts` depends on, in one walk (not one per start);
+    edges whose kind is in `skip_kinds` are not followed."""
+    seen: set[str] = set()
+    stack = list(starts)
+    while stack:
+        node = stack.pop()
+        for u, _, kind in g.in_edges(node, data="kind"):
+            if u not in seen and kind not in skip_kinds:
+                seen.add(u)
+                stack.append(u)
+    return seen
+
+
 def longest_remaining(g: nx.DiGraph) -> dict[str, int]:
     """For each node, the number of source/module nodes on the longest path from it to a sink."""
     out: dict[str, int] = {}

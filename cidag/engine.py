@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .api import Context
-from .compiler import CompiledGraph
+from .compiler import CompiledGraph, ancestors
 from .errors import SourceUnavailable, UsageError
 from .facade import Facade
 from .plan import Plan
@@ -62,8 +62,6 @@ class RunResult:
 
 def plan_skips(cg: CompiledGraph, opts: RunOptions, state: StateDir | None) -> dict[str, tuple[str, bool, dict]]:
     """Nodes settled before the run starts: outside --only, `once` already done, sources not needed."""
-    import networkx as nx
-
     g = cg.graph
     skips: dict[str, tuple[str, bool, dict]] = {}
     modules = {m.node_id: m for m in cg.manifests.modules}
@@ -77,9 +75,7 @@ def plan_skips(cg: CompiledGraph, opts: RunOptions, state: StateDir | None) -> d
     if opts.only:
         # A module and what it needs: hard and soft inputs and their providers, not `after`.
         keep = {f"module:{n}" for n in opts.only}
-        view = nx.subgraph_view(g, filter_edge=lambda u, v: g.edges[u, v]["kind"] != "after")
-        for n in list(keep):
-            keep |= nx.ancestors(view, n)
+        keep |= ancestors(g, keep, skip_kinds=frozenset({"after"}))
         for n in in_run - keep:
             skips[n] = ("not selected by --only", False, {})
         in_run &= keep
@@ -93,9 +89,7 @@ def plan_skips(cg: CompiledGraph, opts: RunOptions, state: StateDir | None) -> d
                 skips[n] = ("already ran once on this machine", True, marker.get("provides") or {})
                 in_run.discard(n)
     # Probe only what the modules that will run need, directly or through other sources.
-    needed: set[str] = set()
-    for n in in_run:
-        needed |= nx.ancestors(g, n)
+    needed = ancestors(g, in_run)
     for s in cg.manifests.sources:
         if s.node_id not in needed:
             skips[s.node_id] = ("not needed", False, {})
@@ -139,6 +133,8 @@ class Engine:
         self.logs: dict[str, list[dict]] = {}
         self.outputs: dict[str, str] = {}
         self.secret_values: set[str] = set()
+        self.secret_caps = cg.manifests.secrets()
+        self._reported = 0  # how much of plan.end_order the observer has seen
         self.interrupted = False
         self.first_failure: str | None = None
         self.t0 = time.monotonic()
@@ -165,9 +161,8 @@ class Engine:
         return None if value is None else str(value)
 
     def _note_secrets(self, node: str, values: dict) -> None:
-        secrets = self.cg.specs[node].secrets | self.cg.manifests.secrets()
         for cap, value in values.items():
-            if cap in secrets and isinstance(value, (str, bytes)) and value:
+            if cap in self.secret_caps and isinstance(value, (str, bytes)) and value:
                 self.secret_values.add(value if isinstance(value, str) else value.decode("utf-8", "replace"))
 
     # -- starting nodes ------------------------------------------------------
@@ -474,9 +469,10 @@ def run(cg: CompiledGraph, opts: RunOptions | None = None) -> RunResult:
 
 
 def _describe(exc: BaseException) -> str:
+    """One line for a plugin's exception: the message alone for plain errors, else `Type: message`."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if type(exc) in (RuntimeError, Exception) or isinstance(exc, (OSError,)) and text:
-        return text or type(exc).__name__
+    if type(exc) in (RuntimeError, Exception) and text:
+        return text
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

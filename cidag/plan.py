@@ -113,12 +113,10 @@ class Plan:
     def _source_ancestors(self) -> set[str]:
         """Modules some source waits on (e.g. one providing network-online): they may run
         before the sources have all settled, or two-step and serial could never finish."""
-        import networkx as nx
+        from .compiler import ancestors
 
-        out: set[str] = set()
-        for s in self.cg.manifests.sources:
-            out |= {a for a in nx.ancestors(self.g, s.node_id) if a.startswith("module:")}
-        return out
+        sources = [s.node_id for s in self.cg.manifests.sources]
+        return {a for a in ancestors(self.g, sources) if a.startswith("module:")}
 
     def _init_strategy(self) -> None:
         if self.strategy == "one-step":
