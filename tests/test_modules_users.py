@@ -185,3 +185,26 @@ def test_uid_collision_refused(tmp_path):
     root = make_root(tmp_path)
     with pytest.raises(ValueError, match="uid 0 is already used"):
         run_users(root, {"users": [{"name": "toor", "uid": 0}]}, default_user=None, backend="files")
+
+
+@pytest.mark.parametrize("user", [
+    {"name": "u", "groups": ["evil:x:0:"]},
+    {"name": "u", "groups": "a,b\nroot::0:0::/:/bin/sh"},
+    {"name": "u", "primary_group": "x:0"},
+    {"name": "u", "homedir": "/home/../../etc"},
+    {"name": "u", "homedir": "relative"},
+    {"name": "u", "shell": "/bin/sh\nroot"},
+    {"name": "u", "gecos": "a:b"},
+    {"name": "u", "uid": "12a"},
+])
+def test_injection_into_account_files_refused(tmp_path, user):
+    root = make_root(tmp_path)
+    with pytest.raises(ValueError):
+        run_users(root, {"users": [user]}, default_user=None)
+    assert not (root / "etc/passwd").exists()
+
+
+def test_group_member_injection_refused(tmp_path):
+    root = make_root(tmp_path)
+    with pytest.raises(ValueError, match="invalid member"):
+        run_users(root, {"groups": [{"g": ["ok", "bad:name"]}]}, default_user=None)

@@ -124,10 +124,33 @@ def plan(ctx: Context) -> tuple[list[dict], dict[str, list[str]], str | None]:
         where = userdata.format_path(exc.path)
         raise ValueError(f"cloud-config {where}: {exc.message}") from None
     for u in users:
-        if not re.match(acc.NAME_RE, u["name"]) or len(u["name"]) > 32:
-            raise ValueError(f"invalid user name {u['name']!r}")
+        _check_user(u)
     default_name = users[0]["name"] if users and users[0].get("_default") else None
     return users, groups, default_name
+
+
+def _valid_name(name: str) -> bool:
+    return bool(re.match(acc.NAME_RE, name)) and len(name) <= 32
+
+
+def _check_user(u: dict) -> None:
+    """Refuse what would corrupt the account files or leave the root (':' ',' newlines, '..')."""
+    name = u["name"]
+    if not _valid_name(name):
+        raise ValueError(f"invalid user name {name!r}")
+    for g in _as_list(u.get("groups")) + ([u["primary_group"]] if u.get("primary_group") else []):
+        if not _valid_name(g):
+            raise ValueError(f"user {name}: invalid group name {g!r}")
+    for key in ("homedir", "shell"):
+        value = u.get(key)
+        if value is not None and (not value.startswith("/") or ".." in value.split("/")
+                                  or any(c in value for c in ":\n\0")):
+            raise ValueError(f"user {name}: {key} must be an absolute path without '..' or ':'")
+    gecos = u.get("gecos")
+    if gecos is not None and any(c in gecos for c in ":\n\0"):
+        raise ValueError(f"user {name}: gecos must not contain ':' or a newline")
+    if u.get("uid") is not None and not str(u["uid"]).isdigit():
+        raise ValueError(f"user {name}: uid {u['uid']!r} is not a number")
 
 
 def _groups(value) -> dict[str, list[str]]:
@@ -144,9 +167,12 @@ def _groups(value) -> dict[str, list[str]]:
                 out.setdefault(str(name), []).extend(_as_list(members))
         else:
             raise ValueError("cloud-config 'groups' entries must be names or {group: [members]}")
-    for name in out:
-        if not re.match(acc.NAME_RE, name) or len(name) > 32:
+    for name, members in out.items():
+        if not _valid_name(name):
             raise ValueError(f"invalid group name {name!r}")
+        for m in members:
+            if not _valid_name(m):
+                raise ValueError(f"group {name}: invalid member name {m!r}")
     return out
 
 
