@@ -189,6 +189,7 @@ def test_uid_collision_refused(tmp_path):
 
 @pytest.mark.parametrize("user", [
     {"name": "u", "groups": ["evil:x:0:"]},
+    {"name": "bob\n"},
     {"name": "u", "groups": "a,b\nroot::0:0::/:/bin/sh"},
     {"name": "u", "primary_group": "x:0"},
     {"name": "u", "homedir": "/home/../../etc"},

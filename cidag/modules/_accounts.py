@@ -26,7 +26,8 @@ NFIELDS = {"passwd": 7, "shadow": 9, "group": 4, "gshadow": 4}
 DEFAULT_MODES = {"passwd": 0o644, "group": 0o644, "shadow": 0o640, "gshadow": 0o640}
 # fcntl locks do not exclude threads of one process, and cidag runs modules in threads.
 _THREAD_LOCK = threading.Lock()
-NAME_RE = r"^[a-z_][a-z0-9_-]*[$]?$"  # useradd's default NAME_REGEX, also for groups
+NAME_CHARS = r"[a-z_][a-z0-9_-]*[$]?"  # useradd's default NAME_REGEX, also for groups
+NAME_RE = f"^{NAME_CHARS}$"
 
 
 @dataclass

@@ -130,7 +130,8 @@ def plan(ctx: Context) -> tuple[list[dict], dict[str, list[str]], str | None]:
 
 
 def _valid_name(name: str) -> bool:
-    return bool(re.match(acc.NAME_RE, name)) and len(name) <= 32
+    # fullmatch: a schema pattern's `$` also matches before a trailing newline.
+    return bool(re.fullmatch(acc.NAME_CHARS, name)) and len(name) <= 32
 
 
 def _check_user(u: dict) -> None:
