@@ -192,3 +192,11 @@ def test_final_message(tmp_path):
                             caps={"cloud-config": {"final_message": "up $UPTIME s, $INSTANCE_ID done"}})
     run(ctx)
     assert ctx.output[0].endswith("i-9 done\n")
+
+
+def test_hostname_with_newline_refused(tmp_path):
+    root = make_root(tmp_path)
+    ctx, run = make_context("module", "hostname", caps={"cloud-config": {"fqdn": "web\n.evil", "manage_etc_hosts": True}},
+                            root=root)
+    with pytest.raises(ValueError, match="invalid host name"):
+        run(ctx)

@@ -224,3 +224,16 @@ def test_post_failure_is_one_line_without_secret(tmp_path):
         run(ctx)
     assert SECRET not in str(info.value)
     assert shadow(root)["cidag"][1].startswith("$6$")  # set before the post
+
+
+def test_hash_with_newline_cannot_inject_shadow_lines(tmp_path):
+    root = make_root(tmp_path)
+    users(root, {"users": ["default", "bob"]})
+    evil = "$6$salt$abc\nroot::0:0:99999:7:::"
+    cc = {"chpasswd": {"users": [{"name": "bob", "password": evil, "type": "hash"}]}}
+    ctx, run = make_context("module", "set-password", caps={"cloud-config": cc}, root=root)
+    with pytest.raises(ValueError):
+        run(ctx)
+    with pytest.raises(ValueError):
+        users(root, {"users": [{"name": "eve", "passwd": "$6$s$h\n", "lock_passwd": False}]})
+    assert [line.split(":")[0] for line in (root / "etc/shadow").read_text().splitlines()].count("root") == 1

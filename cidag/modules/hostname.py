@@ -38,7 +38,7 @@ SETTINGS = {
     },
 }
 
-LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")  # fullmatch: "web\n" is no label
 
 TEMPLATE = """\
 # Written by cidag (hostname module, manage_etc_hosts); edits are overwritten.
@@ -54,7 +54,7 @@ ff02::2 ip6-allrouters
 
 def valid(name: str) -> bool:
     """RFC 1123 host name (one or more labels, at most 253 characters)."""
-    return 0 < len(name) <= 253 and all(LABEL.match(p) for p in name.rstrip(".").split("."))
+    return 0 < len(name) <= 253 and all(LABEL.fullmatch(p) for p in name.rstrip(".").split("."))
 
 
 def run(ctx: Context) -> dict | None:

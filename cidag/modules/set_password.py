@@ -22,7 +22,7 @@ from . import _accounts as acc
 from . import _crypto
 
 SECRETS = ("admin-password",)
-HASH_RE = re.compile(r"^\$(6|y)\$[^:\n]+$")
+HASH_RE = re.compile(r"\$(6|y)\$[^:\s]+")  # fullmatch: no newline can reach the shadow file
 PW_USER = {"type": "object", "properties": {
     "name": {"type": "string"}, "password": {"type": "string"},
     "type": {"enum": ["text", "hash", "RANDOM"]}}, "required": ["name"]}
@@ -102,7 +102,7 @@ def run(ctx: Context) -> dict | None:
         hashes[admin] = (_crypto.hash_password(posted_password), bool(s.get("expire")))
     for name, kind, value in entries:
         if kind == "hash":
-            if not HASH_RE.match(value):
+            if not HASH_RE.fullmatch(value):
                 raise ValueError(f"password hash for {name} is not SHA-512 ($6$) or yescrypt ($y$)")
             hashes[name] = (value, expire_cc)
         elif kind == "RANDOM":

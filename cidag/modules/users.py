@@ -76,7 +76,7 @@ SETTINGS = {
     },
 }
 
-HASH_RE = re.compile(r"^!?\$(6|y)\$[^:\n]+$")
+HASH_RE = re.compile(r"!?\$(6|y)\$[^:\s]+")  # fullmatch: no newline can reach the shadow file
 
 
 def _as_list(value) -> list[str]:
@@ -214,7 +214,7 @@ def _shadow_password(u: dict, current: str | None) -> str | None:
     """The new shadow password field, or None to keep `current`."""
     value = u.get("hashed_passwd") or u.get("passwd")
     if value:
-        if not HASH_RE.match(value):
+        if not HASH_RE.fullmatch(value):
             raise ValueError(f"user {u['name']}: passwd must be a SHA-512 ($6$) or yescrypt ($y$) hash")
         return value if not u.get("lock_passwd", True) else "!" + value.lstrip("!")
     if u.get("lock_passwd", True):
