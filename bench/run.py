@@ -106,11 +106,15 @@ def report_dag(res: list[dict]) -> tuple[str, list[tuple[str, bool, str]]]:
 
 
 def report_startup(r: dict) -> tuple[str, list[tuple[str, bool, str]]]:
-    rows = [["python -c pass", s(r["python_s"]), "1.00"],
-            [f"{r['command']} --help", s(r["help_s"]), s(r["help_ratio"], 2)],
-            [f"{r['command']} check (shipped)", s(r["check_s"]), s(r["check_ratio"], 2)]]
-    out = table([f"command (median of {r['runs']})", "seconds", "÷ python"], rows)
-    return out, [("startup: cidag --help ≤ 3 × python -c pass", r["help_ratio"] <= 3, f"{s(r['help_ratio'], 2)}×")]
+    rows = [["python -c pass", s(r["python_s"]), "1.00", "0"],
+            [f"{r['command']} --help", s(r["help_s"]), s(r["help_ratio"], 2), r["help_exit"]],
+            [f"{r['command']} check (shipped)", s(r["check_s"]), s(r["check_ratio"], 2), r["check_exit"]]]
+    out = table([f"command (median of {r['runs']})", "seconds", "÷ python", "exit"], rows)
+    for what in ("help", "check"):
+        if r[f"{what}_exit"]:
+            out += f"\n{what} exited {r[f'{what}_exit']}: {r[f'{what}_error']}"
+    ok = r["help_ratio"] <= 3 and not r["help_exit"]
+    return out, [("startup: cidag --help ≤ 3 × python -c pass", ok, f"{s(r['help_ratio'], 2)}×")]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,33 +142,52 @@ def main(argv: list[str] | None = None) -> int:
         print(block, flush=True)
         parts.append(block)
 
+    def guarded(name: str, fn) -> None:
+        try:
+            fn()
+        except Exception as exc:  # report and go on: the other sections still stand
+            import traceback
+
+            traceback.print_exc()
+            raw.setdefault("errors", {})[name] = f"{type(exc).__name__}: {exc}"
+            section(f"{name}: FAILED", f"{type(exc).__name__}: {exc}")
+            targets.append((f"{name}: section ran", False, f"{type(exc).__name__}"))
+
     print(f"cidag benchmarks — {when} — {machine}\n", flush=True)
-    if "proposal" in sections:
+    def do_proposal() -> None:
         res = scenarios.proposal(repeats)
         raw["proposal"] = {k: {x: y for x, y in v.items() if x != "nodes"} for k, v in res.items()}
         text, t = report_proposal(res)
-        targets += t
+        targets.extend(t)
         section(f"(a) proposal scenario, three strategies (-j 4, median of {repeats})", text)
-    if "deadline" in sections:
+
+    def do_deadline() -> None:
         res = scenarios.deadline(deadline_s)
         raw["deadline"] = {k: {x: y for x, y in v.items() if x != "nodes"} for k, v in res.items()}
         section(f"(a2) absent preferred source, {deadline_s:g} s deadline: select preferred vs first",
                 report_deadline(res, deadline_s))
-    if "dag" in sections:
+
+    def do_dag() -> None:
         res = []
         for n in sizes:
             res.append(dag.bench_size(n, repeats=repeats))
             print(f"  ... {n} nodes: run {s(res[-1]['run_s'])} s, graphlib {s(res[-1]['baseline_s'])} s", flush=True)
         raw["dag"] = res
         text, t = report_dag(res)
-        targets += t
+        targets.extend(t)
         section("(b) generated DAGs of no-op plugin modules (-j 4; best of 3, a run over 5 s once)", text)
-    if "startup" in sections:
+
+    def do_startup() -> None:
         res = startup.startup(5 if args.quick else 10)
         raw["startup"] = res
         text, t = report_startup(res)
-        targets += t
+        targets.extend(t)
         section("(c) start-up", text)
+
+    steps = {"proposal": do_proposal, "deadline": do_deadline, "dag": do_dag, "startup": do_startup}
+    for name in SECTIONS:
+        if name in sections:
+            guarded(name, steps[name])
 
     summary = table(["target", "status", "measured"], [[n, yes(ok), m] for n, ok, m in targets])
     section("targets", summary)
@@ -185,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"updated {README.relative_to(REPO)}")
         else:
             print(f"{README} has no {BEGIN} ... {END} block; figures are in {OUT / 'latest.md'}")
-    return 0
+    return 1 if raw.get("errors") else 0
 
 
 if __name__ == "__main__":
