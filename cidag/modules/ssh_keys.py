@@ -104,12 +104,17 @@ def install(ctx: Context, user: acc.User, keys: list[str]) -> int:
         raise OSError(f"home {user.home!r} unusable")
     home = paths.confine(ctx.root, user.home)
     if not home.is_dir():
+        paths.makedirs(ctx.root, os.path.dirname(user.home.rstrip("/")) or "/")  # /home stays root's
         paths.makedirs(ctx.root, user.home, mode=0o700, uid=user.uid, gid=user.gid)
     # Below the home the user owns everything: follow no symlink there.
     sshdir = paths.makedirs(home, ".ssh", mode=0o700, uid=user.uid, gid=user.gid, follow_symlinks=False)
-    os.chmod(sshdir, 0o700, follow_symlinks=False)
-    if os.geteuid() == 0:
-        os.chown(sshdir, user.uid, user.gid, follow_symlinks=False)
+    fd = os.open(sshdir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:  # an existing ~/.ssh gets the right mode and owner too
+        os.fchmod(fd, 0o700)
+        if os.geteuid() == 0:
+            os.fchown(fd, user.uid, user.gid)
+    finally:
+        os.close(fd)
     if os.path.islink(sshdir / "authorized_keys"):
         raise paths.PathRefused(f"{sshdir / 'authorized_keys'} is a symlink")
     existing = paths.read_file(home, ".ssh/authorized_keys")
