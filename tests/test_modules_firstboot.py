@@ -144,3 +144,47 @@ def test_first_boot_then_same_and_new_instance(tmp_path):
             data = p.read_bytes()
             assert ADMIN_PW.encode() not in data, p
             assert BOB_PW.encode() not in data, p
+
+
+def static_sources(tmp_path: Path, user_data: str) -> Path:
+    p = tmp_path / "static-sources.yaml"
+    p.write_text(textwrap.dedent("""\
+        version: 1
+        sources:
+          - name: meta
+            type: static
+            capabilities: [instance-id, hostname, public-keys, user-data, vendor-data, network-config,
+                           admin-password, post-password]
+            settings:
+              data:
+                instance-id: iid-bad
+                hostname: bad-ud
+        """) + f"        user-data: {json.dumps(user_data)}\n")
+    return p
+
+
+def test_broken_user_data_does_not_stop_the_boot(tmp_path):
+    root = make_root(tmp_path)
+    res, record = run(root, static_sources(tmp_path, "#cloud-config\nruncmd: [\n  - oops\n"))
+    st = statuses(record)
+    assert res.returncode == 1 and st["user-data"] == "failed"
+    reason = next(n["reason"] for n in record["nodes"] if n["name"] == "user-data")
+    assert "invalid YAML" in reason and "line" in reason
+    for name in ("create-user", "set-hostname", "ssh-keys", "write-files", "runcmd", "final-message"):
+        assert st[name] == "ok", (name, st[name])
+    assert "cidag" in passwd(root) and (root / "etc/hostname").read_text() == "bad-ud\n"
+
+
+def test_bad_section_fails_only_its_module(tmp_path):
+    root = make_root(tmp_path)
+    ud = "#cloud-config\nusers: [{name: x, shel: /bin/sh}]\nwrite_files: [{path: /etc/ok, content: fine}]\n"
+    res, record = run(root, static_sources(tmp_path, ud))
+    st = statuses(record)
+    assert res.returncode == 1
+    assert st["create-user"] == "failed" and st["ssh-keys"] == "skipped"
+    reason = next(n["reason"] for n in record["nodes"] if n["name"] == "create-user")
+    assert "users[0].shel: unknown setting 'shel'" in reason
+    assert st["write-files"] == "ok" and st["set-hostname"] == "ok" and st["runcmd"] == "ok"
+    assert (root / "etc/ok").read_text() == "fine"
+    final = next(n for n in record["nodes"] if n["name"] == "final-message")
+    assert "result failed" in final["output"]
