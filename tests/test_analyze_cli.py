@@ -134,6 +134,11 @@ def test_real_run_chain_and_trace(real_state, tmp_path, capsys):
     assert [r["id"] for r in data["chain"]] == record["critical_path"]
     assert data["total_s"] == pytest.approx(record["critical_path_s"], abs=1e-3)
     assert "module:slow" in record["critical_path"]
+    # analysis.longest_chain (for records without a critical_path) agrees with the engine's
+    from cidag.analysis import longest_chain
+
+    chain, total = longest_chain(record)
+    assert chain == record["critical_path"] and total == pytest.approx(record["critical_path_s"], abs=1e-5)
     rc, out, _ = cli(capsys, "analyze", "trace", "--state-dir", str(real_state), "-o", "-")
     spans = [e for e in json.loads(out)["traceEvents"] if e["ph"] == "X"]
     workers = {n["id"]: n["worker"] for n in record["nodes"] if n["start_s"] is not None}
