@@ -113,8 +113,8 @@ def blame(record: dict) -> list[dict]:
     rows = [
         {
             "id": n["id"],
-            "kind": n.get("kind", _kind_of(n["id"])),
-            "status": n.get("status", ""),
+            "kind": n.get("kind") or _kind_of(n["id"]),
+            "status": n.get("status") or "",
             "start_s": float(n["start_s"]),
             "duration_s": duration(n),
         }
@@ -234,15 +234,15 @@ def critical_chain(record: dict) -> dict:
         if nid.startswith("cap:") and nid not in by_id:
             cap = caps.get(nid[4:]) or {}
             start = cap.get("settled_s")
-            chain.append({"id": nid, "kind": "capability", "status": cap.get("status", ""),
+            chain.append({"id": nid, "kind": "capability", "status": cap.get("status") or "",
                           "start_s": start, "duration_s": 0.0, "provider": cap.get("provider")})
             continue
-        chain.append({"id": nid, "kind": node.get("kind", _kind_of(nid)), "status": node.get("status", ""),
+        chain.append({"id": nid, "kind": node.get("kind") or _kind_of(nid), "status": node.get("status") or "",
                       "start_s": node.get("start_s"), "duration_s": duration(node)})
     total = sum(row["duration_s"] for row in chain)
     on_chain = set(ids)
     slack = [
-        {"id": nid, "kind": by_id[nid].get("kind", _kind_of(nid)), "status": by_id[nid].get("status", ""),
+        {"id": nid, "kind": by_id[nid].get("kind") or _kind_of(nid), "status": by_id[nid].get("status") or "",
          "slack_s": info[nid]["slack"], "duration_s": info[nid]["dur"]}
         for nid in info
         if nid not in on_chain and nid in by_id and started(by_id[nid])
@@ -278,8 +278,8 @@ def timeline(record: dict) -> dict:
             end = start + duration(n)
         rows.append({
             "id": n["id"],
-            "kind": n.get("kind", _kind_of(n["id"])),
-            "status": n.get("status", ""),
+            "kind": n.get("kind") or _kind_of(n["id"]),
+            "status": n.get("status") or "",
             "start_s": None if start is None else float(start),
             "end_s": None if end is None else float(end),
             "reason": n.get("reason") or "",
@@ -293,7 +293,7 @@ def timeline(record: dict) -> dict:
         caps.append({
             "id": f"cap:{name}",
             "name": name,
-            "status": cap.get("status", ""),
+            "status": cap.get("status") or "",
             "provider": cap.get("provider"),
             "settled_s": cap.get("settled_s"),
             "critical": f"cap:{name}" in critical,
@@ -311,5 +311,5 @@ def count_statuses(nodes: Iterable[dict]) -> dict[str, int]:
     """Number of nodes per status, in first-seen order."""
     counts: dict[str, int] = {}
     for n in nodes:
-        counts[n.get("status", "")] = counts.get(n.get("status", ""), 0) + 1
+        counts[n.get("status") or ""] = counts.get(n.get("status") or "", 0) + 1
     return counts
