@@ -333,7 +333,8 @@ def validate_user_data_file(path: str | os.PathLike, *, encoding: str | None = N
     collector = UserData()
     _collect_docs(data, docs, collector, fname)
     for msg in collector.errors:
-        line = _line_in(msg)
+        # A line inside a MIME part is not a line of the file: the message keeps it.
+        line = 0 if _is_mime(data) else _line_in(msg)
         diags.append(Diagnostic(fname, line, 1 if line else 0, _strip_origin(msg, fname), code="user-data"))
     for msg in collector.warnings:
         diags.append(Diagnostic(fname, 0, 0, _strip_origin(msg, fname), "warning", code="user-data"))
@@ -367,7 +368,7 @@ def _strip_origin(msg: str, fname: str) -> str:
     if msg.startswith(fname + ": "):
         return msg[len(fname) + 2:]
     if msg.startswith(fname + "/"):
-        return "part " + msg[len(fname) + 1:]
+        return msg[len(fname) + 1:]  # "part-002: ..." or the part's file name
     return msg
 
 
