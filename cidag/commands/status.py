@@ -239,7 +239,7 @@ def _print_text(st: dict, long_: bool) -> None:
         if prev:
             click.echo(f"previous run: {prev['result']} at {prev['started_at']} ({prev['record']})")
         return
-    click.echo(f"status: done")
+    click.echo("status: done")
     click.echo(f"result: {st['result']} (exit {st['exit_code']})")
     makespan = st.get("makespan_s")
     extra = f", makespan {makespan:.2f}s" if isinstance(makespan, (int, float)) else ""
