@@ -237,3 +237,13 @@ def test_hash_with_newline_cannot_inject_shadow_lines(tmp_path):
     with pytest.raises(ValueError):
         users(root, {"users": [{"name": "eve", "passwd": "$6$s$h\n", "lock_passwd": False}]})
     assert [line.split(":")[0] for line in (root / "etc/shadow").read_text().splitlines()].count("root") == 1
+
+
+def test_mistyped_chpasswd_line_does_not_echo(tmp_path, caplog):
+    root = make_root(tmp_path)
+    users(root)
+    cc = {"chpasswd": {"list": f"{SECRET} cidag:x"}}
+    ctx, run = make_context("module", "set-password", caps={"cloud-config": cc}, root=root)
+    with pytest.raises(ValueError, match="invalid user name") as info:
+        run(ctx)
+    assert SECRET not in str(info.value) and SECRET not in caplog.text

@@ -22,6 +22,7 @@ from . import _accounts as acc
 from . import _crypto
 
 SECRETS = ("admin-password",)
+USER_RE = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*[$]?")
 HASH_RE = re.compile(r"\$(6|y)\$[^:\s]+")  # fullmatch: no newline can reach the shadow file
 PW_USER = {"type": "object", "properties": {
     "name": {"type": "string"}, "password": {"type": "string"},
@@ -76,6 +77,10 @@ def _entries(cc: dict, default_user: str | None) -> tuple[list[tuple[str, str, s
         if not sep:
             raise ValueError(f"cloud-config chpasswd.list line {i + 1} is not user:password")
         out.append((name.strip(), _kind(value), value))
+    for i, (name, _, _) in enumerate(out):
+        # Checked before anything is echoed: a mistyped line could put a password where a name goes.
+        if not USER_RE.fullmatch(name):
+            raise ValueError(f"cloud-config password entry {i + 1}: invalid user name (not shown)")
     return out, bool(ch.get("expire", True))
 
 
