@@ -100,6 +100,8 @@ def confine(
 
 def _open_dir(base: Path, parts: list[str], *, create: bool, mode: int, uid: int | None, gid: int | None) -> int:
     """Open base/parts... walking with O_NOFOLLOW; create missing directories if asked."""
+    if create:
+        os.makedirs(base, 0o755, exist_ok=True)  # the root itself is trusted (the command line gave it)
     fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
     try:
         for name in parts:
