@@ -3,7 +3,8 @@
 # and a temporary root, stop it, and show which source served which capability.
 #
 # The scenario (issue 3): a config drive answering at once, the OpenStack HTTP API
-# answering after ~2 s (1 s per request, two round trips), EC2 unreachable.
+# answering after ~2 s (1 s per GET, two round trips), EC2 unreachable (nothing listens
+# at its URL; the fake DMI says OpenStack, so its platform check rules it out first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d "${TMPDIR:-/tmp}/cidag-demo.XXXXXX")
@@ -23,7 +24,7 @@ mkfifo "$work/sim.url"
 cidag serve-metadata \
   --write-configdrive "$work/config-2" \
   --write-sysfs "$work/sys" \
-  --fault '{path: "/openstack*", delay: 1s}' \
+  --fault '{path: "/openstack*", method: GET, delay: 1s}' \
   > "$work/sim.url" 2> "$work/simulator.log" &
 sim_pid=$!
 read -r url < "$work/sim.url"
