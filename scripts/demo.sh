@@ -69,6 +69,13 @@ echo
 echo "== files the run wrote under $root"
 (cd "$root" && find . -path ./var/lib/cidag -prune -o -type f -print | sort | head -40)
 echo
+echo "== cidag graph --dot (the compiled DAG)"
+cidag graph --dot > "$work/graph.dot"
+if command -v dot >/dev/null; then
+  dot -Tsvg "$work/graph.dot" -o "$work/graph.svg" && echo "rendered $work/graph.svg"
+fi
+echo "DOT in $work/graph.dot ($(grep -c -- '->' "$work/graph.dot") edges)"
+echo
 echo "== simulator log"
 sed -n '1,20p' "$work/simulator.log"
 echo
