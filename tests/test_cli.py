@@ -150,3 +150,9 @@ def test_entry_point_plugin(tmp_path, manifests):
                                       name="bad")[1], env=env)
     assert bad.returncode == 2
     assert "hello: settings: unknown setting 'whom' (did you mean 'who'?)" in bad.stdout
+
+
+def test_check_one_file_pairs_it_with_its_sibling(tmp_path, manifests):
+    s, m = manifests(SOURCES, MODULES)
+    proc = cidag("check", m)
+    assert proc.returncode == 0 and f"ok: {s}, {m}" in proc.stdout

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import click
 
@@ -57,6 +58,15 @@ def check(files, sources_path, modules_path, config_dir, fmt, strict, user_data,
     if files:
         s, m = split_files(files)
         sources_path, modules_path = s or sources_path, m or modules_path
+        # One file given (pre-commit passes only what changed): its sibling in the same
+        # directory is the other half before the usual lookup order.
+        for given, other, fname in ((s, modules_path, "modules.yaml"), (m, sources_path, "sources.yaml")):
+            sibling = os.path.join(os.path.dirname(given or ""), fname)
+            if given and not other and os.path.isfile(sibling):
+                if fname == "modules.yaml":
+                    modules_path = sibling
+                else:
+                    sources_path = sibling
     sources_path, modules_path = find_manifests(sources_path, modules_path, config_dir)
     diags, counts = lint(sources_path, modules_path)
     if user_data:
