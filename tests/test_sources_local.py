@@ -237,3 +237,63 @@ def test_nocloud_meta_data_fails_cleanly(meta):
         assert "\n" not in str(exc)
     else:
         assert isinstance(caps["instance-id"], str)
+
+
+# -- a real config-2 device: an ext4 image (this kernel has no iso9660/vfat), loop-mounted read-only
+
+def _config2_image(tmp_path):
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0 or not shutil.which("mkfs.ext4") or not shutil.which("mount"):
+        pytest.skip("needs root, mkfs.ext4 and mount")
+    tree = Simulator(load_fixture(None)).write_configdrive(tmp_path / "tree")
+    image = tmp_path / "config-2.img"
+    with open(image, "wb") as fh:
+        fh.truncate(4 << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-L", "config-2", "-d", str(tree), str(image)], check=True)
+    probe_mnt = tmp_path / "probe-mnt"
+    probe_mnt.mkdir()
+    ok = subprocess.run(["mount", "-o", "ro", "-t", "ext4", str(image), str(probe_mnt)], capture_output=True)
+    if ok.returncode != 0:
+        pytest.skip(f"cannot loop-mount here: {ok.stderr.decode().strip()}")
+    subprocess.run(["umount", str(probe_mnt)], check=True)
+    return image
+
+
+def _mounts() -> str:
+    with open("/proc/mounts") as fh:
+        return fh.read()
+
+
+def test_configdrive_device_is_mounted_read_only_and_released(tmp_path):
+    image = _config2_image(tmp_path)
+    caps = probe("configdrive", path=str(tmp_path / "no-dir"), device=str(image), fstypes="ext4")
+    assert caps["hostname"] == "sim-host"
+    assert "cidag-mnt-" not in _mounts()
+
+
+def test_configdrive_device_already_mounted_is_read_in_place(tmp_path):
+    import subprocess
+
+    image = _config2_image(tmp_path)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-o", "ro", "-t", "ext4", str(image), str(mnt)], check=True)
+    try:
+        # The loop device is what /proc/mounts names; the probe is given that device.
+        dev = next(line.split()[0] for line in _mounts().splitlines() if line.split()[1] == str(mnt))
+        caps = probe("configdrive", path=str(tmp_path / "no-dir"), device=dev, fstypes="ext4")
+        assert caps["instance-id"] == "6c1f2a7e-3b1d-4c5e-9f0a-8d2b7c4e1a90"
+        assert str(mnt) in _mounts()  # left as it was
+    finally:
+        subprocess.run(["umount", str(mnt)])
+
+
+def test_configdrive_device_that_does_not_mount_fails_in_one_line(tmp_path):
+    _config2_image(tmp_path)
+    junk = tmp_path / "junk.img"
+    junk.write_bytes(b"\0" * 65536)
+    with pytest.raises(RuntimeError, match=r"^cannot mount .*junk.img: ") as exc:
+        probe("configdrive", path=str(tmp_path / "no-dir"), device=str(junk), fstypes="ext4")
+    assert "\n" not in str(exc.value)
