@@ -48,3 +48,19 @@ def load_record(path) -> dict:
 
 def nodes_by_id(record: dict) -> dict:
     return {n["id"]: n for n in record["nodes"]}
+
+
+def process_gone(pid: int, within: float = 5.0) -> bool:
+    """True once `pid` no longer runs (exited, or a zombie nobody reaped yet)."""
+    import time
+
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.05)
+    return False

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cidag.engine import RunOptions, run
-from conftest import nodes_by_id
+from conftest import nodes_by_id, process_gone
 from graphs import compile_text
 
 
@@ -100,16 +100,7 @@ def test_module_timeout_kills_the_whole_process_group(tmp_path):
     assert n["module:hang"]["reason"] == "timeout after 1s"
     assert n["module:other"]["status"] == "ok"  # make -k
     assert result.exit_code == 1 and result.record["result"] == "failed"
-    grandchild = int(pidfile.read_text())
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        try:
-            os.kill(grandchild, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.05)
-    else:
-        pytest.fail("the background child of a timed-out module survived")
+    assert process_gone(int(pidfile.read_text())), "the background child of a timed-out module survived"
 
 
 def test_source_timeout_is_failed_with_reason(tmp_path):

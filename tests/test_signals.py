@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import cli_env, load_record, nodes_by_id
+from conftest import cli_env, load_record, nodes_by_id, process_gone
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -49,12 +49,4 @@ def test_signal_interrupts_the_run(tmp_path, manifests, sig):
     assert n["module:long"]["reason"] == f"interrupted by {signal.Signals(sig).name}"
     assert n["module:later"]["status"] == "skipped"
     assert not (root / "var/lib/cidag/running.json").exists()
-    child = int(pidfile.read_text())
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        try:
-            os.kill(child, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    pytest.fail("the command of an interrupted module survived")
+    assert process_gone(int(pidfile.read_text())), "the command of an interrupted module survived"
