@@ -102,8 +102,7 @@ class Simulator:
 
     def start(self) -> "Simulator":
         """Bind and serve in a background thread; `url` is valid afterwards."""
-        server = ThreadingHTTPServer((self.host, self.port), _Handler)
-        server.daemon_threads = True
+        server = _Server((self.host, self.port), _Handler)
         server.sim = self  # type: ignore[attr-defined]
         self._server = server
         self.port = server.server_address[1]
@@ -330,6 +329,11 @@ class Simulator:
         children = sorted({k[len(prefix):].split("/")[0] + ("/" if "/" in k[len(prefix):] else "")
                            for k in meta if k.startswith(prefix)})
         return (200, _lines(children), {}) if children else (404, b"Not Found\n", {})
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # a fleet of concurrent probes must not meet a full backlog
 
 
 class _Handler(BaseHTTPRequestHandler):
