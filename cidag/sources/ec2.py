@@ -53,7 +53,7 @@ def probe(ctx: Context) -> dict:
     ctx.log.info("platform check: %s", platform_check.check("ec2", s))
     client = http.Client.from_settings(s["url"], s, ctx)
     version = s["api_version"]
-    token = _token(client, version, s)
+    token = _token(client, s)
     if token:
         client.headers[TOKEN_HEADER] = token
 
@@ -97,7 +97,7 @@ def probe(ctx: Context) -> dict:
     return caps
 
 
-def _token(client: http.Client, version: str, s: dict) -> str | None:
+def _token(client: http.Client, s: dict) -> str | None:
     """An IMDSv2 token, or None when IMDSv1 is allowed and the token was refused."""
     resp = client.request("PUT", TOKEN_PATH,
                           headers={TTL_HEADER: str(s["token_ttl"])})
