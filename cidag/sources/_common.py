@@ -93,7 +93,8 @@ def openstack_caps(meta: Any, user_data: bytes | None, vendor: bytes | None,
     if isinstance(hostname, str) and hostname:
         caps["hostname"] = hostname
     keys = public_keys(meta.get("public_keys"))
-    for item in meta.get("keys") or []:
+    listed = meta.get("keys")
+    for item in listed if isinstance(listed, list) else []:
         if isinstance(item, dict) and item.get("type", "ssh") == "ssh" and isinstance(item.get("data"), str):
             keys.append(item["data"].strip())
     if keys:
