@@ -247,3 +247,19 @@ def test_mistyped_chpasswd_line_does_not_echo(tmp_path, caplog):
     with pytest.raises(ValueError, match="invalid user name") as info:
         run(ctx)
     assert SECRET not in str(info.value) and SECRET not in caplog.text
+
+
+def test_disable_root_gives_root_a_pointer_to_the_user(tmp_path):
+    root = make_root(tmp_path)
+    users(root)
+    ctx, run = make_context("module", "ssh-keys", caps={"public-keys": [KEY_ED], "default-user": "cidag"}, root=root)
+    run(ctx)
+    line = (root / "root/.ssh/authorized_keys").read_text().strip()
+    assert line.endswith(KEY_ED) and 'Please login as the user \\"cidag\\"' in line and "exit 142" in line
+    other = tmp_path / "other"
+    (other / "bin").mkdir(parents=True)
+    users(other)
+    ctx, run = make_context("module", "ssh-keys", caps={"public-keys": [KEY_ED], "default-user": "cidag",
+                                                        "cloud-config": {"disable_root": False}}, root=other)
+    run(ctx)
+    assert not (other / "root/.ssh").exists()

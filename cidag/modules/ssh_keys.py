@@ -3,11 +3,14 @@
 Capabilities: wants `public-keys` (a list, a newline-separated string, or a
 mapping name -> key), `default-user` (the name the users module made),
 `cloud-config`. Cloud-config keys: `ssh_authorized_keys` (for the default
-user), `users[].ssh_authorized_keys`, `ssh_genkeytypes`, `ssh_deletekeys`.
+user), `users[].ssh_authorized_keys`, `ssh_genkeytypes`, `ssh_deletekeys`,
+`disable_root`, `disable_root_opts`.
 
 Keys go to ROOT/HOME/.ssh/authorized_keys (directory 0700, file 0600, owned
 by the user when cidag runs as root), merged with the keys already there. No
-symlink is followed below the home directory. Host keys are generated with
+symlink is followed below the home directory. With `disable_root` (default
+true, as in cloud-init) root gets the metadata keys behind a `command=` that
+only says which user to log in as. Host keys are generated with
 `ssh-keygen` into ROOT/etc/ssh when `host_keys` or `ssh_genkeytypes` ask.
 """
 from __future__ import annotations
@@ -26,12 +29,19 @@ CLOUD_CONFIG = {
     "ssh_authorized_keys": {"type": ["array", "string"], "items": {"type": "string"}},
     "ssh_genkeytypes": {"type": "array", "items": {"enum": KEY_TYPES}},
     "ssh_deletekeys": {"type": "boolean"},
+    "disable_root": {"type": "boolean"},
+    "disable_root_opts": {"type": "string"},
 }
+DISABLE_ROOT_OPTS = ('no-port-forwarding,no-agent-forwarding,no-X11-forwarding,'
+                     'command="echo \'Please login as the user \\"$USER\\" rather than the user \\"root\\".\';'
+                     'echo;sleep 10;exit 142"')
 SETTINGS = {
     "type": "object",
     "properties": {
         "user": {"type": ["string", "null"], "default": None,
                  "description": "who gets the metadata keys; default: the default-user capability, else root"},
+        "disable_root": {"type": "boolean", "default": True,
+                         "description": "root's copy of the metadata keys only tells to log in as the user"},
         "host_keys": {"type": "array", "items": {"enum": KEY_TYPES}, "default": [],
                       "description": "host key types to generate when missing (cloud-config ssh_genkeytypes wins)"},
     },
@@ -63,31 +73,40 @@ def run(ctx: Context) -> dict | None:
     _run.drop_capability_env(ctx)
     target_user = ctx.settings.get("user") or ctx.caps.get("default-user") or "root"
     wanted: dict[str, list[str]] = {}
-    wanted.setdefault(target_user, []).extend(normalize_keys(ctx.caps.get("public-keys")))
-    wanted[target_user] += normalize_keys(cc.get("ssh_authorized_keys"))
+
+    def add(name: str, keys: list[str]) -> list[str]:
+        good = [k for k in keys if KEY_RE.match(k)]
+        if len(good) < len(keys):
+            ctx.log.warning("%s: %d line(s) that are not public keys ignored", name, len(keys) - len(good))
+        wanted.setdefault(name, []).extend(good)
+        return good
+
+    meta_keys = add(target_user, normalize_keys(ctx.caps.get("public-keys"))
+                    + normalize_keys(cc.get("ssh_authorized_keys")))
     for u in cc.get("users") or []:
         if isinstance(u, dict) and u.get("ssh_authorized_keys") and u.get("name"):
-            wanted.setdefault(str(u["name"]), []).extend(normalize_keys(u["ssh_authorized_keys"]))
+            add(str(u["name"]), normalize_keys(u["ssh_authorized_keys"]))
+    if cc.get("disable_root", ctx.settings.get("disable_root", True)) and target_user != "root" and meta_keys:
+        # cloud-init's disable_root: root gets the keys, but logging in only says which user to use.
+        opts = str(cc.get("disable_root_opts") or DISABLE_ROOT_OPTS).replace("$USER", target_user)
+        wanted.setdefault("root", []).extend(f"{opts} {k}" for k in meta_keys)
     db = acc.Database(ctx.root)
     problems = []
     done = 0
     for name, keys in wanted.items():
-        good = [k for k in keys if KEY_RE.match(k)]
-        if len(good) < len(keys):
-            ctx.log.warning("%s: %d line(s) that are not public keys ignored", name, len(keys) - len(good))
-        if not good:
+        if not keys:
             continue
         user = db.user(name)
         if user is None:
             problems.append(f"user {name!r} does not exist in the target root")
             continue
         try:
-            added = install(ctx, user, good)
+            added = install(ctx, user, keys)
         except (paths.PathRefused, OSError) as exc:
             problems.append(f"{name}: {exc}")
             continue
         done += 1
-        ctx.log.info("%s: %d key(s) in authorized_keys (%d new)", name, len(good), added)
+        ctx.log.info("%s: %d key(s) in authorized_keys (%d new)", name, len(keys), added)
     types = cc.get("ssh_genkeytypes", ctx.settings.get("host_keys") or [])
     if types:
         _host_keys(ctx, list(types), delete=bool(cc.get("ssh_deletekeys", False)))
