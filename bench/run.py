@@ -4,6 +4,7 @@
     python bench/run.py --quick         # small sizes, 3 s deadline: a smoke test
     python bench/run.py --only dag      # one section: proposal, deadline, dag, startup
     python bench/run.py --update-readme # also rewrite the figures block of bench/README.md
+    CIDAG_BENCH_UPDATE_README=1 make bench   # the same through make
 
 Figures are measured in this one run and compared with each other; nothing here
 asserts a timing. The raw numbers go to bench/out/latest.json.
@@ -59,15 +60,15 @@ def report_proposal(res: dict, label: str = "proposal") -> tuple[str, list[tuple
     cp = one["critical_path_s"]
     bound = 1.05 * cp + 0.05
     serial = res["serial"]["makespan_s"]
-    out.append(f"\none-step makespan {s(one['makespan_s'])} s vs target 1.05 × {s(cp)} + 0.050 = {s(bound)} s: "
+    out.append(f"\n- one-step makespan {s(one['makespan_s'])} s vs target 1.05 × {s(cp)} + 0.050 = {s(bound)} s: "
                f"{yes(one['makespan_s'] <= bound)}")
-    out.append(f"speed-up over serial: {s(serial / one['makespan_s'], 2)}× "
+    out.append(f"- speed-up over serial: {s(serial / one['makespan_s'], 2)}× "
                f"(bound: serial ÷ one-step critical path = {s(serial / cp, 2)}×); "
                f"two-step ÷ one-step = {s(res['two-step']['makespan_s'] / one['makespan_s'], 2)}")
     for name, r in res.items():
-        out.append(f"  {name:9} critical path: {' -> '.join(r['critical_path'])}")
+        out.append(f"- {name} critical path: {' -> '.join(r['critical_path'])}")
         for mod, why in r["skipped"].items():
-            out.append(f"  {name:9} {mod} not ok: {why}")
+            out.append(f"- {name}: {mod} not ok: {why}")
     return "\n".join(out), [(f"{label}: one-step makespan ≤ 1.05 × CP + 50 ms", one["makespan_s"] <= bound,
                              f"{s(one['makespan_s'])} s ≤ {s(bound)} s")]
 
@@ -77,7 +78,7 @@ def report_deadline(res: dict, deadline_s: float) -> str:
     mods = [m[0] for m in scenarios.MODULES]
     rows = [[m] + [s(res[k]["starts"].get(m) or 0.0, 2) for k in modes] for m in mods]
     out = [f"the most preferred source (openstack) fails at its {deadline_s:g} s deadline; "
-           "configdrive answers in 0.3 s. Module start times (s):", table(["module", *modes], rows), ""]
+           "configdrive answers in 0.3 s. Module start times (s):", "", table(["module", *modes], rows), ""]
     rows = [[k, s(r["modules_done_s"], 2), s(r["makespan_s"], 2), f"{r['modules_ok']}/{r['modules']}",
              (r["providers"].get("instance-id") or "-").split(":")[-1],
              (r["providers"].get("hostname") or "-").split(":")[-1]] for k, r in res.items()]
@@ -131,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--deadline", type=float, default=None, help="deadline of the absent source (default 30)")
     ap.add_argument("--update-readme", action="store_true", help="rewrite the figures block of bench/README.md")
     args = ap.parse_args(argv)
+    args.update_readme = args.update_readme or os.environ.get("CIDAG_BENCH_UPDATE_README") == "1"
     sections = args.only or list(SECTIONS)
     sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else ([100, 1000] if args.quick else [100, 1000, 5000])
     deadline_s = args.deadline if args.deadline is not None else (3.0 if args.quick else 30.0)
@@ -208,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     raw["total_s"] = total
     OUT.mkdir(exist_ok=True)
     (OUT / "latest.json").write_text(json.dumps(raw, indent=1, default=str) + "\n")
-    figures = f"Measured {when} on {machine} by `make bench` (total {total:.0f} s).\n\n" + "\n".join(parts)
+    how = "`make bench`" if os.environ.get("MAKELEVEL") else f"`python bench/run.py {' '.join(sys.argv[1:])}`".replace(" `", "`")
+    figures = f"Measured {when} on {machine} by {how} (total {total:.0f} s).\n\n" + "\n".join(parts)
     (OUT / "latest.md").write_text(figures)
     if args.update_readme:
         text = README.read_text()
