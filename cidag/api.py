@@ -70,6 +70,8 @@ class Context:
     state_dir: Path
     env: dict[str, str] = field(default_factory=dict)  # extra env for commands (CIDAG_*)
     output: list[str] = field(default_factory=list)  # text kept in the run record (capped)
+    run_started: float | None = None  # monotonic time the run started
+    run_result: Callable[[], str] | None = None  # the run's result so far: ok / degraded / failed
 
     def remaining(self) -> float:
         """Seconds left before the node's deadline (never negative)."""

@@ -21,7 +21,7 @@ from .compiler import CompiledGraph, ancestors
 from .errors import SourceUnavailable, UsageError
 from .facade import Facade
 from .plan import Plan
-from .record import build_record, jsonable
+from .record import build_record, jsonable, result_of
 from .state import StateDir
 
 GRACE_S = 2.0  # SIGTERM -> SIGKILL for commands of interrupted nodes
@@ -170,14 +170,16 @@ class Engine:
     def _declared(self, node: str) -> list[str]:
         return [u[4:] for u, _, k in self.cg.graph.in_edges(node, data="kind") if k in ("needs", "wants")]
 
-    def _env(self, node: str, facade: Facade, iid: str | None) -> dict[str, str]:
+    def _env(self, node: str, spec, facade: Facade, iid: str | None) -> dict[str, str]:
+        """CIDAG_* variables for the node's commands. Secret capabilities go only to the
+        built-in exec type, whose recipe has no other way to read what it declared."""
         env = {"CIDAG_ROOT": str(self.opts.root), "CIDAG_NODE": node,
                "CIDAG_STATE_DIR": str(self.opts.resolved_state_dir())}
         if iid is not None:
             env["CIDAG_INSTANCE_ID"] = iid
         for name in facade:
             value = facade[name]
-            if callable(value):
+            if callable(value) or (name in self.secret_caps and spec.type != "exec"):
                 continue
             key = "CIDAG_CAP_" + name.upper().replace("-", "_").replace(".", "_")
             if isinstance(value, bytes):
@@ -207,7 +209,9 @@ class Engine:
             deadline=time.monotonic() + spec.timeout,
             cancelled=threading.Event(),
             state_dir=self.opts.resolved_state_dir(),
-            env=self._env(node, facade, iid),
+            env=self._env(node, spec, facade, iid),
+            run_started=self.t0,
+            run_result=lambda: result_of(self.plan, self.interrupted),
         )
 
     def _before_start(self, node: str) -> tuple[str, dict] | None:
@@ -435,6 +439,8 @@ class Engine:
             if cap.status != "resolved":
                 continue
             value = jsonable(self.plan.nodes[cap.provider].values.get(name))
+            if "password" in name and value != "<operation>":
+                value = "<secret>"  # passwords are never kept at rest, not even in the 0600 file
             sensitive[name] = {"provider": cap.provider, "value": value}
             shown = "<secret>" if name in secrets and value != "<operation>" else value
             public[name] = {"provider": cap.provider, "value": shown}
@@ -469,11 +475,15 @@ def run(cg: CompiledGraph, opts: RunOptions | None = None) -> RunResult:
 
 
 def _describe(exc: BaseException) -> str:
-    """One line for a plugin's exception: the message alone for plain errors, else `Type: message`."""
+    """One line for a plugin's exception. Errors a plugin or cidag defines, and OSErrors,
+    speak for themselves; Python's own (KeyError, TypeError, ...) are bugs, so their
+    class name is kept."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if type(exc) in (RuntimeError, Exception) and text:
+    if not text:
+        return type(exc).__name__
+    if type(exc).__module__ != "builtins" or isinstance(exc, OSError) or type(exc) in (RuntimeError, Exception):
         return text
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return f"{type(exc).__name__}: {text}"
 
 
 def _utc(ts: float) -> str:

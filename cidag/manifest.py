@@ -15,7 +15,7 @@ from .durations import parse_duration
 from .errors import Diagnostic, ManifestError, SettingsError
 from .yamldoc import Document, load_file
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*\Z")
 ENV_RE = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\})")
 # Variables cidag sets for commands at run time; ${...} of these is left to the command's shell.
 RUNTIME_VARS = frozenset({"CIDAG_ROOT", "CIDAG_INSTANCE_ID", "CIDAG_NODE", "CIDAG_STATE_DIR"})

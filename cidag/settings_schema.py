@@ -48,6 +48,8 @@ def validate(schema: dict | None, value: Any, path: tuple = ()) -> Any:
     types = schema.get("type")
     if types is not None:
         names = [types] if isinstance(types, str) else list(types)
+        if isinstance(value, str) and "string" not in names:
+            value = _coerce(value, names)
         if not any(_is_type(value, n) for n in names):
             raise SettingsError(
                 f"expected {' or '.join(names)}, got {_describe(value)}", path
@@ -70,6 +72,25 @@ def validate(schema: dict | None, value: Any, path: tuple = ()) -> Any:
         if "pattern" in schema and not re.search(schema["pattern"], value):
             raise SettingsError(f"{value!r} does not match {schema['pattern']!r}", path)
     return value
+
+
+def _coerce(text: str, names: list[str]) -> Any:
+    """A string where a number or boolean is expected (e.g. from `${RETRIES:-5}`)
+    becomes one when it reads as one; otherwise it is left for the type error."""
+    word = text.strip()
+    if "boolean" in names and word.lower() in ("true", "false", "yes", "no", "on", "off"):
+        return word.lower() in ("true", "yes", "on")
+    if "integer" in names:
+        try:
+            return int(word)
+        except ValueError:
+            pass
+    if "number" in names:
+        try:
+            return float(word)
+        except ValueError:
+            pass
+    return text
 
 
 def _validate_object(schema: dict, value: dict, path: tuple) -> dict:

@@ -49,3 +49,9 @@ class ClassSource:
 
     def probe(self, ctx):
         return {"instance-id": ctx.settings["iid"]}
+
+
+@declare(secrets=["api-token"], settings={"type": "object", "properties": {"token": {"type": "string"}}})
+def secret_probe(ctx):
+    """A source with a secret that is not a password (kept, 0600, for query --secrets)."""
+    return {"instance-id": "i-secret", "api-token": ctx.settings["token"]}

@@ -48,9 +48,27 @@ def test_one_value_raw_for_scripts(state, capsys):
     assert json.loads(out) == {"name": "hostname", "provider": "source:seed", "value": "box1"}
 
 
-def test_secrets_when_readable(state, capsys):
+def test_passwords_are_never_kept_even_for_secrets(state, capsys):
     rc, out, err = cli(capsys, "query", "admin-password", "--secrets", "--state-dir", str(state))
-    assert (rc, out, err) == (0, "hunter2\n", "")
+    assert out == "<secret>\n"
+    assert "hunter2" not in (state / "instance-data-sensitive.json").read_text()
+
+
+def test_secrets_when_readable(tmp_path, capsys):
+    """A secret a type declares (not a password) is kept 0600 and shown only with --secrets."""
+    from cidag.engine import RunOptions, run
+    from graphs import compile_text
+
+    cg = compile_text({"version": 1, "sources": [{"name": "vault", "type": "plugins_for_tests:secret_probe",
+                                                  "capabilities": ["instance-id", "api-token"],
+                                                  "settings": {"token": "tok-123"}}]},
+                      {"version": 1, "modules": [{"name": "m", "type": "exec", "needs": ["api-token"],
+                                                  "settings": {"command": "true"}}]})
+    run(cg, RunOptions(root=tmp_path, handle_signals=False))
+    state = tmp_path / "var/lib/cidag"
+    assert "tok-123" not in (state / "instance-data.json").read_text()
+    rc, out, err = cli(capsys, "query", "api-token", "--secrets", "--state-dir", str(state))
+    assert (rc, out, err) == (0, "tok-123\n", "")
 
 
 def test_secrets_refused_without_read_access(state, capsys, monkeypatch):

@@ -1,7 +1,6 @@
 """SIGINT/SIGTERM: nothing new starts, running commands are killed, the record says interrupted, exit 130."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys

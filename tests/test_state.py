@@ -1,7 +1,6 @@
 """Frequencies, markers and recovery from a run killed at any moment (real processes)."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess

@@ -14,8 +14,6 @@ for it yet, so it is read from the engine's plan behind the facade, and is
 """
 from __future__ import annotations
 
-import json
-import os
 import string
 import time
 from datetime import datetime, timezone
@@ -32,24 +30,7 @@ SETTINGS = {
 
 
 def _since_start(ctx: Context) -> float | None:
-    started = getattr(ctx, "run_started", None)  # monotonic, if the engine provides it
-    if isinstance(started, (int, float)):
-        return time.monotonic() - started
-    try:
-        with open(os.path.join(ctx.state_dir, "running.json")) as f:
-            info = json.load(f)
-        when = datetime.strptime(info["started_at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
-        return max(0.0, time.time() - when.timestamp())
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    try:  # age of this process: /proc/self/stat field 22 is its start in clock ticks since boot
-        with open("/proc/self/stat") as f:
-            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/uptime") as f:
-            uptime = float(f.read().split()[0])
-        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
-    except (OSError, ValueError, IndexError):
-        return None
+    return None if ctx.run_started is None else time.monotonic() - ctx.run_started
 
 
 def _uptime() -> str:
@@ -61,25 +42,7 @@ def _uptime() -> str:
 
 
 def _result_so_far(ctx: Context) -> str:
-    provided = getattr(ctx, "run_result", None)  # the public API this wants, if the engine adds it
-    if provided is not None:
-        return str(provided() if callable(provided) else provided)
-    plan = getattr(ctx.caps, "_plan", None)
-    nodes = getattr(plan, "nodes", None)
-    if not isinstance(nodes, dict):
-        return "unknown"
-    result = "ok"
-    try:
-        for node_id, state in nodes.items():
-            kind, status, reason = state.kind, state.status, getattr(state, "reason", "") or ""
-            if kind == "module" and status in ("failed", "timeout", "interrupted"):
-                return "failed"
-            if (kind == "source" and status in ("failed", "timeout")) or (
-                    kind == "module" and status == "skipped" and reason.startswith("capability")):
-                result = "degraded"
-    except AttributeError:
-        return "unknown"
-    return result
+    return ctx.run_result() if ctx.run_result is not None else "unknown"
 
 
 def run(ctx: Context) -> dict | None:

@@ -161,7 +161,10 @@ def _post(ctx: Context, user: str, password: str) -> None:
         ctx.log.warning("password not posted: %s", exc)
         return
     try:
-        post(blob)
+        try:
+            post(blob, timeout=ctx.remaining(), cancelled=ctx.cancelled)
+        except TypeError:  # a plugin's operation that takes the blob alone
+            post(blob)
     except Exception as exc:  # the platform said no; the password is set all the same
         raise RuntimeError(f"posting the password failed: {type(exc).__name__}: {str(exc)[:200]}") from None
     ctx.log.info("password of %s posted to the platform (RSA-encrypted)", user)
