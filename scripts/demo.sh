@@ -74,7 +74,11 @@ cidag graph --dot > "$work/graph.dot"
 if command -v dot >/dev/null; then
   dot -Tsvg "$work/graph.dot" -o "$work/graph.svg" && echo "rendered $work/graph.svg"
 fi
-echo "DOT in $work/graph.dot ($(grep -c -- '->' "$work/graph.dot") edges)"
+cat "$work/graph.dot"
+echo
+echo "== cidag analyze critical-chain (what set the makespan)"
+cidag analyze critical-chain "$root/var/lib/cidag/last-run.json"
+cidag analyze plot "$root/var/lib/cidag/last-run.json" -o "$work/timeline.svg" && echo "timeline: $work/timeline.svg"
 echo
 echo "== simulator log"
 sed -n '1,20p' "$work/simulator.log"
