@@ -1,12 +1,9 @@
 """Plugin types used by the generated benchmark manifests (plain functions, spec §2.1)."""
 from __future__ import annotations
 
-import time
-
 
 def run(ctx):
     """A module that does nothing: the benchmark measures the engine around it."""
-    return None
 
 
 def probe(ctx):
@@ -23,4 +20,3 @@ def work(ctx):
     seconds = float((ctx.settings or {}).get("seconds", 0))
     if seconds > 0:
         ctx.cancelled.wait(seconds)
-    return None

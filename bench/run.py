@@ -2,7 +2,7 @@
 
     python bench/run.py                 # everything (about 2 minutes on 2 cores)
     python bench/run.py --quick         # small sizes, 3 s deadline: a smoke test
-    python bench/run.py --only dag      # one section: proposal, deadline, dag, startup
+    python bench/run.py --only dag      # one section: proposal, deadline, real, dag, startup
     python bench/run.py --update-readme # also rewrite the figures block of bench/README.md
     CIDAG_BENCH_UPDATE_README=1 make bench   # the same through make
 
@@ -29,7 +29,7 @@ from bench import dag, scenarios, startup  # noqa: E402
 OUT = REPO / "bench" / "out"
 README = REPO / "bench" / "README.md"
 BEGIN, END = "<!-- figures:begin -->", "<!-- figures:end -->"
-SECTIONS = ("proposal", "deadline", "dag", "startup")
+SECTIONS = ("proposal", "deadline", "real", "dag", "startup")
 
 
 def yes(ok: bool) -> str:
@@ -180,6 +180,19 @@ def main(argv: list[str] | None = None) -> int:
         section(f"(a2) absent preferred source, {deadline_s:g} s deadline: select preferred vs first",
                 report_deadline(res, deadline_s))
 
+    def do_real() -> None:
+        from bench import real_sources  # the shipped manifests against the loopback simulator
+
+        reps = 1 if args.quick else 3
+        fig = real_sources.measure(1.0, reps)
+        raw["real_sources"] = fig
+        one = fig["one_step"]
+        bound = 1.05 * one["critical_path_s"] + 0.05
+        targets.append(("real sources: one-step makespan ≤ 1.05 × CP + 50 ms", one["makespan_s"] <= bound,
+                        f"{s(one['makespan_s'])} s ≤ {s(bound)} s"))
+        section(f"(a3) real sources: shipped manifests vs the loopback simulator (median of {reps}; "
+                "bench/real_sources.py)", "```\n" + real_sources.report(fig) + "\n```")
+
     def do_dag() -> None:
         res = []
         for n in sizes:
@@ -197,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         targets.extend(t)
         section("(c) start-up", text)
 
-    steps = {"proposal": do_proposal, "deadline": do_deadline, "dag": do_dag, "startup": do_startup}
+    steps = {"proposal": do_proposal, "deadline": do_deadline, "real": do_real, "dag": do_dag,
+             "startup": do_startup}
     for name in SECTIONS:
         if name in sections:
             guarded(name, steps[name])
