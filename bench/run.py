@@ -85,9 +85,14 @@ def report_deadline(res: dict, deadline_s: float) -> str:
     out.append(table(["mode", "last module ended s", "makespan s", "modules ok", "instance-id from",
                       "hostname from"], rows))
     p, f = res["preferred"], res["first"]
-    out.append(f"\nselect: first starts set-hostname at {s(f['starts']['set-hostname'], 2)} s instead of "
+    out.append(f"\n- select: first starts set-hostname at {s(f['starts']['set-hostname'], 2)} s instead of "
                f"{s(p['starts']['set-hostname'], 2)} s; network (network-config only from configdrive, per-boot) "
                f"starts at {s(p['starts']['network'], 2)} s even under preferred.")
+    n = res.get("first, no post-password")
+    if n:
+        out.append(f"- with no module wanting post-password, every module has ended at {s(n['modules_done_s'], 2)} s "
+                   f"but the run lasts {s(n['makespan_s'], 2)} s (result {n['result']}): it waits for the probe "
+                   "of a source whose capabilities are all settled already.")
     return "\n".join(out)
 
 

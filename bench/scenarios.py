@@ -47,10 +47,13 @@ OPENSTACK_DATA = {
 }
 
 
-def _modules() -> dict:
+def _modules(drop_wants: tuple[str, ...] = ()) -> dict:
     out = []
     for name, seconds, keys in MODULES:
-        out.append({"name": name, "type": WORK, **keys, "settings": {"seconds": seconds}})
+        entry = {"name": name, "type": WORK, **keys, "settings": {"seconds": seconds}}
+        if "wants" in entry:
+            entry["wants"] = [c for c in entry["wants"] if c not in drop_wants]
+        out.append(entry)
     return {"version": 1, "modules": out}
 
 
@@ -95,13 +98,13 @@ def deadline_sources(deadline: float, fallback: bool = False) -> dict:
     return {"version": 1, "select": "preferred", "sources": sources}
 
 
-def _compile(directory: Path, sources: dict):
+def _compile(directory: Path, sources: dict, drop_wants: tuple[str, ...] = ()):
     from cidag.engine import load_and_compile
 
     directory.mkdir(parents=True, exist_ok=True)
     sp, mp = directory / "sources.yaml", directory / "modules.yaml"
     sp.write_text(yaml.safe_dump(sources, sort_keys=False))
-    mp.write_text(yaml.safe_dump(_modules(), sort_keys=False))
+    mp.write_text(yaml.safe_dump(_modules(drop_wants), sort_keys=False))
     return load_and_compile(str(sp), str(mp))
 
 
@@ -152,25 +155,28 @@ def proposal(repeats: int = 3, openstack_first: bool = False) -> dict:
     return out
 
 
-DEADLINE_MODES = {  # label: (select, with the static fallback)
-    "preferred": ("preferred", False),
-    "first": ("first", False),
-    "first+fallback": ("first", True),
+DEADLINE_MODES = {  # label: (select, with the static fallback, capabilities no module wants)
+    "preferred": ("preferred", False, ()),
+    "first": ("first", False, ()),
+    "first+fallback": ("first", True, ()),
+    # Nobody waits for the absent source any more: does the run still wait for its deadline?
+    "first, no post-password": ("first", False, ("post-password",)),
 }
 
 
 def deadline(deadline_s: float = 30.0) -> dict:
     """`select: preferred` vs `select: first` when the preferred source fails at its deadline,
-    and `first` with a zero-delay static fallback listed last.
+    `first` with a zero-delay static fallback listed last, and `first` when set-password
+    does not want post-password (so no module waits for the absent source).
 
-    The modes run at once on three threads (each run only sleeps), so the scenario
-    costs one deadline of wall time, not three.
+    The modes run at once, one thread each (each run only sleeps), so the scenario
+    costs one deadline of wall time, not four.
     """
     with tempfile.TemporaryDirectory(prefix="cidag-bench-deadline-") as tmp:
         tmp = Path(tmp)
         with concurrent.futures.ThreadPoolExecutor(len(DEADLINE_MODES)) as pool:
             futs = {}
-            for label, (select, fallback) in DEADLINE_MODES.items():
-                cg = _compile(tmp / f"m-{label}", deadline_sources(deadline_s, fallback))
-                futs[label] = pool.submit(_run, cg, tmp / label, select=select)
+            for i, (label, (select, fallback, drop)) in enumerate(DEADLINE_MODES.items()):
+                cg = _compile(tmp / f"m-{i}", deadline_sources(deadline_s, fallback), drop)
+                futs[label] = pool.submit(_run, cg, tmp / f"run-{i}", select=select)
             return {label: _summary(*f.result()) for label, f in futs.items()}
