@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, MutableMapping, Sequence
 
 from .errors import SourceUnavailable  # noqa: F401  (re-exported for plugins)
 
@@ -68,7 +68,7 @@ class Context:
     deadline: float
     cancelled: threading.Event
     state_dir: Path
-    env: dict[str, str] = field(default_factory=dict)  # extra env for commands (CIDAG_*)
+    env: MutableMapping[str, str] = field(default_factory=dict)  # extra env for commands (CIDAG_*)
     output: list[str] = field(default_factory=list)  # text kept in the run record (capped)
     run_started: float | None = None  # monotonic time the run started
     run_result: Callable[[], str] | None = None  # the run's result so far: ok / degraded / failed

@@ -224,8 +224,8 @@ def ancestors(g: nx.DiGraph, starts, skip_kinds: frozenset = frozenset()) -> set
     stack = list(starts)
     while stack:
         node = stack.pop()
-        for u, _, kind in g.in_edges(node, data="kind"):
-            if u not in seen and kind not in skip_kinds:
+        for u, data in g.pred[node].items():
+            if u not in seen and data["kind"] not in skip_kinds:
                 seen.add(u)
                 stack.append(u)
     return seen

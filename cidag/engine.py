@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -14,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, MutableMapping
 
 from .api import Context
 from .compiler import CompiledGraph, ancestors
@@ -118,6 +119,33 @@ class _Scrub(logging.Filter):
         return True
 
 
+class _LazyEnv(MutableMapping):
+    """The CIDAG_* environment of a node, built on first use (most plugin types run no command)."""
+
+    def __init__(self, build: Callable[[], dict]) -> None:
+        self._build, self._env = build, None
+
+    def _get(self) -> dict:
+        if self._env is None:
+            self._env = self._build()
+        return self._env
+
+    def __getitem__(self, key: str) -> str:
+        return self._get()[key]
+
+    def __iter__(self):
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+    def __setitem__(self, key: str, value: str) -> None:
+        self._get()[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._get()[key]
+
+
 class Engine:
     """One run of a compiled graph. Use `run()`; the class keeps the loop's state together."""
 
@@ -140,6 +168,15 @@ class Engine:
         self.t0 = time.monotonic()
         self.wall0 = time.time()
         self.plan: Plan | None = None
+        self.root = Path(opts.root)
+        self.state_path = opts.resolved_state_dir()
+        # Worker threads are reused: Thread.start() waits for the new thread to run, which
+        # was half the cost of a 5,000-node run. A hung node keeps its thread; a new one
+        # is made when no worker is idle, so a hang never blocks a lane.
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._idle = 0
+        self._idle_lock = threading.Lock()
+        self._threads = 0
 
     # -- helpers -------------------------------------------------------------
 
@@ -168,13 +205,12 @@ class Engine:
     # -- starting nodes ------------------------------------------------------
 
     def _declared(self, node: str) -> list[str]:
-        return [u[4:] for u, _, k in self.cg.graph.in_edges(node, data="kind") if k in ("needs", "wants")]
+        return [u[4:] for u, k in self.plan.inputs[node] if k in ("needs", "wants")]
 
     def _env(self, node: str, spec, facade: Facade, iid: str | None) -> dict[str, str]:
         """CIDAG_* variables for the node's commands. Secret capabilities go only to the
         built-in exec type, whose recipe has no other way to read what it declared."""
-        env = {"CIDAG_ROOT": str(self.opts.root), "CIDAG_NODE": node,
-               "CIDAG_STATE_DIR": str(self.opts.resolved_state_dir())}
+        env = {"CIDAG_ROOT": str(self.root), "CIDAG_NODE": node, "CIDAG_STATE_DIR": str(self.state_path)}
         if iid is not None:
             env["CIDAG_INSTANCE_ID"] = iid
         for name in facade:
@@ -193,7 +229,7 @@ class Engine:
         iid = self.instance_id()
         log = logging.Logger(f"cidag.node.{spec.name}")
         log.parent = _NODE_LOG_PARENT  # not registered globally: no leak across runs
-        log.setLevel(logging.DEBUG)  # everything reaches the record; stderr filters by level
+        log.level = logging.DEBUG  # all reaches the record; stderr filters. (setLevel clears every logger's cache)
         log.addFilter(_Scrub(self.scrub))
         capture = _Capture(self.wall0)
         log.addHandler(capture)
@@ -203,13 +239,13 @@ class Engine:
             kind=spec.kind,
             settings=spec.settings,
             caps=facade,
-            root=Path(self.opts.root),
+            root=self.root,
             instance_id=iid,
             log=log,
             deadline=time.monotonic() + spec.timeout,
             cancelled=threading.Event(),
-            state_dir=self.opts.resolved_state_dir(),
-            env=self._env(node, spec, facade, iid),
+            state_dir=self.state_path,
+            env=_LazyEnv(lambda: self._env(node, spec, facade, iid)),  # built only if a command runs
             run_started=self.t0,
             run_result=lambda: result_of(self.plan, self.interrupted),
         )
@@ -237,18 +273,38 @@ class Engine:
         self.running[node] = (ctx, ctx.deadline)
         if self.opts.observer is not None:
             self.opts.observer.node_started(node)
-        threading.Thread(target=self._work, args=(node, spec.call, ctx), daemon=True,
-                         name=f"cidag:{node}").start()
+        with self._idle_lock:
+            reuse = self._idle > 0
+            if reuse:
+                self._idle -= 1
+        self._jobs.put((node, spec.call, ctx))
+        if not reuse:
+            self._threads += 1
+            threading.Thread(target=self._worker, daemon=True, name=f"cidag-worker-{self._threads}").start()
 
-    def _work(self, node: str, call, ctx: Context) -> None:
-        # Runs on a worker thread; everything it learns goes back through the queue.
+    def _worker(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            event = self._work(*job)
+            with self._idle_lock:
+                self._idle += 1  # before the event, so the loop sees this worker idle
+            self.events.put(event)
+
+    @staticmethod
+    def _work(node: str, call, ctx: Context) -> tuple:
+        # Runs on a worker thread; everything it learns goes back as one event.
         try:
-            result = call(ctx)
-            self.events.put((node, "returned", result, ""))
+            return (node, "returned", call(ctx), "")
         except SourceUnavailable as exc:
-            self.events.put((node, "unavailable", None, str(exc)))
+            return (node, "unavailable", None, str(exc))
         except BaseException as exc:  # a plugin's failure is the node's, never the run's
-            self.events.put((node, "raised", None, _describe(exc)))
+            return (node, "raised", None, _describe(exc))
+
+    def _stop_workers(self) -> None:
+        for _ in range(self._threads):
+            self._jobs.put(None)  # a hung worker never reads its None; it is a daemon
 
     # -- ending nodes --------------------------------------------------------
 
@@ -264,7 +320,7 @@ class Engine:
         if values:
             self._note_secrets(node, values)
         self.plan.finished(node, status, reason=self.scrub(reason), values=values)
-        if status == "ok" and self.state is not None:
+        if status == "ok" and self.state is not None and spec.frequency != "per-boot":
             iid = self.instance_id()
             provides = {k: jsonable(v) for k, v in (values or {}).items() if not callable(v)}
             self.state.write_marker(spec.name, spec.frequency, iid,
@@ -322,9 +378,12 @@ class Engine:
         self.state.begin_run({"pid": os.getpid(), "started_at": started_at,
                               "record": str(self.state.path / "runs" / record_name)})
         old_handlers = self._install_signals()
+        gc.freeze()  # the compiled graph lives all run: keep the collector from walking it
         try:
             self._loop()
         finally:
+            gc.unfreeze()
+            self._stop_workers()
             self._restore_signals(old_handlers)
             makespan = self.clock()
             record = self._record(started_at, makespan)
@@ -374,18 +433,38 @@ class Engine:
                 break
             timeout = max(0.0, min(d for _, d in self.running.values()) - time.monotonic())
             try:
-                node, how, result, reason = self.events.get(timeout=timeout)
+                event = self.events.get(timeout=timeout)
             except queue.Empty:
                 self._expire()
                 continue
-            if node == "__signal__":
-                self._interrupt(signal.Signals(how).name)
+            while event is not None:  # take every queued answer before starting more
+                node, how, result, reason = event
+                if node == "__signal__":
+                    self._interrupt(signal.Signals(how).name)
+                    break
+                if node in self.running:
+                    self._classify(node, how, result, reason)
+                try:
+                    event = self.events.get_nowait()
+                except queue.Empty:
+                    event = None
+            if self.interrupted:
                 continue
-            if node in self.running:
-                self._classify(node, how, result, reason)
             self._expire()
+            self._drop_obsolete()
         if observer is not None:
             self._report_ends()
+
+    def _drop_obsolete(self) -> None:
+        """Cancel running sources whose every capability has settled without them."""
+        from .plan import OBSOLETE
+
+        while self.plan.obsolete:
+            node = self.plan.obsolete.pop()
+            if node in self.running:
+                ctx, _ = self.running.pop(node)
+                ctx.cancelled.set()
+                self.plan.skip(node, OBSOLETE)
 
     def _interrupt(self, signame: str) -> None:
         """No new node starts; running ones are cancelled (their commands get SIGTERM, then
@@ -497,7 +576,13 @@ def load_and_compile(sources: str | None = None, modules: str | None = None,
     from .manifest import find_manifests, load_manifests
 
     s, m = find_manifests(sources, modules, config_dir)
-    return compile_manifests(load_manifests(s, m))
+    enabled = gc.isenabled()
+    gc.disable()  # loading allocates many containers and frees few: collections only cost
+    try:
+        return compile_manifests(load_manifests(s, m))
+    finally:
+        if enabled:
+            gc.enable()
 
 
 __all__: Iterable[str] = ("RunOptions", "RunResult", "run", "load_and_compile", "plan_skips")

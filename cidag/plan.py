@@ -18,6 +18,7 @@ SOURCE_FINAL = frozenset({"available", "unavailable", "failed", "skipped", "inte
 MODULE_FINAL = frozenset({"ok", "failed", "timeout", "skipped", "interrupted"})
 FINAL = SOURCE_FINAL | MODULE_FINAL
 STRATEGIES = ("one-step", "two-step", "serial")
+OBSOLETE = "not needed any more: every capability it offers is settled"
 
 
 @dataclass
@@ -91,6 +92,10 @@ class Plan:
         self._running = {"source": 0, "module": 0}
         self._ended = 0
         self._longest = longest_remaining(self.g)
+        # (neighbour, edge kind) per node, built once: networkx edge views cost a lot per call.
+        self.inputs: dict[str, tuple] = {n: tuple((u, k) for u, k in _pairs(self.g.pred[n])) for n in self.g}
+        self.outputs: dict[str, tuple] = {n: tuple((v, k) for v, k in _pairs(self.g.succ[n])) for n in self.g}
+        self.obsolete: list[str] = []  # running sources that can no longer change anything
         self._gated: set[str] = set()  # modules waiting for every source (two-step, serial)
         self._sources_left = 0
         self._serial_sources: list[str] = []
@@ -108,7 +113,7 @@ class Plan:
 
     def _init_inputs(self) -> None:
         for node, state in self.nodes.items():
-            state.pending = self.g.in_degree(node)
+            state.pending = len(self.inputs[node])
 
     def _source_ancestors(self) -> set[str]:
         """Modules some source waits on (e.g. one providing network-online): they may run
@@ -175,6 +180,9 @@ class Plan:
                 break
             node = heapq.heappop(heap)[-1]
             state = self.nodes[node]
+            if kind == "source" and self._source_obsolete(node):
+                self._finish(state, "skipped", OBSOLETE, success=False, values={})
+                continue
             done_before = self.before_start(node) if self.before_start else None
             if done_before is not None:
                 self._finish(state, "skipped", done_before[0], success=True, values=done_before[1])
@@ -244,7 +252,7 @@ class Plan:
         self._ended += 1
         self.end_order.append(state.id)
         node = state.id
-        for _, succ, kind in self.g.out_edges(node, data="kind"):
+        for succ, kind in self.outputs[node]:
             if kind in ("exports", "provides"):
                 self._try_settle(self.caps[succ[4:]], finished=node)
             else:  # depends_on / after
@@ -320,8 +328,21 @@ class Plan:
         else:
             cap.status = "unavailable"
             cap.reason = self._why_unavailable(cap.name, providers)
-        for _, consumer in self.g.out_edges(f"cap:{cap.name}"):
+        for consumer, _ in self.outputs[f"cap:{cap.name}"]:
             self._input_done(consumer)
+        for p in providers:
+            if p.startswith("source:") and self.nodes[p].status == "running" and self._source_obsolete(p):
+                self.obsolete.append(p)
+
+    def _source_obsolete(self, source: str) -> bool:
+        """A running source is obsolete when none of its capabilities is still pending for a
+        node that may yet run: whatever it answers, nothing changes."""
+        for cap, _ in self.outputs[source]:
+            if self.caps[cap[4:]].status != "pending":
+                continue
+            if any(not self.nodes[c].final for c, _ in self.outputs[cap]):
+                return False
+        return True
 
     def _why_unavailable(self, cap: str, providers: list[str]) -> str:
         if not providers:
@@ -338,7 +359,7 @@ class Plan:
 
     def _evaluate(self, state: NodeState) -> None:
         node = state.id
-        for u, _, kind in self.g.in_edges(node, data="kind"):
+        for u, kind in self.inputs[node]:
             if kind == "needs" and self.caps[u[4:]].status == "unavailable":
                 cap = self.caps[u[4:]]
                 self._finish(state, "skipped", f"capability {cap.name} unavailable: {cap.reason}",
@@ -359,3 +380,7 @@ class Plan:
             heapq.heappush(self._ready_modules, (spec.priority, spec.name, node))
         else:
             heapq.heappush(self._ready_modules, (spec.priority, -self._longest[node], spec.name, node))
+
+
+def _pairs(adjacency) -> list[tuple[str, str]]:
+    return [(n, data["kind"]) for n, data in adjacency.items()]

@@ -100,9 +100,12 @@ class StateDir:
             pass
 
     def write_record(self, record: dict, name: str) -> Path:
+        """Write the record to runs/NAME and last-run.json (encoded once, compact: json's
+        indenting encoder is pure Python and three times slower on a big run)."""
+        data = (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
         path = self.path / "runs" / name
-        write_json(path, record)
-        write_json(self.path / "last-run.json", record)
+        atomic_write(path, data)
+        atomic_write(self.path / "last-run.json", data)
         return path
 
     def write_instance_data(self, public: dict, sensitive: dict) -> None:
