@@ -26,7 +26,6 @@ from .record import build_record, jsonable, result_of
 from .state import StateDir
 
 GRACE_S = 2.0  # SIGTERM -> SIGKILL for commands of interrupted nodes
-_NODE_LOG_PARENT = logging.getLogger("cidag.node")
 
 
 @dataclass
@@ -97,26 +96,23 @@ def plan_skips(cg: CompiledGraph, opts: RunOptions, state: StateDir | None) -> d
     return skips
 
 
-class _Capture(logging.Handler):
-    """Keeps one node's log records for the run record (already scrubbed by the filter)."""
+class _NodeLogs(logging.Handler):
+    """One handler per run, on the run's own `cidag.node` logger: scrubs secrets from each
+    node's records (before any stderr handler above sees them) and keeps them per node."""
 
-    def __init__(self, t0: float) -> None:
+    def __init__(self, t0: float, scrub: Callable[[str], str]) -> None:
         super().__init__(logging.DEBUG)
-        self.t0, self.records = t0, []
+        self.t0, self.scrub = t0, scrub
+        self.records: dict[str, list[dict]] = {}
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = self.scrub(record.getMessage()), None
+        self.emit(record)
+        return True
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.records.append({"t": round(record.created - self.t0, 6), "level": record.levelname,
-                             "message": record.getMessage()})
-
-
-class _Scrub(logging.Filter):
-    def __init__(self, scrub: Callable[[str], str]) -> None:
-        super().__init__()
-        self.scrub = scrub
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = self.scrub(record.getMessage()), None
-        return True
+        self.records.setdefault(record.name[len("cidag.node."):], []).append(
+            {"t": round(record.created - self.t0, 6), "level": record.levelname, "message": record.getMessage()})
 
 
 class _LazyEnv(MutableMapping):
@@ -158,7 +154,6 @@ class Engine:
         self.workers: dict[str, int] = {}
         self._free_lanes: list[int] = list(range(opts.jobs))
         self._next_source_lane = opts.jobs
-        self.logs: dict[str, list[dict]] = {}
         self.outputs: dict[str, str] = {}
         self.secret_values: set[str] = set()
         self.secret_caps = cg.manifests.secrets()
@@ -167,6 +162,13 @@ class Engine:
         self.first_failure: str | None = None
         self.t0 = time.monotonic()
         self.wall0 = time.time()
+        # Node loggers hang under a per-run `cidag.node` logger whose handler scrubs and
+        # keeps their records; from there they propagate to the `cidag` logger (stderr).
+        self.node_logs = _NodeLogs(self.wall0, self.scrub)
+        self.node_log_parent = logging.Logger("cidag.node")
+        self.node_log_parent.parent = logging.getLogger("cidag")
+        self.node_log_parent.addHandler(self.node_logs)
+        self.logs = self.node_logs.records
         self.plan: Plan | None = None
         self.root = Path(opts.root)
         self.state_path = opts.resolved_state_dir()
@@ -227,13 +229,9 @@ class Engine:
         spec = self.cg.specs[node]
         facade = Facade(self.plan, node, self._declared(node))
         iid = self.instance_id()
-        log = logging.Logger(f"cidag.node.{spec.name}")
-        log.parent = _NODE_LOG_PARENT  # not registered globally: no leak across runs
+        log = logging.Logger(f"cidag.node.{node}")
+        log.parent = self.node_log_parent  # not registered globally: no leak across runs
         log.level = logging.DEBUG  # all reaches the record; stderr filters. (setLevel clears every logger's cache)
-        log.addFilter(_Scrub(self.scrub))
-        capture = _Capture(self.wall0)
-        log.addHandler(capture)
-        self.logs[node] = capture.records
         return Context(
             name=spec.name,
             kind=spec.kind,
