@@ -7,6 +7,8 @@ from typing import Callable
 
 import click
 
+from .common import write_output
+
 from ..errors import UsageError
 
 DEFAULT_STATE_DIR = "/var/lib/cidag"
@@ -27,16 +29,6 @@ def _load(record_path: str | None, state_dir: str) -> dict:
     path = Path(record_path) if record_path else Path(state_dir) / "last-run.json"
     record = load_record(path)
     return record
-
-
-def _write(output: str, text: str) -> None:
-    if output == "-":
-        click.echo(text, nl=False)
-        return
-    try:
-        Path(output).write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"{output}: cannot write: {exc.strerror or exc}") from None
 
 
 def _t(seconds: float | None) -> str:
@@ -102,7 +94,7 @@ def plot(record_path: str | None, state_dir: str, output: str) -> None:
     """An SVG timeline: one row a node, bars coloured by status, critical path highlighted."""
     from ..svg_timeline import render
 
-    _write(output, render(_load(record_path, state_dir)))
+    write_output(output, render(_load(record_path, state_dir)))
     if output != "-":
         click.echo(f"wrote {output}", err=True)
 
@@ -114,6 +106,6 @@ def trace(record_path: str | None, state_dir: str, output: str) -> None:
     """Chrome trace events (Perfetto, chrome://tracing): a track per worker, a span per node."""
     from ..trace import to_trace
 
-    _write(output, json.dumps(to_trace(_load(record_path, state_dir))) + "\n")
+    write_output(output, json.dumps(to_trace(_load(record_path, state_dir))) + "\n")
     if output != "-":
         click.echo(f"wrote {output}", err=True)

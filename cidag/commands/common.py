@@ -1,6 +1,8 @@
 """Options shared by the commands that read manifests or state."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 
@@ -18,3 +20,35 @@ def manifest_options(func):
 def verbose_option(func):
     """-v: tracebacks and debug logs (cli.main also looks for it before parsing)."""
     return click.option("-v", "--verbose", count=True, help="More output; tracebacks on errors.")(func)
+
+
+def state_options(root_help: str):
+    """--state-dir and --root, for commands that read a run's state; the command gets
+    `state_dir` and `root` and calls state_path() with them."""
+
+    def wrap(func):
+        func = click.option("--root", type=click.Path(file_okay=False), default="/", show_default=True,
+                            help=root_help)(func)
+        func = click.option("--state-dir", type=click.Path(file_okay=False), default=None,
+                            help="State directory  [default: ROOT/var/lib/cidag, i.e. /var/lib/cidag]")(func)
+        return func
+
+    return wrap
+
+
+def state_path(state_dir: str | None, root: str) -> Path:
+    """The state directory as `cidag run` defaults it: ROOT/var/lib/cidag."""
+    return Path(state_dir) if state_dir else Path(root) / "var/lib/cidag"
+
+
+def write_output(output: str, text: str) -> None:
+    """Write `text` to the file `output`, or to stdout for '-'; one-line error otherwise."""
+    if output == "-":
+        click.echo(text, nl=False)
+        return
+    try:
+        Path(output).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        from ..errors import UsageError
+
+        raise UsageError(f"{output}: cannot write: {exc.strerror or exc}") from None

@@ -11,6 +11,8 @@ from typing import Any
 
 import click
 
+from .common import state_options, state_path
+
 from ..errors import CidagError, UsageError
 
 PUBLIC = "instance-data.json"
@@ -61,15 +63,12 @@ def _cell(value: Any) -> str:
 
 @click.command()
 @click.argument("capability", required=False)
-@click.option("--state-dir", type=click.Path(file_okay=False), default=None,
-              help="State directory  [default: ROOT/var/lib/cidag, i.e. /var/lib/cidag]")
-@click.option("--root", type=click.Path(file_okay=False), default="/", show_default=True,
-              help="Target root whose state directory is read.")
+@state_options("Target root whose state directory is read.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--secrets", is_flag=True, help="Show secret values (reads the 0600 file: root only).")
 def query(capability: str | None, state_dir: str | None, root: str, fmt: str, secrets: bool) -> None:
     """The metadata the last run resolved: every capability with its provider, or one value."""
-    state = Path(state_dir) if state_dir else Path(root) / "var/lib/cidag"
+    state = state_path(state_dir, root)
     data = read_instance_data(state, secrets)
     caps: dict = data["capabilities"]
     withheld = any(isinstance(c, dict) and c.get("value") == SECRET for c in caps.values())

@@ -7,12 +7,12 @@ to cidag.sources / cidag.modules appears here without touching this file.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import click
 
 from ..errors import UsageError
+from .common import write_output
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
@@ -195,11 +195,4 @@ def manifest_schema(kind: str = "both") -> dict:
 @click.option("-o", "--output", default="-", show_default=True, metavar="FILE", help="Where to write it.")
 def schema(kind: str, output: str) -> None:
     """JSON Schema (draft 2020-12) of the manifests, for editors and CI."""
-    text = json.dumps(manifest_schema(kind), indent=2) + "\n"
-    if output == "-":
-        click.echo(text, nl=False)
-        return
-    try:
-        Path(output).write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"{output}: cannot write: {exc.strerror or exc}") from None
+    write_output(output, json.dumps(manifest_schema(kind), indent=2) + "\n")

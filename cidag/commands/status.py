@@ -15,6 +15,8 @@ from pathlib import Path
 
 import click
 
+from .common import state_options, state_path
+
 from ..errors import UsageError
 
 EXIT_NOT_RUN = 3  # as LSB `status` does for "not running"
@@ -186,10 +188,7 @@ def _node_rows(record: dict, long: bool) -> list[dict]:
 
 
 @click.command()
-@click.option("--state-dir", type=click.Path(file_okay=False), default=None,
-              help="State directory  [default: ROOT/var/lib/cidag, i.e. /var/lib/cidag]")
-@click.option("--root", type=click.Path(file_okay=False), default="/", show_default=True,
-              help="Target root: where etc/cidag/cidag.disabled is looked for.")
+@state_options("Target root: where etc/cidag/cidag.disabled is looked for.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--wait", is_flag=True, help="Block until a run in progress ends; exit as that run did.")
 @click.option("--timeout", "timeout_text", metavar="DURATION", default=None,
@@ -209,7 +208,7 @@ def status(ctx: click.Context, state_dir: str | None, root: str, fmt: str, wait:
             timeout = parse_duration(timeout_text)
         except ValueError as exc:
             raise UsageError(f"--timeout: {exc}") from None
-    state = Path(state_dir) if state_dir else Path(root) / "var/lib/cidag"
+    state = state_path(state_dir, root)
     st = wait_for_run(state, root, timeout) if wait else current_status(state, root)
     record = st.pop("_record", None)
     if record is not None:
