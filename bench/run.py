@@ -90,9 +90,16 @@ def report_deadline(res: dict, deadline_s: float) -> str:
                f"starts at {s(p['starts']['network'], 2)} s even under preferred.")
     n = res.get("first, no post-password")
     if n:
-        out.append(f"- with no module wanting post-password, every module has ended at {s(n['modules_done_s'], 2)} s "
-                   f"but the run lasts {s(n['makespan_s'], 2)} s (result {n['result']}): it waits for the probe "
-                   "of a source whose capabilities are all settled already.")
+        src = n["nodes"].get("source:openstack", {})
+        how = f"the absent source ended {src.get('status')} at {s(src.get('end_s') or 0.0, 2)} s" + (
+            f" ({src['reason']})" if src.get("reason") else "")
+        if n["makespan_s"] - n["modules_done_s"] > 1.0:
+            out.append(f"- with no module wanting post-password, every module has ended at {s(n['modules_done_s'], 2)} s "
+                       f"but the run lasts {s(n['makespan_s'], 2)} s (result {n['result']}): it waits for the probe "
+                       f"of a source whose capabilities are all settled already; {how}.")
+        else:
+            out.append(f"- with no module wanting post-password, the run ends with its last module at "
+                       f"{s(n['makespan_s'], 2)} s (result {n['result']}): {how}.")
     return "\n".join(out)
 
 
