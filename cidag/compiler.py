@@ -232,10 +232,11 @@ def ancestors(g: nx.DiGraph, starts, skip_kinds: frozenset = frozenset()) -> set
     return seen
 
 
-def longest_remaining(g: nx.DiGraph) -> dict[str, int]:
-    """For each node, the number of source/module nodes on the longest path from it to a sink."""
+def longest_remaining(g: nx.DiGraph, order: list[str] | None = None) -> dict[str, int]:
+    """For each node, the number of source/module nodes on the longest path from it to a sink
+    (`order`: a topological order of g, if the caller has one)."""
     out: dict[str, int] = {}
-    for node in reversed(list(nx.topological_sort(g))):
+    for node in reversed(order if order is not None else list(nx.topological_sort(g))):
         own = 0 if node.startswith("cap:") else 1
         out[node] = own + max((out[s] for s in g.successors(node)), default=0)
     return out

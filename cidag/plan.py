@@ -91,7 +91,10 @@ class Plan:
         self._ready_modules: list[tuple] = []
         self._running = {"source": 0, "module": 0}
         self._ended = 0
-        self._longest = longest_remaining(self.g)
+        import networkx as nx
+
+        self.order: list[str] = list(nx.topological_sort(self.g))  # also used by the record
+        self._longest = longest_remaining(self.g, self.order)
         # (neighbour, edge kind) per node, built once: networkx edge views cost a lot per call.
         # g._pred/_succ are networkx's own dict-of-dicts: 5x faster to walk than its views.
         pred, succ = self.g._pred, self.g._succ

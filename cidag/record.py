@@ -18,12 +18,9 @@ def critical_path(plan: Plan) -> tuple[float, list[str]]:
     Strategy gates (two-step, serial) are not edges: the result is what no
     schedule of this run could beat. Returns (seconds, node and capability ids).
     """
-    import networkx as nx
-
-    g = plan.g
     length: dict[str, float] = {}
     best_in: dict[str, str | None] = {}
-    for node in nx.topological_sort(g):
+    for node in plan.order:
         if node.startswith("cap:"):
             cap = plan.caps[node[4:]]
             if cap.status == "pending":
@@ -34,7 +31,7 @@ def critical_path(plan: Plan) -> tuple[float, list[str]]:
             st = plan.nodes[node]
             if st.status in ("waiting", "ready", "running"):
                 continue
-            inputs = [u for u in g.predecessors(node) if u in length]
+            inputs = [u for u, _ in plan.inputs[node] if u in length]
             own = (st.end - st.start) if st.start is not None and st.end is not None else 0.0
         prev = max(inputs, key=lambda u: length[u], default=None)
         length[node] = own + (length[prev] if prev is not None else 0.0)
@@ -132,7 +129,7 @@ def build_record(
         **meta,
         "nodes": nodes,
         "capabilities": caps,
-        "edges": [[u, v, k] for u, v, k in plan.g.edges(data="kind")],
+        "edges": [[u, v, k] for u, outs in plan.outputs.items() for v, k in outs],
     }
 
 
