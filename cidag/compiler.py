@@ -15,7 +15,6 @@ import networkx as nx
 from .errors import Diagnostic, ManifestError
 from .manifest import Manifests, ModuleSpec, SourceSpec
 
-HARD_EDGES = frozenset({"needs", "depends_on", "provides", "exports"})
 SOFT_EDGES = frozenset({"wants", "after"})
 
 
@@ -28,13 +27,6 @@ class CompiledGraph:
     specs: dict[str, SourceSpec | ModuleSpec]
     providers: dict[str, list[str]]  # capability -> provider node ids, most preferred first
     diagnostics: list[Diagnostic] = field(default_factory=list)
-
-    def needs(self, node: str) -> list[str]:
-        """Capabilities `node` must have (hard), in declaration order."""
-        return [u[4:] for u, _, k in self.graph.in_edges(node, data="kind") if k == "needs"]
-
-    def wants(self, node: str) -> list[str]:
-        return [u[4:] for u, _, k in self.graph.in_edges(node, data="kind") if k == "wants"]
 
 
 def cap_id(name: str) -> str:

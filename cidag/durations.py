@@ -33,11 +33,3 @@ def parse_duration(value: object) -> float:
     if seconds < 0 or seconds != seconds or seconds == float("inf"):
         raise ValueError(f"duration must be a finite number >= 0: {value!r}")
     return seconds
-
-
-def format_duration(seconds: float) -> str:
-    """Short human form: `0.31s`, `2m05s`."""
-    if seconds < 60:
-        return f"{seconds:.2f}s"
-    minutes, rest = divmod(seconds, 60)
-    return f"{int(minutes)}m{rest:04.1f}s"

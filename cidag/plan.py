@@ -165,9 +165,6 @@ class Plan:
         """True when some node waits only for a free worker."""
         return bool(self._ready_sources or self._ready_modules)
 
-    def running(self) -> list[str]:
-        return [n for n, s in self.nodes.items() if s.status == "running"]
-
     def next_to_start(self) -> list[str]:
         """Nodes to start now, in start order, within the worker limits; marks them running."""
         out: list[str] = []

@@ -22,7 +22,6 @@ try:  # libyaml is ~10x faster; a 5,000-node manifest must check in well under a
 except AttributeError:  # pragma: no cover - PyYAML built without libyaml
     _Loader = yaml.SafeLoader
 
-Path_ = tuple  # a path into the document: ("sources", 0, "timeout")
 
 
 @dataclass
