@@ -263,3 +263,13 @@ def test_disable_root_gives_root_a_pointer_to_the_user(tmp_path):
                                                         "cloud-config": {"disable_root": False}}, root=other)
     run(ctx)
     assert not (other / "root/.ssh").exists()
+
+
+def test_default_user_without_a_name_gives_keys_to_root(tmp_path):
+    # A users module that made no default user still provides default-user, as True.
+    root = make_root(tmp_path)
+    users(root, {"users": [{"name": "bob"}]})
+    caps = {"public-keys": [KEY_ED], "default-user": True, "cloud-config": {"users": [{"name": "bob"}]}}
+    ctx, run = make_context("module", "ssh-keys", caps=caps, root=root)
+    run(ctx)
+    assert (root / "root/.ssh/authorized_keys").read_text().splitlines() == [KEY_ED]

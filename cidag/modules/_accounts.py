@@ -30,6 +30,16 @@ NAME_CHARS = r"[a-z_][a-z0-9_-]*[$]?"  # useradd's default NAME_REGEX, also for 
 NAME_RE = f"^{NAME_CHARS}$"
 
 
+def default_user_name(ctx) -> str | None:
+    """The `default-user` capability as a user name, or None.
+
+    A module that provides a capability without giving it a value provides
+    `True`; only a non-empty string names a user.
+    """
+    value = ctx.caps.get("default-user")
+    return value if isinstance(value, str) and value else None
+
+
 @dataclass
 class User:
     name: str

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
+import socket
 
 from .. import paths, userdata
 from ..api import Context
@@ -105,10 +105,10 @@ def _update_hosts(ctx: Context, names: str) -> None:
 
 
 def _set_running(ctx: Context, name: str) -> None:
-    tool = shutil.which("hostnamectl")
-    argv = [tool, "set-hostname", name] if tool else (["hostname", name] if shutil.which("hostname") else None)
-    if argv is None:
+    # The kernel's call, not hostnamectl: cidag runs before D-Bus and systemd-hostnamed.
+    try:
+        socket.sethostname(name)
+    except OSError as exc:
+        ctx.log.warning("could not set the running host name: %s", exc)
         return
-    res = ctx.run(argv)
-    if not res.ok:
-        ctx.log.warning("could not set the running host name: %s", res.stderr_text().strip()[:200])
+    ctx.log.info("running host name: %s", name)

@@ -93,7 +93,7 @@ def _kind(value: str) -> str:
 def run(ctx: Context) -> dict | None:
     s = ctx.settings
     cc = userdata.cloud_config_sections(ctx, CLOUD_CONFIG)
-    default_user = ctx.caps.get("default-user")
+    default_user = acc.default_user_name(ctx)
     admin = s.get("user") or default_user or "root"
     entries, expire_cc = _entries(cc, default_user)
     hashes: dict[str, tuple[str, bool]] = {}

@@ -71,7 +71,7 @@ def normalize_keys(value) -> list[str]:
 def run(ctx: Context) -> dict | None:
     cc = userdata.cloud_config_sections(ctx, CLOUD_CONFIG)
     _run.drop_capability_env(ctx)
-    target_user = ctx.settings.get("user") or ctx.caps.get("default-user") or "root"
+    target_user = ctx.settings.get("user") or acc.default_user_name(ctx) or "root"
     wanted: dict[str, list[str]] = {}
 
     def add(name: str, keys: list[str]) -> list[str]:
