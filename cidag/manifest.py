@@ -146,7 +146,7 @@ def expand_env(doc: Document, env: dict[str, str] | None = None) -> list[Diagnos
                     return env[var]
                 if default is not None:
                     return default
-                errors.append(doc.diag(path, f"environment variable {var} is not set (write ${{{var}:-default}} for a default)"))
+                errors.append(doc.diag(path, f"environment variable {var} is not set (write ${{{var}:-default}} for a default)", code="unset-variable"))
                 return ""
             return ENV_RE.sub(repl, value)
         if isinstance(value, dict):
@@ -174,7 +174,7 @@ class _Checker:
 
     def mapping(self, value: Any, path: tuple, what: str) -> dict | None:
         if not isinstance(value, dict):
-            self.error(path, f"{what} must be a mapping, not {_kind(value)}")
+            self.error(path, f"{what} must be a mapping, not {_kind(value)}", code="wrong-type")
             return None
         return value
 
@@ -201,7 +201,7 @@ class _Checker:
         if value is None:
             return []
         if not isinstance(value, list):
-            self.error(path + (key,), f"{key} must be a list of names, not {_kind(value)}")
+            self.error(path + (key,), f"{key} must be a list of names, not {_kind(value)}", code="wrong-type")
             return []
         out: list[str] = []
         for i, item in enumerate(value):
@@ -220,10 +220,10 @@ class _Checker:
         try:
             seconds = parse_duration(entry[key])
         except ValueError as exc:
-            self.error(path + (key,), str(exc))
+            self.error(path + (key,), str(exc), code="bad-duration")
             return default
         if seconds == 0:
-            self.error(path + (key,), f"{key} must be more than 0")
+            self.error(path + (key,), f"{key} must be more than 0", code="bad-duration")
             return default
         return seconds
 
@@ -234,12 +234,12 @@ class _Checker:
         allowed = ("version", "select", "sources") if list_key == "sources" else ("version", "modules")
         self.keys(top, (), allowed, ("version", list_key))
         if "version" in top and top["version"] != 1:
-            self.error(("version",), f"unsupported version {top['version']!r} (this cidag reads version 1)")
+            self.error(("version",), f"unsupported version {top['version']!r} (this cidag reads version 1)", code="bad-version")
         items = top.get(list_key, [])
         if items is None:
             return []
         if not isinstance(items, list):
-            self.error((list_key,), f"{list_key} must be a list, not {_kind(items)}")
+            self.error((list_key,), f"{list_key} must be a list, not {_kind(items)}", code="wrong-type")
             return None
         return items
 
@@ -258,7 +258,7 @@ def _load_type(chk: _Checker, kind: str, entry: dict, path: tuple, spec: Any) ->
 
     type_ref = entry.get("type")
     if not isinstance(type_ref, str) or not type_ref:
-        chk.error(path + ("type",), "type must be a non-empty string")
+        chk.error(path + ("type",), "type must be a non-empty string", code="wrong-type")
         return
     try:
         info = load_type(kind, type_ref)
@@ -269,7 +269,7 @@ def _load_type(chk: _Checker, kind: str, entry: dict, path: tuple, spec: Any) ->
     if settings is None:
         settings = {}
     if not isinstance(settings, dict):
-        chk.error(path + ("settings",), f"settings must be a mapping, not {_kind(settings)}")
+        chk.error(path + ("settings",), f"settings must be a mapping, not {_kind(settings)}", code="wrong-type")
         return
     try:
         spec.settings = validate(info.settings_schema, settings)
@@ -291,7 +291,7 @@ def parse_sources(doc: Document) -> tuple[str, list[SourceSpec], list[Diagnostic
         if doc.data["select"] in SELECT_MODES:
             select = doc.data["select"]
         else:
-            chk.error(("select",), f"select must be one of {', '.join(SELECT_MODES)}, not {doc.data['select']!r}")
+            chk.error(("select",), f"select must be one of {', '.join(SELECT_MODES)}, not {doc.data['select']!r}", code="bad-value")
     specs: list[SourceSpec] = []
     for i, entry in enumerate(items or []):
         path = ("sources", i)
@@ -311,7 +311,7 @@ def parse_sources(doc: Document) -> tuple[str, list[SourceSpec], list[Diagnostic
             path=path,
         )
         if "capabilities" in entry and entry["capabilities"] == []:
-            chk.warn(path + ("capabilities",), f"source {spec.name!r} declares no capabilities; it can serve nothing")
+            chk.warn(path + ("capabilities",), f"source {spec.name!r} declares no capabilities; it can serve nothing", code="no-capabilities")
         _load_type(chk, "source", entry, path, spec)
         specs.append(spec)
     return select, specs, chk.diags
@@ -330,11 +330,11 @@ def parse_modules(doc: Document) -> tuple[list[ModuleSpec], list[Diagnostic]]:
         name = chk.name(entry.get("name"), path + ("name",), "module name") if "name" in entry else None
         priority = entry.get("priority", DEFAULT_PRIORITY)
         if isinstance(priority, bool) or not isinstance(priority, int):
-            chk.error(path + ("priority",), f"priority must be an integer, not {priority!r}")
+            chk.error(path + ("priority",), f"priority must be an integer, not {priority!r}", code="wrong-type")
             priority = DEFAULT_PRIORITY
         frequency = entry.get("frequency", "per-instance")
         if frequency not in FREQUENCIES:
-            chk.error(path + ("frequency",), f"frequency must be one of {', '.join(FREQUENCIES)}, not {frequency!r}")
+            chk.error(path + ("frequency",), f"frequency must be one of {', '.join(FREQUENCIES)}, not {frequency!r}", code="bad-value")
             frequency = "per-instance"
         spec = ModuleSpec(
             name=name or f"#{i}",
@@ -353,7 +353,7 @@ def parse_modules(doc: Document) -> tuple[list[ModuleSpec], list[Diagnostic]]:
             path=path,
         )
         for cap in set(spec.needs) & set(spec.wants):
-            chk.error(path + ("wants", spec.wants.index(cap)), f"{cap!r} is in both needs and wants")
+            chk.error(path + ("wants", spec.wants.index(cap)), f"{cap!r} is in both needs and wants", code="needs-and-wants")
         _load_type(chk, "module", entry, path, spec)
         specs.append(spec)
     return specs, chk.diags

@@ -320,9 +320,9 @@ def validate_user_data_file(path: str | os.PathLike, *, encoding: str | None = N
         with open(fname, "rb") as f:
             raw = f.read(MAX_SIZE + 1)
     except OSError as exc:
-        return [Diagnostic(fname, 0, 0, f"cannot read user-data: {exc.strerror or exc}")]
+        return [Diagnostic(fname, 0, 0, f"cannot read user-data: {exc.strerror or exc}", code="user-data")]
     if len(raw) > MAX_SIZE:
-        return [Diagnostic(fname, 0, 0, f"user-data larger than {MAX_SIZE} bytes")]
+        return [Diagnostic(fname, 0, 0, f"user-data larger than {MAX_SIZE} bytes", code="user-data")]
     diags: list[Diagnostic] = []
     try:
         data = decode_payload(raw, encoding)

@@ -64,13 +64,13 @@ def load_text(text: str, file: str) -> Document:
         if "could not determine a constructor" in str(exc.problem or ""):
             tag = re.search(r"'([^']*)'", exc.problem)
             problem = f"unsupported YAML tag {tag.group(0) if tag else '?'} (only plain YAML is allowed)"
-        raise ManifestError([Diagnostic(file, line, col, f"YAML: {problem}")]) from None
+        raise ManifestError([Diagnostic(file, line, col, f"YAML: {problem}", code="yaml-syntax")]) from None
     except yaml.YAMLError as exc:
-        raise ManifestError([Diagnostic(file, 1, 1, f"YAML: {exc}")]) from None
+        raise ManifestError([Diagnostic(file, 1, 1, f"YAML: {exc}", code="yaml-syntax")]) from None
     finally:
         loader.dispose()
     if doc.data is None and not doc.marks:
-        raise ManifestError([Diagnostic(file, 1, 1, "file is empty")])
+        raise ManifestError([Diagnostic(file, 1, 1, "file is empty", code="empty-file")])
     return doc
 
 
@@ -124,13 +124,13 @@ class _Builder:
                 self._add(frame.obj, None, frame.size, frame.anchor, placed=True)
             elif isinstance(ev, yaml.AliasEvent):
                 if ev.anchor not in self.anchors:
-                    raise ManifestError([Diagnostic(self.doc.file, *_mark1(ev.start_mark), f"YAML: unknown alias {ev.anchor!r}")])
+                    raise ManifestError([Diagnostic(self.doc.file, *_mark1(ev.start_mark), f"YAML: unknown alias {ev.anchor!r}", code="yaml-syntax")])
                 value, size = self.anchors[ev.anchor]
                 self._add(value, ev.start_mark, size, None)
             elif isinstance(ev, yaml.DocumentStartEvent):
                 docs += 1
                 if docs > 1:
-                    raise ManifestError([Diagnostic(self.doc.file, *_mark1(ev.start_mark), "YAML: expected a single document, found another")])
+                    raise ManifestError([Diagnostic(self.doc.file, *_mark1(ev.start_mark), "YAML: expected a single document, found another", code="yaml-syntax")])
         return self.root
 
     def _scalar(self, ev) -> Any:
@@ -162,7 +162,7 @@ class _Builder:
 
     def _open(self, obj, ev) -> None:
         if self.stack and isinstance(self.stack[-1].obj, dict) and self.stack[-1].key is _NO_KEY:
-            raise ManifestError([Diagnostic(self.doc.file, *_mark1(ev.start_mark), "mapping keys must be plain scalars")])
+            raise ManifestError([Diagnostic(self.doc.file, *_mark1(ev.start_mark), "mapping keys must be plain scalars", code="yaml-syntax")])
         path = self._child_path()
         self.doc.marks.setdefault(path, _mark1(ev.start_mark))
         self.stack.append(_Frame(obj, path, ev.anchor))
@@ -171,7 +171,7 @@ class _Builder:
         self.total += size
         if self.total > MAX_NODES:
             raise ManifestError([Diagnostic(self.doc.file, *(_mark1(mark) if mark else (1, 1)),
-                                            "document too large (alias expansion?)")])
+                                            "document too large (alias expansion?)", code="too-large")])
         if anchor:
             self.anchors[anchor] = (value, size)
         if not self.stack:
@@ -189,16 +189,16 @@ class _Builder:
         if frame.key is _NO_KEY:  # this value is a key
             if placed or not (isinstance(value, (str, int, float, bool)) or value is None or value is _MERGE_KEY):
                 raise ManifestError([Diagnostic(self.doc.file, *(_mark1(mark) if mark else (1, 1)),
-                                                "mapping keys must be plain scalars")])
+                                                "mapping keys must be plain scalars", code="yaml-syntax")])
             if value is not _MERGE_KEY and value in frame.obj:
-                raise ManifestError([Diagnostic(self.doc.file, *_mark1(mark), f"duplicate key {value!r}")])
+                raise ManifestError([Diagnostic(self.doc.file, *_mark1(mark), f"duplicate key {value!r}", code="duplicate-key")])
             frame.key, frame.key_mark = value, mark
             return
         key, frame.key = frame.key, _NO_KEY
         if key is _MERGE_KEY:
             merged = value if isinstance(value, list) else [value]
             if not all(isinstance(m, dict) for m in merged):
-                raise ManifestError([Diagnostic(self.doc.file, *_mark1(frame.key_mark), "YAML: << must merge a mapping or a list of mappings")])
+                raise ManifestError([Diagnostic(self.doc.file, *_mark1(frame.key_mark), "YAML: << must merge a mapping or a list of mappings", code="yaml-syntax")])
             frame.merges.extend(merged)
             return
         path = frame.path + (key,)
@@ -209,7 +209,7 @@ class _Builder:
 
     def _bad_tag(self, ev) -> None:
         raise ManifestError([Diagnostic(self.doc.file, *_mark1(ev.start_mark),
-                                        f"unsupported YAML tag {ev.tag!r} (only plain YAML is allowed)")])
+                                        f"unsupported YAML tag {ev.tag!r} (only plain YAML is allowed)", code="yaml-tag")])
 
 
 class _MergeKey:
@@ -231,18 +231,18 @@ def load_file(path: str | os.PathLike) -> Document:
         with open(name, "rb") as fh:
             raw = fh.read(MAX_BYTES + 1)
     except IsADirectoryError:
-        raise ManifestError([Diagnostic(name, 1, 1, "is a directory, not a manifest file")]) from None
+        raise ManifestError([Diagnostic(name, 1, 1, "is a directory, not a manifest file", code="unreadable")]) from None
     except OSError as exc:
-        raise ManifestError([Diagnostic(name, 1, 1, f"cannot read: {exc.strerror or exc}")]) from None
+        raise ManifestError([Diagnostic(name, 1, 1, f"cannot read: {exc.strerror or exc}", code="unreadable")]) from None
     if len(raw) > MAX_BYTES:
-        raise ManifestError([Diagnostic(name, 1, 1, f"file is too large (over {MAX_BYTES >> 20} MiB)")])
+        raise ManifestError([Diagnostic(name, 1, 1, f"file is too large (over {MAX_BYTES >> 20} MiB)", code="too-large")])
     if b"\x00" in raw:
-        raise ManifestError([Diagnostic(name, 1, 1, "not a text file (contains NUL bytes)")])
+        raise ManifestError([Diagnostic(name, 1, 1, "not a text file (contains NUL bytes)", code="not-text")])
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise ManifestError([Diagnostic(name, line, 1, f"not UTF-8 text (bad byte at offset {exc.start})")]) from None
+        raise ManifestError([Diagnostic(name, line, 1, f"not UTF-8 text (bad byte at offset {exc.start})", code="not-text")]) from None
     if not text.strip():
-        raise ManifestError([Diagnostic(name, 1, 1, "file is empty")])
+        raise ManifestError([Diagnostic(name, 1, 1, "file is empty", code="empty-file")])
     return load_text(text, name)

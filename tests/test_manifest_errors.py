@@ -153,10 +153,14 @@ def test_github_format(tmp_path, manifests):
 
 def test_verbose_shows_a_traceback(tmp_path, manifests):
     s, m = manifests("version: 1\nsources: [\n", GOOD_MODULES)
-    quiet = cidag("check", s, m)
-    loud = cidag("check", "-v", s, m)
+    root = str(tmp_path / "root")
+    quiet = cidag("run", "--root", root, "--sources", s, "--modules", m)
+    loud = cidag("run", "-v", "--root", root, "--sources", s, "--modules", m)
     assert "Traceback" not in quiet.stderr
     assert loud.returncode == 2 and "Traceback" in loud.stderr
+    # check reports a file it cannot parse as a finding (on stdout, for CI), -v or not
+    found = cidag("check", "-v", s, m)
+    assert found.returncode == 2 and f"{s}:3:1: YAML:" in found.stdout
 
 
 def test_unknown_option_is_usage_error_exit_2():

@@ -1,6 +1,7 @@
 """`cidag check`: lint manifests for CI and pre-commit."""
 from __future__ import annotations
 
+import difflib
 import json
 import os
 
@@ -26,20 +27,51 @@ def lint(sources_path: str, modules_path: str) -> tuple[list[Diagnostic], dict]:
     return cg.diagnostics, counts
 
 
-def split_files(files: tuple[str, ...]) -> tuple[str | None, str | None]:
-    """Tell sources from modules manifests by their top-level key."""
-    from ..manifest import detect_kind
-    from ..yamldoc import load_file
-
+def split_files(files: tuple[str, ...]) -> tuple[str | None, str | None, list[Diagnostic]]:
+    """Tell sources from modules manifests; returns (sources, modules, findings about files
+    whose kind cannot be told, e.g. one that cannot be read or parsed)."""
     found: dict[str, str] = {}
+    diags: list[Diagnostic] = []
     for path in files:
-        kind = detect_kind(load_file(path))
+        kind, problems = manifest_kind(path)
         if kind is None:
-            raise ManifestError([Diagnostic(path, 1, 1, "not a cidag manifest: no top-level 'sources' or 'modules' key")])
+            diags.extend(problems)
+            continue
         if kind in found:
             raise UsageError(f"two {kind} manifests given: {found[kind]} and {path}")
         found[kind] = path
-    return found.get("sources"), found.get("modules")
+    return found.get("sources"), found.get("modules"), diags
+
+
+def manifest_kind(path: str) -> tuple[str | None, list[Diagnostic]]:
+    """'sources' or 'modules' for `path`: by its top-level key, a near miss of one
+    (`modulez:`), a `select:` key, else its file name; with the findings when none tells.
+
+    A file told by its name or a misspelt key is then linted as that kind, so
+    `check FILE` and `check --modules FILE` report the same errors the same way.
+    """
+    from ..manifest import detect_kind
+    from ..yamldoc import load_file
+
+    by_name = {"sources.yaml": "sources", "sources.yml": "sources",
+               "modules.yaml": "modules", "modules.yml": "modules"}.get(os.path.basename(path))
+    try:
+        doc = load_file(path)
+    except ManifestError as exc:
+        return by_name, exc.diagnostics  # linting it as by_name reports the same finding
+    kind = detect_kind(doc)
+    if kind is None and isinstance(doc.data, dict):
+        keys = [k for k in doc.data if isinstance(k, str)]
+        near = {kind for k in keys for kind in difflib.get_close_matches(k, ("sources", "modules"), n=1)}
+        if len(near) == 1:
+            kind = near.pop()
+        elif "select" in keys:
+            kind = "sources"
+    kind = kind or by_name
+    if kind is None:
+        return None, [Diagnostic(path, 1, 1, "not a cidag manifest: no top-level 'sources' or 'modules' key",
+                                 code="not-a-manifest")]
+    return kind, []
 
 
 @click.command()
@@ -55,8 +87,11 @@ def check(files, sources_path, modules_path, config_dir, fmt, strict, user_data,
     wants (warning), cycles, modules that can never run. Exit 0 clean, 2 errors."""
     from ..manifest import find_manifests
 
+    found: list[Diagnostic] = []
     if files:
-        s, m = split_files(files)
+        s, m, found = split_files(files)
+        if found and not (s or m):  # nothing left to lint
+            return _report(found + (_user_data(user_data) if user_data else []), {}, fmt, strict, None, None)
         sources_path, modules_path = s or sources_path, m or modules_path
         # One file given (pre-commit passes only what changed): its sibling in the same
         # directory is the other half before the usual lookup order.
@@ -71,6 +106,12 @@ def check(files, sources_path, modules_path, config_dir, fmt, strict, user_data,
     diags, counts = lint(sources_path, modules_path)
     if user_data:
         diags = diags + _user_data(user_data)
+    return _report(found + diags, counts, fmt, strict, sources_path, modules_path)
+
+
+def _report(diags: list[Diagnostic], counts: dict, fmt: str, strict: bool,
+            sources_path: str | None, modules_path: str | None) -> int:
+    """Print the findings in `fmt` (text also gets a summary line); the exit code."""
     errors = [d for d in diags if d.severity == "error" or strict]
     _print(diags, fmt, strict)
     if fmt == "text":
