@@ -50,8 +50,15 @@ def test_one_value_raw_for_scripts(state, capsys):
 
 def test_passwords_are_never_kept_even_for_secrets(state, capsys):
     rc, out, err = cli(capsys, "query", "admin-password", "--secrets", "--state-dir", str(state))
-    assert out == "<secret>\n"
+    assert (rc, out) == (1, "")  # no placeholder a script could take for the password
+    assert err.startswith("admin-password: not kept: cidag writes no password to its state directory")
+    assert "root may read" not in err
     assert "hunter2" not in (state / "instance-data-sensitive.json").read_text()
+    rc, out, err = cli(capsys, "query", "--secrets", "--state-dir", str(state))
+    assert rc == 0
+    row = next(line.split() for line in out.splitlines() if line.split()[0] == "admin-password")
+    assert row[1] == "<not kept>"[:len(row[1])] and "<secret>" not in out
+    assert "admin-password: not kept" in err
 
 
 def test_secrets_when_readable(tmp_path, capsys):

@@ -5,16 +5,22 @@ import click
 
 from .common import manifest_options, verbose_option
 
+from ..errors import UsageError
+
 
 @click.command()
 @manifest_options
-@click.option("--dot", "fmt", flag_value="dot", default=True, help="Graphviz DOT (default).")
-@click.option("--json", "fmt", flag_value="json", help="Nodes and edges as JSON.")
-@click.option("--mermaid", "fmt", flag_value="mermaid", help="Mermaid flowchart (GitHub renders it).")
+@click.option("--dot", is_flag=True, help="Graphviz DOT (the default).")
+@click.option("--json", "json_", is_flag=True, help="Nodes and edges as JSON.")
+@click.option("--mermaid", is_flag=True, help="Mermaid flowchart (GitHub renders it).")
 @verbose_option
-def graph(sources_path, modules_path, config_dir, fmt, verbose) -> int:
+def graph(sources_path, modules_path, config_dir, dot, json_, mermaid, verbose) -> int:
     """Print the compiled DAG: sources, capabilities and modules drawn differently;
     hard edges solid, soft edges (wants, after) dashed."""
+    chosen = [name for name, on in (("--dot", dot), ("--json", json_), ("--mermaid", mermaid)) if on]
+    if len(chosen) > 1:
+        raise UsageError(f"{' and '.join(chosen)}: choose one output format")
+    fmt = chosen[0][2:] if chosen else "dot"
     from ..engine import load_and_compile
 
     cg = load_and_compile(sources_path, modules_path, config_dir)

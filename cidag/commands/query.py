@@ -19,6 +19,10 @@ PUBLIC = "instance-data.json"
 SENSITIVE = "instance-data-sensitive.json"
 SECRET = "<secret>"
 TABLE_VALUE_W = 72
+WITHHELD = "secret values are only in the root-only instance-data-sensitive.json (--secrets); passwords not even there"
+# What the sensitive file itself withholds: the engine never writes passwords at rest (issue 4).
+NOT_KEPT = ("not kept: cidag writes no password to its state directory, not even to the root-only "
+            "instance-data-sensitive.json; it is only used during the run")
 
 
 class NotResolved(CidagError):
@@ -77,13 +81,15 @@ def query(capability: str | None, state_dir: str | None, root: str, fmt: str, se
         if not isinstance(entry, dict):
             known = ", ".join(sorted(caps)) or "none"
             raise NotResolved(f"capability {capability!r} was not resolved by the last run (resolved: {known})")
+        if secrets and entry.get("value") == SECRET:
+            raise NotResolved(f"{capability}: {NOT_KEPT}")
         if fmt == "json":
             click.echo(json.dumps({"name": capability, "provider": entry.get("provider"),
                                    "value": entry.get("value")}, indent=2))
         else:
             click.echo(_show(entry.get("value")))
         if entry.get("value") == SECRET:
-            click.echo("cidag: secret withheld; root may read it with --secrets", err=True)
+            click.echo(f"cidag: {capability} withheld: {WITHHELD}", err=True)
         return
     if fmt == "json":
         click.echo(json.dumps(data, indent=2, sort_keys=True))
@@ -92,9 +98,12 @@ def query(capability: str | None, state_dir: str | None, root: str, fmt: str, se
         width = max([len(n) for n in caps] + [4])
         cells = {name: _cell((caps[name] or {}).get("value") if isinstance(caps[name], dict) else None)
                  for name in caps}
+        if secrets:  # what even the sensitive file withholds is not a secret to ask root for
+            cells = {name: "<not kept>" if cell == SECRET else cell for name, cell in cells.items()}
         vwidth = max([len(c) for c in cells.values()] + [4])
         for name in sorted(caps):
             entry = caps[name] if isinstance(caps[name], dict) else {}
             click.echo(f"  {name:<{width}}  {cells[name]:<{vwidth}}  {entry.get('provider')}")
     if withheld:
-        click.echo("cidag: secret values withheld; root may read them with --secrets", err=True)
+        names = ", ".join(sorted(n for n, c in caps.items() if isinstance(c, dict) and c.get("value") == SECRET))
+        click.echo(f"cidag: {names}: {NOT_KEPT if secrets else 'withheld: ' + WITHHELD}", err=True)

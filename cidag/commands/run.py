@@ -96,8 +96,9 @@ def summary(record: dict, record_path) -> str:
     cp, ms = record["critical_path_s"], record["makespan_s"]
     ratio = f" ({ms / cp:.2f}x)" if cp else ""
     lines.append("")
+    iid = record.get("instance_id")
     lines.append(f"result: {record['result']}   makespan {ms:.2f}s   critical path {cp:.2f}s{ratio}"
-                 f"   instance {record['instance_id']}")
+                 f"   {'instance ' + iid if iid else 'no instance-id'}")
     if record_path:
         lines.append(f"record: {record_path}")
     return "\n".join(lines)

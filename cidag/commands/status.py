@@ -242,7 +242,8 @@ def _print_text(st: dict, long_: bool) -> None:
     click.echo(f"result: {st['result']} (exit {st['exit_code']})")
     makespan = st.get("makespan_s")
     extra = f", makespan {makespan:.2f}s" if isinstance(makespan, (int, float)) else ""
-    click.echo(f"started: {st.get('started_at')}{extra}, instance {st.get('instance_id')}")
+    iid = st.get("instance_id")
+    click.echo(f"started: {st.get('started_at')}{extra}, {'instance ' + iid if iid else 'no instance-id'}")
     click.echo("nodes: " + ", ".join(f"{n} {s}" for s, n in st["counts"].items()))
     rows = st.get("nodes", [])
     if rows:
