@@ -96,6 +96,29 @@ def plan_skips(cg: CompiledGraph, opts: RunOptions, state: StateDir | None) -> d
     return skips
 
 
+def dry_run_markers(cg: CompiledGraph, opts: RunOptions,
+                    state: StateDir) -> Callable[[str], tuple[str, dict] | None]:
+    """Plan.before_start for --dry-run: per-instance markers of the instance-id the last run
+    resolved (STATE_DIR/instance-data.json). A dry run probes nothing, so it assumes the
+    instance is the same and lists what a reboot of it would skip."""
+    try:
+        iid = json.loads((state.path / "instance-data.json").read_text(encoding="utf-8")).get("instance_id")
+    except (OSError, ValueError, AttributeError):
+        iid = None
+
+    def before_start(node: str) -> tuple[str, dict] | None:
+        spec = cg.specs[node]
+        if (not isinstance(iid, str) or spec.kind != "module" or spec.frequency != "per-instance"
+                or opts.force_all or spec.name in opts.force):
+            return None
+        marker = state.read_marker(spec.name, "per-instance", iid)
+        if marker is None:
+            return None
+        return (f"already ran for instance {iid} (the last run's instance-id)", marker.get("provides") or {})
+
+    return before_start
+
+
 class _NodeLogs(logging.Handler):
     """One handler per run, on the run's own `cidag.node` logger: scrubs secrets from each
     node's records (before any stderr handler above sees them) and keeps them per node."""
@@ -364,10 +387,12 @@ class Engine:
         self.events.put(("__signal__", signum, None, ""))
 
     def run(self) -> RunResult:
-        skips = plan_skips(self.cg, self.opts, self.state)
+        markers = StateDir(self.opts.resolved_state_dir()) if self.opts.dry_run else self.state  # read only
+        skips = plan_skips(self.cg, self.opts, markers)
         self.plan = Plan(self.cg, select=self.select, strategy=self.opts.strategy,
                          jobs=self.opts.jobs, skip=skips, clock=self.clock)
         if self.opts.dry_run:
+            self.plan.before_start = dry_run_markers(self.cg, self.opts, markers)
             return self._dry_run()
         self.state.ensure_writable()
         self.plan.before_start = self._before_start

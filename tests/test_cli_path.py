@@ -35,3 +35,53 @@ def test_summary_of_a_run_without_instance_id(tmp_path, manifests):
     assert last.endswith("no instance-id") and "None" not in proc.stdout
     status = cidag("status", "--root", str(root))
     assert "None" not in status.stdout and "no instance-id" in status.stdout
+
+
+MARKED_SOURCES = """
+version: 1
+sources:
+  - {name: cd, type: static, capabilities: [instance-id, hostname], settings: {data: {instance-id: i-9, hostname: h9}}}
+  - {name: spare, type: static, capabilities: [vendor-data], settings: {data: {vendor-data: x}}}
+"""
+MARKED_MODULES = """
+version: 1
+modules:
+  - {name: host, type: exec, needs: [hostname], provides: [named], settings: {command: 'echo "{\\\\"named\\\\": 1}"'}}
+  - {name: motd, type: exec, wants: [named], after: [host], settings: {command: 'true'}}
+  - {name: first, type: exec, frequency: once, settings: {command: 'true'}}
+  - {name: every, type: exec, frequency: per-boot, needs: [named], settings: {command: 'true'}}
+"""
+
+
+def _dry(s, m, root, *extra):
+    proc = cidag("run", "--dry-run", "--format", "json", "--sources", s, "--modules", m, "--root", str(root), *extra)
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    out = json.loads(proc.stdout)
+    return out["start_order"], {n["id"]: n["reason"] for n in out["skipped"]}
+
+
+def test_dry_run_lists_what_markers_would_skip(tmp_path, manifests):
+    s, m = manifests(MARKED_SOURCES, MARKED_MODULES)
+    root = tmp_path / "root"
+    order, skipped = _dry(s, m, root)
+    assert order == ["source:cd", "module:first", "module:host", "module:every", "module:motd"]
+    assert skipped == {"source:spare": "not needed"}
+    assert not root.exists()  # a dry run writes nothing
+    assert cidag("run", "-q", "--sources", s, "--modules", m, "--root", str(root)).returncode == 0
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    order, skipped = _dry(s, m, root)
+    # the sources are still probed (a real run learns the instance-id from them); `every`
+    # is per-boot and gets `named` from host's marker
+    assert order == ["source:cd", "module:every"]
+    assert skipped["module:host"] == skipped["module:motd"] == "already ran for instance i-9 (the last run's instance-id)"
+    assert skipped["module:first"] == "already ran once on this machine"
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
+    order, skipped = _dry(s, m, root, "--force", "host")
+    assert order == ["source:cd", "module:host", "module:every"] and "module:host" not in skipped
+    order, _ = _dry(s, m, root, "--force-all")
+    assert len(order) == 5
+    text = cidag("run", "--dry-run", "--sources", s, "--modules", m, "--root", str(root)).stdout.splitlines()
+    assert text[:2] == ["  1. source:cd", "  2. module:every"] and text[2] == "skipped:"
+    assert any(line.split()[:2] == ["module:first", "already"] for line in text[3:])

@@ -22,7 +22,7 @@ from .common import manifest_options, verbose_option
 @click.option("--strategy", type=click.Choice(["one-step", "two-step", "serial"]), default="one-step",
               show_default=True)
 @click.option("--only", multiple=True, metavar="NAME", help="Run only these modules and what they need.")
-@click.option("--dry-run", is_flag=True, help="Print the order nodes would start in with -j 1; run nothing.")
+@click.option("--dry-run", is_flag=True, help="Print the order nodes would start in with -j 1, and what would be skipped; run nothing.")
 @click.option("--fail-fast", is_flag=True, help="Start nothing new after the first failure.")
 @click.option("--force", multiple=True, metavar="NAME", help="Run NAME even if its marker says it ran.")
 @click.option("--force-all", is_flag=True, help="Ignore every marker.")
@@ -59,11 +59,18 @@ def run(sources_path, modules_path, config_dir, root, state_dir, jobs, select, s
     if opts.observer is not None:
         opts.observer.close()
     if dry_run:
+        skipped = [{"id": n["id"], "reason": n["reason"] or ""} for n in result.record["nodes"]
+                   if n["status"] == "skipped"]
         if fmt == "json":
-            click.echo(json.dumps({"start_order": result.start_order}, indent=1))
+            click.echo(json.dumps({"start_order": result.start_order, "skipped": skipped}, indent=1))
         else:
             for i, node in enumerate(result.start_order, 1):
                 click.echo(f"{i:3d}. {node}")
+            if skipped:
+                width = max(len(n["id"]) for n in skipped)
+                click.echo("skipped:")
+                for n in skipped:
+                    click.echo(f"     {n['id']:<{width}}  {n['reason']}".rstrip())
         return 0
     if fmt == "json":
         click.echo(json.dumps(result.record, indent=1))
