@@ -45,7 +45,8 @@ def _world(tmp: Path, delay: float) -> tuple[Simulator, dict]:
     (tmp / "cmdline").write_text("")
     env = {"CIDAG_CONFIGDRIVE_PATH": str(tmp / "config-2"), "CIDAG_NOCLOUD_PATH": str(tmp / "no-seed"),
            "CIDAG_OPENSTACK_URL": sim.url, "CIDAG_EC2_URL": "http://127.0.0.1:1",
-           "CIDAG_SYSFS": str(tmp / "sys"), "CIDAG_CMDLINE": str(tmp / "cmdline")}
+           "CIDAG_SYSFS": str(tmp / "sys"), "CIDAG_CMDLINE": str(tmp / "cmdline"),
+           "CIDAG_NETWORK_WAIT_ONLINE": "false"}
     return sim, env
 
 

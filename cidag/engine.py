@@ -369,7 +369,8 @@ class Engine:
                 self._end(node, "failed", f"run returned {type(result).__name__}, not a mapping or None")
             else:
                 result = result or {}
-                values = {c: result.get(c, True) for c in spec.provides}
+                # A value of None: the module ran but does not provide that capability.
+                values = {c: result.get(c, True) for c in spec.provides if result.get(c, True) is not None}
                 self._end(node, "ok", "", values)
 
     def _expire(self) -> None:

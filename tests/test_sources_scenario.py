@@ -102,7 +102,8 @@ def test_shipped_manifests_against_the_simulator(world):
            "CIDAG_CONFIGDRIVE_PATH": str(tmp_path / "config-2"),
            "CIDAG_NOCLOUD_PATH": str(tmp_path / "no-seed"),
            "CIDAG_OPENSTACK_URL": sim.url, "CIDAG_EC2_URL": "http://127.0.0.1:1",
-           "CIDAG_SYSFS": str(tmp_path / "sys"), "CIDAG_CMDLINE": str(tmp_path / "cmdline")}
+           "CIDAG_SYSFS": str(tmp_path / "sys"), "CIDAG_CMDLINE": str(tmp_path / "cmdline"),
+           "CIDAG_NETWORK_WAIT_ONLINE": "false"}  # a temp root: network-online unchecked
     out = subprocess.run(
         [sys.executable, "-m", "cidag", "run", "--sources", str(REPO / "sources.yaml"),
          "--modules", str(REPO / "modules.yaml"), "--root", str(root), "-j", "4", "-q"],
@@ -115,6 +116,10 @@ def test_shipped_manifests_against_the_simulator(world):
     assert nodes["source:ec2"]["status"] in ("unavailable", "skipped")
     assert nodes["source:nocloud"]["status"] in ("unavailable", "skipped")
     assert rec["capabilities"]["instance-id"]["provider"] == "source:configdrive"
+    # config drive -> network -> HTTP source, in one run.
+    assert nodes["module:network"]["status"] == "ok", nodes["module:network"]["reason"]
+    assert nodes["source:openstack"]["start_s"] >= nodes["module:network"]["end_s"]
+    assert "MACAddress=fa:16:3e:00:00:01\n" in (root / "etc/systemd/network/10-cidag-tap0.network").read_text()
     if "post-password" in rec["capabilities"]:
         assert rec["capabilities"]["post-password"]["provider"] == "source:openstack"
         if nodes.get("module:set-password", {}).get("status") == "ok":

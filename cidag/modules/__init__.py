@@ -11,4 +11,5 @@ BUILTIN_MODULES: dict[str, str] = {
     "runcmd": "cidag.modules.runcmd",
     "scripts-user": "cidag.modules.scripts_user",
     "final-message": "cidag.modules.final_message",
+    "network": "cidag.modules.network",
 }

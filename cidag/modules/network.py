@@ -1,0 +1,198 @@
+"""Configure the network with systemd-networkd and provide `network-online` once it is routable.
+
+Capabilities: wants `network-config` (OpenStack network_data.json, or
+cloud-init's version 1 or 2); provides `network-online`.
+
+1. Renders network-config (netconfig.py, networkd.py) as
+   ROOT/etc/systemd/network/10-cidag-*.network (and .link for a rename),
+   removing the module's files a previous run wrote that are no longer
+   wanted. No network-config: DHCP on the first physical NIC in
+   SYSFS/class/net (by MAC), or on `en* eth*` when sysfs shows none; but
+   files a source gave on an earlier boot are kept. `config: disabled`
+   writes nothing.
+2. On a real boot (root `/`, run as root): makes systemd-networkd use them:
+   started when it is not running, else `networkctl reload` (when D-Bus is
+   up) or a restart, only when a file changed.
+3. `network-online`: when the root is `/`, provided once the kernel shows a
+   routable address (netstate.routable), waiting until shortly before the
+   module's timeout and failing with the interfaces' state if it never comes.
+   On another root the target's network cannot be checked, so it is not
+   provided, unless `wait_online: false`, which provides it unchecked (the
+   demo and the tests set it with CIDAG_NETWORK_WAIT_ONLINE=false).
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from .. import netconfig, networkd, netstate, paths
+from ..api import Context
+from ..process import run_command
+
+DIRECTORY = "etc/systemd/network"
+FALLBACK_ORIGIN = "the fallback (no network-config: DHCP on the first NIC)"
+FORMATS = {"openstack": "OpenStack network_data.json", "v1": "version 1", "v2": "version 2"}
+TOOL_TIMEOUT = 15.0  # seconds for one systemctl/networkctl call (networkctl waits 25 s for D-Bus)
+
+SETTINGS = {
+    "type": "object",
+    "properties": {
+        "sysfs_root": {"type": "string", "default": "/sys",
+                       "description": "where the fallback finds the NICs (SYSFS/class/net)"},
+        "wait_online": {"type": "boolean", "default": True,
+                        "description": "provide network-online only once the kernel shows a routable address "
+                                       "(root / only); false: provide it unchecked once the files are written"},
+        "apply": {"type": "boolean", "default": True,
+                  "description": "on a real boot (root / and run as root), make systemd-networkd use the files"},
+    },
+}
+
+
+def run(ctx: Context) -> dict | None:
+    s = ctx.settings
+    on_host = os.path.realpath(ctx.root) == "/"
+    files = _files(ctx)
+    changed = _install(ctx, files) if files is not None else False
+    if on_host and os.geteuid() == 0 and s["apply"]:
+        _bring_up(ctx, changed)
+    if not s["wait_online"]:
+        ctx.log.info("wait_online is false: network-online provided without a check")
+        return {"network-online": True}
+    if not on_host:
+        ctx.log.info("the root is not /: its network cannot be checked, network-online not provided "
+                     "(wait_online: false provides it unchecked)")
+        return {"network-online": None}
+    return {"network-online": _wait_routable(ctx)}
+
+
+# -- what to write -----------------------------------------------------------
+
+def _files(ctx: Context) -> dict[str, str] | None:
+    """File name -> text, or None to leave the directory alone. Raises NetworkConfigError."""
+    doc = ctx.caps.get("network-config")
+    if doc is None:
+        kept = _from_source(ctx)
+        if kept:
+            ctx.log.info("no network-config: keeping what an earlier boot wrote (%s)", ", ".join(kept))
+            return None
+        return networkd.render([_fallback(ctx)], FALLBACK_ORIGIN)
+    cfg = netconfig.parse(doc)
+    for warning in cfg.warnings:
+        ctx.log.warning("network-config %s", warning)
+    if cfg.format == "disabled":
+        ctx.log.info("network-config says `config: disabled`: network files left alone")
+        return None
+    if not cfg.interfaces:
+        ctx.log.warning("network-config configures no interface")
+    provider = (ctx.caps.provider("network-config") or "?").split(":", 1)[-1]
+    return networkd.render(cfg.interfaces, f"network-config ({FORMATS[cfg.format]}) of {provider}")
+
+
+def _fallback(ctx: Context) -> netconfig.Interface:
+    nics = netstate.physical_nics(ctx.settings["sysfs_root"])
+    if not nics:
+        ctx.log.info("no network-config and no NIC in %s/class/net: DHCP on en* eth*", ctx.settings["sysfs_root"])
+        return netconfig.Interface(key=networkd.FALLBACK_KEY, name="en* eth*", dhcp4=True)
+    nic = nics[0]
+    where = f"{ctx.settings['sysfs_root']}/class/net"
+    name = netconfig.ifname(nic.name, where)
+    iface = netconfig.Interface(key=netconfig.file_key(name, where), dhcp4=True)
+    if nic.mac and nic.mac != "00:00:00:00:00:00":
+        iface.mac = netconfig.mac(nic.mac, f"{where}/{name}/address")
+    else:
+        iface.name = name
+    ctx.log.info("no network-config: DHCP on the first NIC, %s (%s)", name, iface.mac or "no MAC")
+    return iface
+
+
+def _ours(ctx: Context) -> list[str]:
+    """Names of the files this module wrote in ROOT/etc/systemd/network."""
+    try:
+        names = os.listdir(paths.confine(ctx.root, DIRECTORY))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(n for n in names if n.startswith(networkd.PREFIX) and n.endswith((".network", ".link")))
+
+
+def _from_source(ctx: Context) -> list[str]:
+    """Our .network files that came from a source's network-config (not from the fallback)."""
+    out = []
+    for name in _ours(ctx):
+        data = paths.read_file(ctx.root, f"{DIRECTORY}/{name}", limit=1 << 20) or b""
+        if name.endswith(".network") and FALLBACK_ORIGIN.encode() not in data.split(b"\n", 1)[0]:
+            out.append(name)
+    return out
+
+
+def _install(ctx: Context, files: dict[str, str]) -> bool:
+    """Write the files that differ, remove our stale ones; True when anything changed."""
+    changed = False
+    for name, text in files.items():
+        path = f"{DIRECTORY}/{name}"
+        if paths.read_file(ctx.root, path, limit=1 << 20) == text.encode():
+            continue
+        paths.write_file(ctx.root, path, text, mode=0o644)
+        ctx.log.info("wrote /%s", path)
+        changed = True
+    for name in _ours(ctx):
+        if name not in files:
+            os.unlink(paths.confine(ctx.root, f"{DIRECTORY}/{name}"))  # unlink never follows a symlink
+            ctx.log.info("removed /%s/%s (no longer in the network config)", DIRECTORY, name)
+            changed = True
+    if not changed:
+        ctx.log.info("network files unchanged")
+    return changed
+
+
+# -- bringing it up ------------------------------------------------------------
+
+def _tool(ctx: Context, argv: list[str]):
+    """Run a system tool with a short deadline of its own (inside the module's)."""
+    deadline = min(ctx.deadline, time.monotonic() + TOOL_TIMEOUT)
+    return run_command(argv, deadline=deadline, cancelled=ctx.cancelled)
+
+
+def _bring_up(ctx: Context, changed: bool) -> None:
+    if not os.path.isdir("/run/systemd/system"):
+        ctx.log.warning("not booted with systemd: files written, no network manager told")
+        return
+    active = _tool(ctx, ["systemctl", "is-active", "--quiet", "systemd-networkd.service"]).ok
+    if active and not changed:
+        ctx.log.info("systemd-networkd is running and the files are unchanged")
+        return
+    if active and os.path.exists("/run/dbus/system_bus_socket"):
+        res = _tool(ctx, ["networkctl", "reload"])
+        if res.ok:
+            ctx.log.info("networkctl reload")
+            return
+        ctx.log.warning("networkctl reload failed (%s): restarting systemd-networkd", _why(res))
+    # No D-Bus this early (cidag runs before it): systemctl talks to systemd over its private socket.
+    argv = ["systemctl", "restart" if active else "start", "systemd-networkd.service"]
+    res = _tool(ctx, argv)
+    if not res.ok:
+        raise RuntimeError(f"{' '.join(argv)}: {_why(res)}")
+    ctx.log.info("%s", " ".join(argv))
+
+
+def _why(res) -> str:
+    if res.timed_out:
+        return "timed out"
+    text = (res.stderr_text() or res.stdout_text()).strip().splitlines()
+    return f"exit {res.returncode}" + (f": {text[0]}" if text else "")
+
+
+def _wait_routable(ctx: Context) -> str:
+    """Poll the kernel until an address is routable; fail shortly before the module's deadline."""
+    start = time.monotonic()
+    end = ctx.deadline - min(2.0, 0.05 * ctx.remaining())  # fail with a reason, not the engine's timeout
+    pause = 0.05
+    while True:
+        what, state = netstate.routable()
+        if what:
+            ctx.log.info("routable after %.2fs: %s", time.monotonic() - start, what)
+            return what
+        if time.monotonic() >= end or ctx.cancelled.is_set():
+            raise RuntimeError(f"no routable address after {time.monotonic() - start:.0f}s "
+                               f"(wanted: a global address and a default route on one interface); {state}")
+        ctx.cancelled.wait(max(0.0, min(pause, end - time.monotonic())))
+        pause = min(pause * 2, 0.5)
