@@ -87,16 +87,28 @@ def test_unknown_user_fails_clearly(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="ssh-keygen not installed")
-def test_host_keys_generated_once(tmp_path):
+def test_host_keys_made_per_instance_and_old_ones_replaced(tmp_path):
     root = make_root(tmp_path)
-    ctx, run = make_context("module", "ssh-keys", {"host_keys": ["ed25519"]}, root=root)
+    (root / "etc/ssh").mkdir(parents=True)
+    (root / "etc/ssh/ssh_host_dsa_key").write_text("left by the image")
+    ctx, run = make_context("module", "ssh-host-keys", root=root)
     run(ctx)
-    key = root / "etc/ssh/ssh_host_ed25519_key"
-    assert stat.S_IMODE(key.stat().st_mode) == 0o600
-    first = key.read_bytes()
+    assert not (root / "etc/ssh/ssh_host_dsa_key").exists()
+    for t, prefix in (("rsa", "ssh-rsa "), ("ecdsa", "ecdsa-sha2-"), ("ed25519", "ssh-ed25519 ")):
+        key = root / f"etc/ssh/ssh_host_{t}_key"
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+        assert (root / f"etc/ssh/ssh_host_{t}_key.pub").read_text().startswith(prefix)
+    first = (root / "etc/ssh/ssh_host_ed25519_key").read_bytes()
+    # ssh_deletekeys: false keeps what is there; ssh_genkeytypes picks the types.
+    cc = {"ssh_deletekeys": False, "ssh_genkeytypes": ["ed25519"]}
+    ctx, run = make_context("module", "ssh-host-keys", caps={"cloud-config": cc}, root=root)
     run(ctx)
-    assert key.read_bytes() == first
-    assert (root / "etc/ssh/ssh_host_ed25519_key.pub").read_text().startswith("ssh-ed25519 ")
+    assert (root / "etc/ssh/ssh_host_ed25519_key").read_bytes() == first
+    ctx, run = make_context("module", "ssh-host-keys", caps={"cloud-config": {"ssh_genkeytypes": ["ed25519"]}},
+                            root=root)
+    run(ctx)
+    assert (root / "etc/ssh/ssh_host_ed25519_key").read_bytes() != first
+    assert not (root / "etc/ssh/ssh_host_rsa_key").exists()
 
 
 def test_sha512_crypt_matches_system():

@@ -6,6 +6,7 @@ BUILTIN_MODULES: dict[str, str] = {
     "hostname": "cidag.modules.hostname",
     "users": "cidag.modules.users",
     "ssh-keys": "cidag.modules.ssh_keys",
+    "ssh-host-keys": "cidag.modules.ssh_host_keys",
     "set-password": "cidag.modules.set_password",
     "write-files": "cidag.modules.write_files",
     "runcmd": "cidag.modules.runcmd",

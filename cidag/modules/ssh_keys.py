@@ -3,32 +3,28 @@
 Capabilities: wants `public-keys` (a list, a newline-separated string, or a
 mapping name -> key), `default-user` (the name the users module made),
 `cloud-config`. Cloud-config keys: `ssh_authorized_keys` (for the default
-user), `users[].ssh_authorized_keys`, `ssh_genkeytypes`, `ssh_deletekeys`,
-`disable_root`, `disable_root_opts`.
+user), `users[].ssh_authorized_keys`, `disable_root`, `disable_root_opts`.
 
 Keys go to ROOT/HOME/.ssh/authorized_keys (directory 0700, file 0600, owned
 by the user when cidag runs as root), merged with the keys already there. No
 symlink is followed below the home directory. With `disable_root` (default
 true, as in cloud-init) root gets the metadata keys behind a `command=` that
-only says which user to log in as. Host keys are generated with
-`ssh-keygen` into ROOT/etc/ssh when `host_keys` or `ssh_genkeytypes` ask.
+only says which user to log in as. The `host_keys` setting also makes
+host keys; the shipped manifests leave that to the `ssh-host-keys` module.
 """
 from __future__ import annotations
 
 import os
 import re
-import shutil
 
 from .. import paths, userdata
 from ..api import Context
-from . import _run
+from . import _run, ssh_host_keys
 from . import _accounts as acc
 
-KEY_TYPES = ["rsa", "ecdsa", "ed25519"]
+KEY_TYPES = ssh_host_keys.KEY_TYPES
 CLOUD_CONFIG = {
     "ssh_authorized_keys": {"type": ["array", "string"], "items": {"type": "string"}},
-    "ssh_genkeytypes": {"type": "array", "items": {"enum": KEY_TYPES}},
-    "ssh_deletekeys": {"type": "boolean"},
     "disable_root": {"type": "boolean"},
     "disable_root_opts": {"type": "string"},
 }
@@ -107,9 +103,9 @@ def run(ctx: Context) -> dict | None:
             continue
         done += 1
         ctx.log.info("%s: %d key(s) in authorized_keys (%d new)", name, len(keys), added)
-    types = cc.get("ssh_genkeytypes", ctx.settings.get("host_keys") or [])
+    types = ctx.settings.get("host_keys") or []
     if types:
-        _host_keys(ctx, list(types), delete=bool(cc.get("ssh_deletekeys", False)))
+        ssh_host_keys.generate(ctx, list(types), delete=False)
     if not done and not types:
         ctx.log.info("no keys to install")
     if problems:
@@ -144,24 +140,3 @@ def install(ctx: Context, user: acc.User, keys: list[str]) -> int:
     paths.write_file(home, ".ssh/authorized_keys", text, mode=0o600, uid=user.uid, gid=user.gid,
                      follow_symlinks=False)
     return len(new)
-
-
-def _host_keys(ctx: Context, types: list[str], delete: bool) -> None:
-    keygen = shutil.which("ssh-keygen")
-    if keygen is None:
-        ctx.log.warning("ssh-keygen not found: host keys not generated")
-        return
-    sshd = paths.makedirs(ctx.root, "etc/ssh")
-    if delete:
-        for f in sshd.glob("ssh_host_*key*"):
-            if f.is_file() and not f.is_symlink():
-                f.unlink()
-    for t in types:
-        key = paths.confine(ctx.root, f"etc/ssh/ssh_host_{t}_key")
-        if key.exists() or key.is_symlink():
-            continue
-        res = ctx.run([keygen, "-q", "-t", t, "-N", "", "-C", f"root@{ctx.instance_id or 'cidag'}", "-f", str(key)])
-        if not res.ok:
-            raise RuntimeError(f"ssh-keygen -t {t} failed: {res.stderr_text().strip()[:200]}")
-        os.chmod(key, 0o600)
-        ctx.log.info("host key %s generated", key.name)
