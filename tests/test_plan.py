@@ -33,6 +33,8 @@ def simulate(cg, outcomes, *, rng=None, jobs=4, select="preferred", strategy="on
         for node in plan.next_to_start():
             running.append(node)
             log.append(("start", node, clock.t))
+        if not plan.is_active():
+            break  # next_to_start() settled the rest itself (an obsolete source skipped, its readers too)
         assert running, "plan stalled"
         node = running.pop(rng.randrange(len(running)))
         clock.t += rng.random()
