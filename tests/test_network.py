@@ -4,6 +4,7 @@ machine's kernel (read-only), and the shipped manifests' config drive -> network
 from __future__ import annotations
 
 import ipaddress
+import os
 import json
 import shutil
 import subprocess
@@ -404,3 +405,62 @@ def test_shipped_manifests_order_config_drive_network_http():
     assert g.has_edge("source:configdrive", "cap:network-config")
     assert g.has_edge("cap:network-config", "module:network")
     assert g.has_edge("module:network", "cap:network-online")
+
+
+# -- telling systemd-networkd (the decisions; the VM boot tests run the real tools) --------------
+
+TOOL = """#!/bin/sh
+echo "$(basename "$0") $*" >> "{log}"
+case "$(basename "$0") $*" in
+  "systemctl is-active"*) exit $(cat "{state}/active") ;;
+  "networkctl reload") exit $(cat "{state}/reload") ;;
+esac
+exit 0
+"""
+
+
+@pytest.mark.parametrize("active,changed,dbus,reload_rc,expected", [
+    (True, False, False, 0, []),
+    (True, True, False, 0, ["systemctl restart systemd-networkd.service"]),
+    (True, True, True, 0, ["networkctl reload"]),
+    (True, True, True, 1, ["networkctl reload", "systemctl restart systemd-networkd.service"]),
+    (False, False, False, 0, ["systemctl start systemd-networkd.service"]),
+])
+def test_how_networkd_is_told(tmp_path, monkeypatch, active, changed, dbus, reload_rc, expected):
+    from cidag.modules import network
+
+    bin_dir, state = tmp_path / "bin", tmp_path / "state"
+    bin_dir.mkdir(), state.mkdir()
+    for tool in ("systemctl", "networkctl"):
+        (bin_dir / tool).write_text(TOOL.format(log=tmp_path / "calls", state=state))
+        (bin_dir / tool).chmod(0o755)
+    (state / "active").write_text("0" if active else "3")
+    (state / "reload").write_text(str(reload_rc))
+    (tmp_path / "booted").mkdir()
+    if dbus:
+        (tmp_path / "bus").write_text("")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setattr(network, "BOOTED", str(tmp_path / "booted"))
+    monkeypatch.setattr(network, "DBUS_SOCKET", str(tmp_path / "bus"))
+    ctx, _ = make_context("module", "network", {}, root=tmp_path / "root")
+    network._bring_up(ctx, changed)
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert calls[0] == "systemctl is-active --quiet systemd-networkd.service"
+    assert calls[1:] == expected
+
+
+def test_a_failed_networkd_start_fails_the_module_with_its_message(tmp_path, monkeypatch):
+    from cidag.modules import network
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "systemctl").write_text(
+        '#!/bin/sh\n[ "$1" = is-active ] && exit 3\necho "Unit systemd-networkd.service not found." >&2\nexit 5\n')
+    (bin_dir / "systemctl").chmod(0o755)
+    (tmp_path / "booted").mkdir()
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setattr(network, "BOOTED", str(tmp_path / "booted"))
+    ctx, _ = make_context("module", "network", {}, root=tmp_path / "root")
+    with pytest.raises(RuntimeError, match=r"^systemctl start systemd-networkd.service: exit 5: "
+                                           r"Unit systemd-networkd.service not found\.$"):
+        network._bring_up(ctx, True)

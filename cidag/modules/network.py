@@ -22,6 +22,7 @@ cloud-init's version 1 or 2); provides `network-online`.
 """
 from __future__ import annotations
 
+import fnmatch
 import os
 import time
 
@@ -33,6 +34,8 @@ DIRECTORY = "etc/systemd/network"
 FALLBACK_ORIGIN = "the fallback (no network-config: DHCP on the first NIC)"
 FORMATS = {"openstack": "OpenStack network_data.json", "v1": "version 1", "v2": "version 2"}
 TOOL_TIMEOUT = 15.0  # seconds for one systemctl/networkctl call (networkctl waits 25 s for D-Bus)
+BOOTED = "/run/systemd/system"  # exists when systemd is PID 1 (sd_booted)
+DBUS_SOCKET = "/run/dbus/system_bus_socket"
 
 SETTINGS = {
     "type": "object",
@@ -51,8 +54,11 @@ SETTINGS = {
 def run(ctx: Context) -> dict | None:
     s = ctx.settings
     on_host = os.path.realpath(ctx.root) == "/"
-    files = _files(ctx)
+    interfaces, origin = _interfaces(ctx)
+    files = None if interfaces is None else networkd.render(interfaces, origin)
     changed = _install(ctx, files) if files is not None else False
+    if on_host and interfaces:
+        _warn_unmatched(ctx, interfaces)
     if on_host and os.geteuid() == 0 and s["apply"]:
         _bring_up(ctx, changed)
     if not s["wait_online"]:
@@ -67,25 +73,26 @@ def run(ctx: Context) -> dict | None:
 
 # -- what to write -----------------------------------------------------------
 
-def _files(ctx: Context) -> dict[str, str] | None:
-    """File name -> text, or None to leave the directory alone. Raises NetworkConfigError."""
+def _interfaces(ctx: Context) -> tuple[list[netconfig.Interface] | None, str]:
+    """The interfaces to write and where they come from; None: leave the directory alone.
+    Raises NetworkConfigError."""
     doc = ctx.caps.get("network-config")
     if doc is None:
         kept = _from_source(ctx)
         if kept:
             ctx.log.info("no network-config: keeping what an earlier boot wrote (%s)", ", ".join(kept))
-            return None
-        return networkd.render([_fallback(ctx)], FALLBACK_ORIGIN)
+            return None, ""
+        return [_fallback(ctx)], FALLBACK_ORIGIN
     cfg = netconfig.parse(doc)
     for warning in cfg.warnings:
         ctx.log.warning("network-config %s", warning)
     if cfg.format == "disabled":
         ctx.log.info("network-config says `config: disabled`: network files left alone")
-        return None
+        return None, ""
     if not cfg.interfaces:
         ctx.log.warning("network-config configures no interface")
     provider = (ctx.caps.provider("network-config") or "?").split(":", 1)[-1]
-    return networkd.render(cfg.interfaces, f"network-config ({FORMATS[cfg.format]}) of {provider}")
+    return cfg.interfaces, f"network-config ({FORMATS[cfg.format]}) of {provider}"
 
 
 def _fallback(ctx: Context) -> netconfig.Interface:
@@ -144,41 +151,61 @@ def _install(ctx: Context, files: dict[str, str]) -> bool:
     return changed
 
 
+def _warn_unmatched(ctx: Context, interfaces: list[netconfig.Interface]) -> None:
+    """A config for NICs this machine does not have (eth0 where the guest says enp0s2) never comes up:
+    say so at once rather than only at the timeout."""
+    nics = netstate.physical_nics(ctx.settings["sysfs_root"])
+    for iface in interfaces:
+        if nics and not any(_matches(iface, nic) for nic in nics):
+            here = ", ".join(f"{n.name} ({n.mac})" for n in nics)
+            ctx.log.warning("%s%s.network matches none of this machine's NICs: %s",
+                            networkd.PREFIX, iface.key, here)
+
+
+def _matches(iface: netconfig.Interface, nic: netstate.Nic) -> bool:
+    """networkd's [Match]: every key given must match (Name= is a list of globs)."""
+    if iface.mac and iface.mac != nic.mac:
+        return False
+    return not iface.name or any(fnmatch.fnmatchcase(nic.name, g) for g in iface.name.split())
+
+
 # -- bringing it up ------------------------------------------------------------
 
-def _tool(ctx: Context, argv: list[str]):
-    """Run a system tool with a short deadline of its own (inside the module's)."""
+def _tool(ctx: Context, argv: list[str]) -> tuple[bool, str]:
+    """Run a system tool with a short deadline of its own (inside the module's): (ok, why not)."""
     deadline = min(ctx.deadline, time.monotonic() + TOOL_TIMEOUT)
-    return run_command(argv, deadline=deadline, cancelled=ctx.cancelled)
+    try:
+        res = run_command(argv, deadline=deadline, cancelled=ctx.cancelled)
+    except OSError as exc:
+        return False, f"cannot run {argv[0]}: {exc.strerror or exc}"
+    if res.ok:
+        return True, ""
+    if res.timed_out or res.cancelled:
+        return False, "timed out" if res.timed_out else "interrupted"
+    text = (res.stderr_text() or res.stdout_text()).strip().splitlines()
+    return False, f"exit {res.returncode}" + (f": {text[0]}" if text else "")
 
 
 def _bring_up(ctx: Context, changed: bool) -> None:
-    if not os.path.isdir("/run/systemd/system"):
+    if not os.path.isdir(BOOTED):
         ctx.log.warning("not booted with systemd: files written, no network manager told")
         return
-    active = _tool(ctx, ["systemctl", "is-active", "--quiet", "systemd-networkd.service"]).ok
+    active, _ = _tool(ctx, ["systemctl", "is-active", "--quiet", "systemd-networkd.service"])
     if active and not changed:
         ctx.log.info("systemd-networkd is running and the files are unchanged")
         return
-    if active and os.path.exists("/run/dbus/system_bus_socket"):
-        res = _tool(ctx, ["networkctl", "reload"])
-        if res.ok:
+    if active and os.path.exists(DBUS_SOCKET):
+        ok, why = _tool(ctx, ["networkctl", "reload"])
+        if ok:
             ctx.log.info("networkctl reload")
             return
-        ctx.log.warning("networkctl reload failed (%s): restarting systemd-networkd", _why(res))
+        ctx.log.warning("networkctl reload failed (%s): restarting systemd-networkd", why)
     # No D-Bus this early (cidag runs before it): systemctl talks to systemd over its private socket.
     argv = ["systemctl", "restart" if active else "start", "systemd-networkd.service"]
-    res = _tool(ctx, argv)
-    if not res.ok:
-        raise RuntimeError(f"{' '.join(argv)}: {_why(res)}")
+    ok, why = _tool(ctx, argv)
+    if not ok:
+        raise RuntimeError(f"{' '.join(argv)}: {why}")
     ctx.log.info("%s", " ".join(argv))
-
-
-def _why(res) -> str:
-    if res.timed_out:
-        return "timed out"
-    text = (res.stderr_text() or res.stdout_text()).strip().splitlines()
-    return f"exit {res.returncode}" + (f": {text[0]}" if text else "")
 
 
 def _wait_routable(ctx: Context) -> str:
