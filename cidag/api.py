@@ -70,6 +70,7 @@ class Context:
     state_dir: Path
     env: MutableMapping[str, str] = field(default_factory=dict)  # extra env for commands (CIDAG_*)
     output: list[str] = field(default_factory=list)  # text kept in the run record (capped)
+    counters: dict[str, float] = field(default_factory=dict)  # e.g. HTTP requests, retries: in the record
     run_started: float | None = None  # monotonic time the run started
     run_result: Callable[[], str] | None = None  # the run's result so far: ok / degraded / failed
 

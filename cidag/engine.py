@@ -178,6 +178,7 @@ class Engine:
         self._free_lanes: list[int] = list(range(opts.jobs))
         self._next_source_lane = opts.jobs
         self.outputs: dict[str, str] = {}
+        self.counters: dict[str, dict] = {}  # node -> ctx.counters (HTTP requests, retries, ...)
         self.secret_values: set[str] = set()
         self.secret_caps = cg.manifests.secrets()
         self._reported = 0  # how much of plan.end_order the observer has seen
@@ -334,6 +335,8 @@ class Engine:
         spec = self.cg.specs[node]
         if ctx.output:
             self.outputs[node] = "".join(ctx.output)[-(1 << 20):]
+        if ctx.counters:
+            self.counters[node] = dict(ctx.counters)
         lane = self.workers.get(node)
         if spec.kind == "module" and lane is not None and lane < self.opts.jobs:
             self._free_lanes.append(lane)
@@ -532,7 +535,8 @@ class Engine:
                 "manifests": {"sources": m.sources_file, "modules": m.modules_file}}
         return build_record(self.plan, started_at=started_at, makespan=makespan,
                             interrupted=self.interrupted, instance_id=self.instance_id(), meta=meta,
-                            logs=self.logs, outputs=self.outputs, workers=self.workers, scrub=self.scrub)
+                            logs=self.logs, outputs=self.outputs, workers=self.workers, scrub=self.scrub,
+                            counters=self.counters)
 
     def _write_instance_data(self) -> None:
         secrets = self.cg.manifests.secrets()

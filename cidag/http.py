@@ -1,57 +1,70 @@
 """The one HTTP client every network source uses, on `http.client` (cheap to import).
 
 What it does that `urllib` does not, because a probe runs at boot against a
-metadata service that may be absent, slow or broken:
+metadata service that may be absent, slow, broken or loaded by a fleet:
 
-- a per-request timeout *and* a total deadline on the monotonic clock (the
-  probe's `ctx.deadline`): no request, retry or backoff sleep outlives it;
-- retries with exponential backoff and full jitter (sleep uniform in
-  [0, min(cap, base * 2**n)]), so a fleet booting at once does not retry in step;
+- one deadline: the probe's `ctx.deadline` (the source's `timeout`, monotonic
+  clock) bounds every name lookup, connect, request, retry and sleep;
+- keep-alive: a source's requests reuse its connections (at most
+  `max_parallel`, and one once the service has said it is busy); a connection
+  that timed out or broke is closed, never tried again;
+- a retry budget per source (`retries`, shared by all its requests), each
+  retry after an exponential backoff with full jitter (sleep uniform in
+  [0, min(cap, base * 2**n)], n counting the source's retries), so a fleet
+  booting at once does not retry in step;
+- `Retry-After` (429, 503) honoured: the sleep is Retry-After plus a jitter
+  of up to Retry-After * 2**(n-1) (capped), never past the deadline;
 - connection refused, no route to host, network unreachable and unknown host
   raise `SourceUnavailable` at once: nothing listens there, waiting will not help;
 - a response size cap (default 16 MiB): a larger body fails, it is never buffered;
 - redirects are followed only on the configured host and port;
-- `cancelled` (a threading.Event) aborts sleeps and open connections.
+- `cancelled` (a threading.Event) aborts lookups, sleeps and open connections.
 
 Errors are one line that says what was tried:
 `connection refused at http://127.0.0.1:1 (1 try in 0.00s)`.
+What a source sent is counted in `stats` (requests, retries, connections,
+throttled answers, seconds slept), which the run record keeps per node.
 """
 from __future__ import annotations
 
+import email.utils
 import errno
+import ipaddress
 import random
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, MutableMapping
 from urllib.parse import urljoin, urlsplit
 
 from .errors import SourceUnavailable
 
 DEFAULT_MAX_SIZE = 16 << 20
 DEFAULT_TIMEOUT = 5.0
-DEFAULT_RETRIES = 3
+DEFAULT_RETRIES = 10
 DEFAULT_BACKOFF = 0.25
-DEFAULT_MAX_BACKOFF = 4.0
+DEFAULT_MAX_BACKOFF = 8.0
 MAX_REDIRECTS = 5
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+BUSY_STATUSES = frozenset({429, 503})  # the service says it is loaded: go one request at a time
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _UNREACHABLE_ERRNOS = frozenset(
     {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EADDRNOTAVAIL}
 )
 _CHUNK = 65536
+_POLL = 0.05  # how often a name lookup checks the cancel event
 
 # Client settings every HTTP source accepts (merged into their SETTINGS schema).
 CLIENT_SETTINGS = {
     "request_timeout": {"format": "duration", "default": DEFAULT_TIMEOUT,
                         "description": "timeout of one request (the source's timeout bounds them all)"},
     "retries": {"type": "integer", "minimum": 0, "default": DEFAULT_RETRIES,
-                "description": "retries after the first try (5xx, 429, timeouts, resets)"},
+                "description": "retry budget of the source: retries in all, shared by its requests"},
     "backoff": {"format": "duration", "default": DEFAULT_BACKOFF,
                 "description": "base of the exponential backoff (full jitter)"},
     "max_backoff": {"format": "duration", "default": DEFAULT_MAX_BACKOFF,
-                    "description": "cap of one backoff sleep"},
+                    "description": "cap of the jitter window of one backoff sleep"},
     "max_size": {"type": "integer", "minimum": 1, "default": DEFAULT_MAX_SIZE,
                  "description": "largest response body accepted, in bytes"},
     "max_parallel": {"type": "integer", "minimum": 1, "default": 8,
@@ -93,7 +106,12 @@ class _Attempts:
 
 
 class Client:
-    """Requests against one base URL, bounded by `deadline` (monotonic seconds)."""
+    """Requests against one base URL, bounded by `deadline` (monotonic seconds).
+
+    One Client is one source's session: its connections, its retry budget and
+    its `stats`. Use it as a context manager (or call close()) to close the
+    kept-alive connections.
+    """
 
     def __init__(
         self,
@@ -107,6 +125,8 @@ class Client:
         max_backoff: float = DEFAULT_MAX_BACKOFF,
         max_size: int = DEFAULT_MAX_SIZE,
         headers: Mapping[str, str] | None = None,
+        stats: MutableMapping[str, float] | None = None,
+        source_address: tuple[str, int] | None = None,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -121,12 +141,19 @@ class Client:
         self.max_backoff = max_backoff
         self.max_size = max_size
         self.headers = dict(headers or {})
+        self.stats: MutableMapping[str, float] = stats if stats is not None else {}
+        self.source_address = source_address  # local address to connect from (fleet benchmark)
+        self.retries_left = retries
+        self.busy = False  # the service answered 429/503: one request at a time from here on
+        self._one_lane = threading.Lock()
+        self._idle: list = []  # kept-alive connections, free for the next request
+        self._addresses: dict[str, str] = {}  # host name -> resolved address, once per session
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, url: str, settings: Mapping, ctx) -> "Client":
-        """A client for `url` using CLIENT_SETTINGS keys and the probe's deadline and cancel event."""
+        """A client for `url` using CLIENT_SETTINGS keys, the probe's deadline, cancel event and counters."""
         return cls(
             url,
             deadline=ctx.deadline,
@@ -136,7 +163,21 @@ class Client:
             backoff=settings.get("backoff", DEFAULT_BACKOFF),
             max_backoff=settings.get("max_backoff", DEFAULT_MAX_BACKOFF),
             max_size=settings.get("max_size", DEFAULT_MAX_SIZE),
+            stats=getattr(ctx, "counters", None),
         )
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the kept-alive connections."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
     def url(self, path: str) -> str:
         """Absolute URL of `path` (relative to the base URL)."""
@@ -160,9 +201,9 @@ class Client:
 
         Any status may be returned (4xx included): the caller decides what a 404
         means. 5xx/429/408 are retried unless listed in `no_retry_statuses` (an
-        HTTPFailure when retries run out). Raises SourceUnavailable when nothing
-        listens at the host, HTTPFailure on timeout, oversize, a redirect off the
-        host, or exhausted retries.
+        HTTPFailure when the source's retry budget is spent). Raises
+        SourceUnavailable when nothing listens at the host, HTTPFailure on
+        timeout, oversize, a redirect off the host, or a spent budget.
         """
         url = self.url(path)
         attempts = _Attempts(url)
@@ -173,8 +214,13 @@ class Client:
             if time.monotonic() >= self.deadline:
                 raise HTTPFailure(f"timeout at {url} {attempts.summary()}" + _why(last_error))
             attempts.tries += 1
+            retry_after = None
             try:
-                resp = self._follow(method, url, body, headers)
+                if self.busy:
+                    with self._one_lane:
+                        resp = self._follow(method, url, body, headers)
+                else:
+                    resp = self._follow(method, url, body, headers)
             except _Unreachable as exc:
                 raise SourceUnavailable(f"{exc} at {_origin_of(url)} {attempts.summary()}") from None
             except _Retryable as exc:
@@ -183,14 +229,36 @@ class Client:
                 if resp.status not in RETRY_STATUSES or resp.status in no_retry or not retry:
                     return resp
                 last_error = f"HTTP {resp.status} {resp.reason}".rstrip()
-            if not retry or attempts.tries > self.retries:
+                if resp.status in BUSY_STATUSES:
+                    self.busy = True
+                    self._count("throttled")
+                    retry_after = _retry_after(resp.headers.get("retry-after"))
+            if not retry:
                 raise HTTPFailure(f"{last_error} at {url} {attempts.summary()}")
-            # Full jitter: uniform in [0, min(cap, base * 2**n)].
-            sleep = random.uniform(0, min(self.max_backoff, self.backoff * (2 ** (attempts.tries - 1))))
+            with self._lock:
+                spent = self.retries_left <= 0
+                if not spent:
+                    self.retries_left -= 1
+                n = self.retries - self.retries_left  # this source's retries so far, this one included
+            if spent:
+                raise HTTPFailure(f"{last_error} at {url} {attempts.summary()}; "
+                                  f"retry budget of the source ({self.retries}) spent")
+            self._count("retries")
             left = self.deadline - time.monotonic()
-            if sleep >= left:
-                # Sleeping would pass the deadline: fail now, not later.
-                raise HTTPFailure(f"timeout at {url} {attempts.summary()}" + _why(last_error))
+            if retry_after is not None:
+                if retry_after >= left:
+                    raise HTTPFailure(f"{last_error} at {url} {attempts.summary()}; Retry-After "
+                                      f"{retry_after:g}s would pass the deadline ({left:.2f}s left)")
+                # Honour Retry-After, and spread the fleet behind it: the window grows as we retry.
+                window = min(self.max_backoff, retry_after * 2 ** (n - 1))
+                sleep = retry_after + random.uniform(0, min(window, left - retry_after))
+            else:
+                # Full jitter: uniform in [0, min(cap, base * 2**n)].
+                sleep = random.uniform(0, min(self.max_backoff, self.backoff * (2 ** (n - 1))))
+                if sleep >= left:
+                    # Sleeping would pass the deadline: fail now, not later.
+                    raise HTTPFailure(f"timeout at {url} {attempts.summary()}" + _why(last_error))
+            self._count("wait_s", sleep)
             if self.cancelled is not None:
                 if self.cancelled.wait(sleep):
                     self._check_cancelled(attempts)
@@ -215,41 +283,101 @@ class Client:
         raise HTTPFailure(f"too many redirects from {url}")
 
     def _once(self, method: str, url: str, body: bytes | None, headers) -> Response:
+        # A kept-alive connection the service has closed meanwhile fails before any
+        # answer: that is not the service's fault, so try once more on a new one.
+        conn = self._take_idle() if method != "POST" else None
+        if conn is not None:
+            try:
+                return self._exchange(conn, method, url, body, headers, reused=True)
+            except _StaleConnection:
+                pass
+        return self._exchange(self._connect(url), method, url, body, headers, reused=False)
+
+    def _connect(self, url: str):
         import http.client  # here, not at the top: a local-only boot never pays for it
 
         parts = urlsplit(url)
         left = self.deadline - time.monotonic()
         if left <= 0:
             raise _Retryable("timeout")
+        address = self._resolve(parts.hostname)
         timeout = min(self.timeout, left)
-        if parts.scheme == "https":
-            conn = http.client.HTTPSConnection(
-                parts.hostname, parts.port, timeout=timeout)
-        else:
-            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+        cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        conn = cls(parts.hostname, parts.port, timeout=timeout, source_address=self.source_address)
+        # Connect to the address resolved within the deadline; TLS still checks the host name.
+        conn._create_connection = lambda addr, timeout=None, source=None: socket.create_connection(
+            (address, addr[1]), timeout, source)
+        try:
+            conn.connect()
+        except socket.timeout:
+            conn.close()
+            raise _Retryable("connect timeout") from None
+        except OSError as exc:
+            conn.close()
+            if exc.errno in _UNREACHABLE_ERRNOS:
+                raise _Unreachable(_errno_text(exc)) from None
+            raise _Retryable(_errno_text(exc)) from None
+        self._count("connections")
+        return conn
+
+    def _resolve(self, host: str) -> str:
+        """The address of `host`, looked up within the deadline and the cancel event."""
+        try:
+            ipaddress.ip_address(host)
+            return host  # a literal (169.254.169.254): nothing to look up
+        except ValueError:
+            pass
+        if host in self._addresses:
+            return self._addresses[host]
+        # getaddrinfo cannot be interrupted: run it on a daemon thread and stop waiting for it.
+        box: list = []
+        done = threading.Event()
+
+        def lookup() -> None:
+            try:
+                box.append(socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0])
+            except BaseException as exc:  # handed to the waiting thread
+                box.append(exc)
+            done.set()
+
+        threading.Thread(target=lookup, daemon=True, name=f"cidag-resolve-{host}").start()
+        while not done.wait(min(_POLL, max(0.0, self.deadline - time.monotonic()))):
+            if self.cancelled is not None and self.cancelled.is_set():
+                raise _Retryable("cancelled")
+            if time.monotonic() >= self.deadline:
+                raise _Retryable(f"name lookup of {host!r} timed out")
+        result = box[0]
+        if isinstance(result, socket.gaierror):
+            if result.errno in (socket.EAI_AGAIN, getattr(socket, "EAI_SYSTEM", None)):
+                raise _Retryable(f"name lookup of {host!r} failed for now")
+            raise _Unreachable(f"unknown host {host!r}")
+        if isinstance(result, BaseException):
+            raise _Retryable(f"name lookup of {host!r} failed: {result}")
+        self._addresses[host] = result
+        return result
+
+    def _exchange(self, conn, method: str, url: str, body: bytes | None, headers, *, reused: bool) -> Response:
+        import http.client
+
+        parts = urlsplit(url)
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query
-        sock = None
+        sock = conn.sock
+        keep = False
+        got_answer = False
+        self._track(sock, True)
         try:
-            try:
-                conn.connect()
-            except socket.gaierror as exc:
-                if exc.errno in (socket.EAI_AGAIN, getattr(socket, "EAI_SYSTEM", None)):
-                    raise _Retryable(f"name lookup of {parts.hostname!r} failed for now") from None
-                raise _Unreachable(f"unknown host {parts.hostname!r}") from None
-            except socket.timeout:
-                raise _Retryable("connect timeout") from None
-            except OSError as exc:
-                if exc.errno in _UNREACHABLE_ERRNOS:
-                    raise _Unreachable(_errno_text(exc)) from None
-                raise _Retryable(_errno_text(exc)) from None
-            sock = conn.sock
-            self._track(sock, True)
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise _Retryable("timeout")
+            sock.settimeout(min(self.timeout, left))
             all_headers = {"User-Agent": "cidag", "Accept-Encoding": "identity", **self.headers}
             all_headers.update(headers or {})
+            self._count("requests")
             conn.request(method, target, body=body, headers=all_headers)
             resp = conn.getresponse()
+            got_answer = True
             length = resp.getheader("content-length")
             if length and length.isdigit() and int(length) > self.max_size:
                 raise HTTPFailure(
@@ -257,7 +385,7 @@ class Client:
                 )
             chunks: list[bytes] = []
             size = 0
-            while not resp.isclosed():  # a response read to its end closes the socket
+            while not resp.isclosed():  # a response read to its end closes itself
                 left = self.deadline - time.monotonic()
                 if left <= 0:
                     raise _Retryable("timeout reading body")
@@ -272,26 +400,43 @@ class Client:
             if length and length.isdigit() and size < int(length):
                 # read(amt) returns short instead of raising IncompleteRead.
                 raise _Retryable(f"connection closed mid-body ({size} of {length} bytes read)")
+            keep = conn.sock is not None and not resp.will_close
             return Response(resp.status, resp.reason, _Headers(resp.getheaders()), b"".join(chunks), url)
         except HTTPFailure:
             raise
         except (_Retryable, _Unreachable):
             raise
         except socket.timeout:
+            # A stalled connection is closed (finally) and never asked again.
             raise _Retryable("timeout") from None
         except (http.client.HTTPException, ConnectionError, OSError) as exc:
             if self.cancelled is not None and self.cancelled.is_set():
                 raise _Retryable("cancelled") from None
+            if reused and not got_answer and isinstance(
+                    exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)):
+                raise _StaleConnection() from None
             raise _Retryable(_describe(exc)) from None
         finally:
-            if sock is not None:
-                self._track(sock, False)
-            conn.close()
+            self._track(sock, False)
+            if keep:
+                with self._lock:
+                    self._idle.append(conn)
+            else:
+                conn.close()
+
+    def _take_idle(self):
+        with self._lock:
+            return self._idle.pop() if self._idle else None
+
+    def _count(self, key: str, amount: float = 1) -> None:
+        with self._lock:
+            value = self.stats.get(key, 0) + amount
+            self.stats[key] = round(value, 3) if isinstance(amount, float) else value
 
     # -- cancellation: a watcher shuts open sockets so a blocked read returns at once
 
-    def _track(self, sock: socket.socket, add: bool) -> None:
-        if self.cancelled is None:
+    def _track(self, sock: socket.socket | None, add: bool) -> None:
+        if self.cancelled is None or sock is None:
             return
         with self._lock:
             if add:
@@ -384,6 +529,26 @@ class _Retryable(Exception):
 
 class _Unreachable(Exception):
     pass
+
+
+class _StaleConnection(Exception):
+    """A kept-alive connection was closed by the service before this request got an answer."""
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds a Retry-After header asks for (delta-seconds or an HTTP date); None if absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(min(int(value), 86400))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())  # a date is wall-clock by definition
 
 
 def _origin(url: str) -> tuple[str, str, int]:

@@ -79,6 +79,7 @@ def build_record(
     outputs: dict[str, str],
     workers: dict[str, int],
     scrub,
+    counters: dict[str, dict] | None = None,
 ) -> dict:
     """The record of one run; `scrub` removes secret values from free text."""
     cp_s, cp_chain = critical_path(plan)
@@ -104,6 +105,8 @@ def build_record(
             entry["delivered"] = sorted(st.values)
         if logs.get(node):
             entry["log"] = logs[node]
+        if counters and counters.get(node):
+            entry["counters"] = counters[node]  # what the node counted (HTTP requests, retries)
         if outputs.get(node):
             entry["output"] = scrub(outputs[node])[-OUTPUT_CAP:]
         nodes.append(entry)

@@ -8,6 +8,14 @@
 A NoCloud seed is served under /nocloud/ (a `seedfrom` URL). It can also
 write the same metadata as a config drive, a NoCloud seed and a
 fake DMI tree. Faults (see `Fault`) match request paths with fnmatch globs.
+`Capacity` makes it a loaded service: so many requests served at once, each
+taking a service time, a bounded queue, 503/429 with Retry-After beyond it,
+and a token bucket per client address (as EC2's IMDS throttles per instance).
+
+Connections are kept alive (HTTP/1.1), one thread each: the fault machinery
+(stalls, streamed bodies, cut bodies) is blocking code, and a thread per
+connection holds a fleet of 1,000 concurrent clients on a 2-core machine
+(bench/fleet.py measures it).
 """
 from __future__ import annotations
 
@@ -30,6 +38,9 @@ DEFAULT_FIXTURE = Path(__file__).parent / "data" / "metadata-fixture.yaml"
 EC2_PREFIX = "/latest"
 PASSWORD_VERSION = "2013-04-04"
 ENDLESS_LIMIT = 1 << 30  # an endless body still ends after 1 GiB, in case no client hangs up
+_CAPACITY_KEYS = {"concurrency", "concurrency_jitter", "service_time", "service_jitter", "queue",
+                  "status", "retry_after", "client_rate", "client_burst"}
+MAX_BODY = 1 << 20  # a request body larger than this closes the connection after the answer
 _FAULT_KEYS = {"path", "method", "delay", "jitter", "stall", "close_mid_body", "status",
                "first", "body", "size", "redirect", "content_type"}
 
@@ -77,16 +88,143 @@ class Fault:
         return (self.method is None or self.method == method) and fnmatch.fnmatchcase(path, self.path)
 
 
+@dataclass
+class Capacity:
+    """How much the service can take; every request (faults apart) goes through it.
+
+    concurrency: requests served at once (None: no limit); concurrency_jitter:
+    every second the limit is redrawn in [concurrency - jitter, concurrency];
+    service_time/service_jitter: seconds each request holds its slot (plus
+    uniform [0, jitter]); queue: requests that may wait for a slot, beyond
+    which the answer is `status` (503 or 429) with `Retry-After: retry_after`
+    (None: no header); client_rate/client_burst: a token bucket per client
+    address (tokens per second, bucket size), 429 when empty.
+    """
+
+    concurrency: int | None = None
+    concurrency_jitter: int = 0
+    service_time: float = 0.0
+    service_jitter: float = 0.0
+    queue: int = 0
+    status: int = 503
+    retry_after: int | None = 1
+    client_rate: float | None = None
+    client_burst: int = 10
+
+    @classmethod
+    def from_dict(cls, spec: Mapping[str, Any]) -> "Capacity":
+        """Build from a fixture's `capacity:`; raise ValueError naming an unknown key or bad value."""
+        unknown = set(spec) - _CAPACITY_KEYS
+        if unknown:
+            raise ValueError(f"capacity: unknown key(s) {', '.join(sorted(unknown))}")
+        kw = dict(spec)
+        for key in ("service_time", "service_jitter"):
+            if key in kw:
+                kw[key] = parse_duration(kw[key])
+        cap = cls(**kw)
+        if cap.concurrency is not None and (not isinstance(cap.concurrency, int) or cap.concurrency < 1):
+            raise ValueError(f"capacity: concurrency must be a positive integer, not {cap.concurrency!r}")
+        if cap.status not in (429, 503):
+            raise ValueError(f"capacity: status must be 429 or 503, not {cap.status!r}")
+        if not isinstance(cap.queue, int) or cap.queue < 0:
+            raise ValueError(f"capacity: queue must be an integer >= 0, not {cap.queue!r}")
+        if cap.client_rate is not None and not cap.client_rate > 0:
+            raise ValueError(f"capacity: client_rate must be > 0, not {cap.client_rate!r}")
+        return cap
+
+    @property
+    def rate(self) -> float | None:
+        """Requests per second it can answer (concurrency / service time); None if unbounded."""
+        if self.concurrency is None or self.service_time + self.service_jitter / 2 <= 0:
+            return None
+        return self.concurrency / (self.service_time + self.service_jitter / 2)
+
+
+class _Gate:
+    """The service's slots and queue (threads wait on a condition, first come first served)."""
+
+    def __init__(self, cap: Capacity) -> None:
+        self.cap = cap
+        self.cond = threading.Condition()
+        self.busy = self.waiting = 0
+        self.peak_busy = self.peak_waiting = 0
+        self.limit = cap.concurrency or 0
+        self._drawn = 0.0
+        self._buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, time)
+
+    def throttled(self, client: str) -> bool:
+        """Take a token from `client`'s bucket; True when it is empty."""
+        if self.cap.client_rate is None:
+            return False
+        now = time.monotonic()
+        with self.cond:
+            tokens, then = self._buckets.get(client, (float(self.cap.client_burst), now))
+            tokens = min(float(self.cap.client_burst), tokens + (now - then) * self.cap.client_rate)
+            empty = tokens < 1
+            self._buckets[client] = (tokens if empty else tokens - 1, now)
+        return empty
+
+    def enter(self, stopping: threading.Event) -> bool:
+        """Take a slot, waiting in the queue if there is room; False when refused."""
+        if self.cap.concurrency is None:
+            return True
+        with self.cond:
+            self._redraw()
+            if self.busy < self.limit and self.waiting == 0:
+                self.busy += 1
+                self.peak_busy = max(self.peak_busy, self.busy)
+                return True
+            if self.waiting >= self.cap.queue:
+                return False
+            self.waiting += 1
+            self.peak_waiting = max(self.peak_waiting, self.waiting)
+            try:
+                while self.busy >= self.limit:
+                    if stopping.is_set():
+                        return False
+                    self.cond.wait(0.2)
+                    self._redraw()
+            finally:
+                self.waiting -= 1
+            self.busy += 1
+            self.peak_busy = max(self.peak_busy, self.busy)
+            return True
+
+    def leave(self) -> None:
+        if self.cap.concurrency is None:
+            return
+        with self.cond:
+            self.busy -= 1
+            self.cond.notify()
+
+    def service_time(self) -> float:
+        return self.cap.service_time + (random.uniform(0, self.cap.service_jitter) if self.cap.service_jitter else 0.0)
+
+    def _redraw(self) -> None:
+        if not self.cap.concurrency_jitter:
+            return
+        now = time.monotonic()
+        if now - self._drawn >= 1.0:
+            self._drawn = now
+            old = self.limit
+            self.limit = max(1, self.cap.concurrency - random.randint(0, self.cap.concurrency_jitter))
+            if self.limit > old:
+                self.cond.notify(self.limit - old)
+
+
 class Simulator:
     """An OpenStack + EC2 metadata server on `host` (127.0.0.1) and `port` (0 = a free one)."""
 
     def __init__(self, fixture: Mapping | None = None, *, host: str = "127.0.0.1", port: int = 0,
-                 log=None) -> None:
+                 log=None, capacity: Capacity | None = None) -> None:
         self.fixture = copy.deepcopy(dict(fixture if fixture is not None else load_fixture(None)))
         self.host, self.port = host, port
         self.faults: list[Fault] = [Fault.from_dict(f) for f in self.fixture.get("faults") or []]
+        self.capacity = capacity or Capacity.from_dict(self.fixture.get("capacity") or {})
+        self.gate = _Gate(self.capacity)
         self.passwords: list[bytes] = []
         self.requests: list[tuple[float, str, str, int]] = []  # (t, method, path, status)
+        self.connections = 0  # connections accepted
         self.log = log  # a callable taking one line, or None
         self.stopping = threading.Event()
         self._tokens: set[str] = set()
@@ -333,12 +471,18 @@ class Simulator:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
-    request_queue_size = 128  # a fleet of concurrent probes must not meet a full backlog
+    request_queue_size = 2048  # a fleet of 1,000 guests connecting at once must not meet a full backlog
 
 
 class _Handler(BaseHTTPRequestHandler):
     server_version = "cidag-simulator"
-    protocol_version = "HTTP/1.0"  # one request per connection: the client opens one each time
+    protocol_version = "HTTP/1.1"  # keep-alive: a client may send all its requests on one connection
+
+    def setup(self) -> None:
+        super().setup()
+        sim: Simulator = self.server.sim  # type: ignore[attr-defined]
+        with sim._lock:
+            sim.connections += 1
 
     def do_GET(self) -> None:
         self._serve("GET")
@@ -350,8 +494,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve("POST")
 
     def read_body(self, limit: int) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(min(length, limit))
+        return self._body[:limit]
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: the simulator logs itself
         pass
@@ -360,8 +503,34 @@ class _Handler(BaseHTTPRequestHandler):
         sim: Simulator = self.server.sim  # type: ignore[attr-defined]
         path = self.path.split("?", 1)[0]
         self._started, self._method, self._recorded = time.monotonic(), method, False
-        status = self._answer(sim, method, path)
+        length = self.headers.get("Content-Length") or "0"
+        length = int(length) if length.isdigit() else 0
+        self._body = self.rfile.read(min(length, MAX_BODY))
+        if length > MAX_BODY:
+            self.close_connection = True  # the rest of the body is still on the wire
+        gate = sim.gate
+        if gate.throttled(self.client_address[0]):
+            status = self._refuse(429)
+        elif not gate.enter(sim.stopping):
+            status = self._refuse(sim.capacity.status)
+        else:
+            try:
+                took = gate.service_time()
+                if took and sim.stopping.wait(took):
+                    status = 0
+                else:
+                    status = self._answer(sim, method, path)
+            finally:
+                gate.leave()
+        if not status:
+            self.close_connection = True  # nothing (or half) was answered: this connection is done
         self._record(status)
+
+    def _refuse(self, status: int) -> int:
+        sim: Simulator = self.server.sim  # type: ignore[attr-defined]
+        headers = {"Retry-After": str(sim.capacity.retry_after)} if sim.capacity.retry_after is not None else {}
+        reason = "Too Many Requests" if status == 429 else "Service Unavailable"
+        return self._send(status, f"{status} {reason}: the service is busy\n".encode(), headers)
 
     def _record(self, status: int) -> None:
         """Log the request once, before its answer is written, so a client never outruns the log."""
@@ -432,6 +601,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(200)
             if not endless:
                 self.send_header("Content-Length", str(total))
+            else:
+                self.send_header("Connection", "close")  # no length: the end of the body is the close
+                self.close_connection = True
             self.end_headers()
             sent = 0
             while sent < total and not sim.stopping.is_set():
@@ -454,11 +626,18 @@ def load_fixture(path: str | Path | None) -> dict:
         raise ValueError(f"{source}: invalid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{source}: a fixture is a mapping")
-    unknown = set(data) - {"instance", "openstack", "ec2", "dmi", "faults"}
+    unknown = set(data) - {"instance", "openstack", "ec2", "dmi", "faults", "capacity"}
     if unknown:
         raise ValueError(f"{source}: unknown fixture key(s): {', '.join(sorted(unknown))}")
     for spec in data.get("faults") or []:
         Fault.from_dict(spec)  # validate early: one line naming the bad fault
+    if data.get("capacity") is not None:
+        if not isinstance(data["capacity"], dict):
+            raise ValueError(f"{source}: capacity is a mapping")
+        try:
+            Capacity.from_dict(data["capacity"])
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{source}: {exc}") from None
     return data
 
 

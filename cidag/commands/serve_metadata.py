@@ -21,20 +21,37 @@ import click
               help="Write the fixture's DMI fields as DIR/class/dmi/id/* (a fake sysfs root).")
 @click.option("--no-serve", is_flag=True, help="Only write the directories asked for, then exit.")
 @click.option("-q", "--quiet", is_flag=True, help="Do not log requests on stderr.")
+@click.option("--capacity", "concurrency", type=click.IntRange(1), metavar="N",
+              help="Serve at most N requests at once (default: no limit).")
+@click.option("--capacity-jitter", type=click.IntRange(0), metavar="N",
+              help="Every second, serve N fewer at most (uniform in [0, N]).")
+@click.option("--service-time", metavar="DURATION", help="Time each request holds its slot, e.g. 50ms.")
+@click.option("--service-jitter", metavar="DURATION", help="Added to the service time: uniform in [0, DURATION].")
+@click.option("--queue", type=click.IntRange(0), metavar="N",
+              help="Requests that may wait for a slot; beyond them the answer is --busy-status.")
+@click.option("--busy-status", type=click.Choice(["503", "429"]), help="Status of a refused request (default 503).")
+@click.option("--retry-after", metavar="SECONDS|none", help="Retry-After of a refused request (default 1).")
+@click.option("--client-rate", type=click.FloatRange(0, min_open=True), metavar="R",
+              help="Token bucket per client address: R requests per second (429 beyond).")
+@click.option("--client-burst", type=click.IntRange(1), metavar="N", help="Size of that bucket (default 10).")
 def serve_metadata(fixture, host, port, faults, write_configdrive, write_nocloud, write_sysfs,
-                   no_serve, quiet) -> None:
+                   no_serve, quiet, **capacity) -> None:
     """Serve OpenStack- and EC2-shaped metadata from FIXTURE (default: the shipped one).
 
     Prints its URL as the first line of stdout, logs requests on stderr, and
-    stops on SIGINT or SIGTERM.
+    stops on SIGINT or SIGTERM. The capacity options make it a loaded service
+    (they override the fixture's `capacity:`).
     """
     import yaml
 
-    from ..simulator import Fault, Simulator, load_fixture
+    from ..simulator import Capacity, Fault, Simulator, load_fixture
 
     try:
         data = load_fixture(fixture)
         extra = [Fault.from_dict(yaml.safe_load(spec) or {}) for spec in faults]
+        limits = _capacity(data.get("capacity") or {}, capacity)
+        data["capacity"] = limits
+        Capacity.from_dict(limits)
     except (ValueError, yaml.YAMLError, TypeError) as exc:
         raise click.UsageError(str(exc).splitlines()[0]) from None
 
@@ -64,6 +81,11 @@ def serve_metadata(fixture, host, port, faults, write_configdrive, write_nocloud
         click.echo(sim.url)
         sys.stdout.flush()
         log(f"OpenStack at {sim.url}/openstack, EC2 at {sim.url}/latest; Ctrl-C stops")
+        if sim.capacity.concurrency is not None:
+            c = sim.capacity
+            rate = f", about {c.rate:.0f} requests/s" if c.rate else ""
+            log(f"capacity: {c.concurrency} at once, queue {c.queue}, then {c.status} "
+                f"(Retry-After {c.retry_after}){rate}")
         while not stop.wait(0.5):
             pass
     finally:
@@ -71,3 +93,23 @@ def serve_metadata(fixture, host, port, faults, write_configdrive, write_nocloud
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         log("stopped")
+
+
+def _capacity(fixture: dict, options: dict) -> dict:
+    """The fixture's capacity with the command-line options laid over it."""
+    out = dict(fixture)
+    names = {"concurrency": "concurrency", "capacity_jitter": "concurrency_jitter",
+             "service_time": "service_time", "service_jitter": "service_jitter", "queue": "queue",
+             "busy_status": "status", "client_rate": "client_rate", "client_burst": "client_burst"}
+    for option, key in names.items():
+        if options.get(option) is not None:
+            out[key] = int(options[option]) if option == "busy_status" else options[option]
+    retry_after = options.get("retry_after")
+    if retry_after is not None:
+        if retry_after.lower() == "none":
+            out["retry_after"] = None
+        elif retry_after.isdigit():
+            out["retry_after"] = int(retry_after)
+        else:
+            raise ValueError(f"--retry-after: expected whole seconds or 'none', not {retry_after!r}")
+    return out

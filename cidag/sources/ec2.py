@@ -51,7 +51,11 @@ def probe(ctx: Context) -> dict:
     """Read EC2 instance metadata; raise SourceUnavailable when it is not there."""
     s = ctx.settings
     ctx.log.info("platform check: %s", platform_check.check("ec2", s))
-    client = http.Client.from_settings(s["url"], s, ctx)
+    with http.Client.from_settings(s["url"], s, ctx) as client:  # one session: kept-alive connections
+        return _read(client, s)
+
+
+def _read(client: http.Client, s: dict) -> dict:
     version = s["api_version"]
     token = _token(client, s)
     if token:

@@ -80,7 +80,8 @@ def _from_url(ctx: Context, seed: str) -> dict:
             raise http.HTTPFailure(f"{resp.url}: HTTP {resp.status} {resp.reason}".rstrip())
         return resp.body
 
-    docs = http.fetch_all(client, FILES, fetch, ctx.settings["max_parallel"])
+    with client:  # one session: kept-alive connections
+        docs = http.fetch_all(client, FILES, fetch, ctx.settings["max_parallel"])
     return from_files(docs.get, seed)
 
 

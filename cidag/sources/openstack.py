@@ -49,7 +49,13 @@ def probe(ctx: Context) -> dict:
     """Read the OpenStack metadata API; raise SourceUnavailable when it is not there."""
     s = ctx.settings
     ctx.log.info("platform check: %s", platform_check.check("openstack", s))
-    client = http.Client.from_settings(s["url"], s, ctx)
+    with http.Client.from_settings(s["url"], s, ctx) as client:  # one session: kept-alive connections
+        caps = _read(ctx, client, s)
+    caps["post-password"] = password_poster(s)
+    return caps
+
+
+def _read(ctx: Context, client: http.Client, s: dict) -> dict:
     version = s["version"]
     if version == "auto":
         resp = client.get("openstack")
@@ -75,7 +81,6 @@ def probe(ctx: Context) -> dict:
         meta, docs["user_data"], docs["vendor_data.json"], docs["network_data.json"],
         where=client.url(f"openstack/{version}/"),
     )
-    caps["post-password"] = password_poster(s)
     return caps
 
 
@@ -90,7 +95,7 @@ def password_poster(settings: dict) -> Callable[..., None]:
         The password never appears in a message.
         """
         body = password.encode("utf-8") if isinstance(password, str) else bytes(password)
-        client = http.Client(
+        with http.Client(
             settings["url"],
             deadline=time.monotonic() + (timeout if timeout is not None else settings["password_timeout"]),
             cancelled=cancelled,
@@ -99,9 +104,9 @@ def password_poster(settings: dict) -> Callable[..., None]:
             backoff=settings["backoff"],
             max_backoff=settings["max_backoff"],
             max_size=settings["max_size"],
-        )
-        resp = client.request("POST", PASSWORD_PATH, body=body,
-                              headers={"Content-Type": "text/plain"}, no_retry_statuses=(409,))
+        ) as client:
+            resp = client.request("POST", PASSWORD_PATH, body=body,
+                                  headers={"Content-Type": "text/plain"}, no_retry_statuses=(409,))
         if resp.status == 409:
             raise PasswordConflict(
                 f"{resp.url}: the metadata service already holds a password (409); not posted again"
