@@ -241,11 +241,30 @@ def _map(value: Any, where: str) -> dict:
 
 
 def _route(dest: Any, netmask: Any, gateway: Any, metric: Any, where: str) -> Route:
+    via = ip(gateway, f"{where}.gateway") if gateway not in (None, "") else None
     return Route(
         destination=network(dest, netmask, f"{where}.destination") if dest is not None else None,
-        gateway=ip(gateway, f"{where}.gateway") if gateway not in (None, "") else None,
+        gateway=None if via is None or via.is_unspecified else via,  # 0.0.0.0: on-link, no gateway
         metric=_int(metric, f"{where}.metric", 0, 2**32 - 1) if metric is not None else None,
     )
+
+
+DHCP4 = {"dhcp", "dhcp4", "ipv4_dhcp"}  # v1 subnet and OpenStack network types alike
+DHCP6 = {"dhcp6", "ipv6_dhcp", "ipv6_dhcpv6-stateful"}
+RA = {"ipv6_slaac", "ipv6_dhcpv6-stateless"}  # addresses from router advertisements
+
+
+def _dynamic(iface: Interface, kind: Any) -> bool:
+    """Apply a DHCP or router-advertisement type to `iface`; False when `kind` is neither."""
+    if kind in DHCP4:
+        iface.dhcp4 = True
+    elif kind in DHCP6:
+        iface.dhcp6 = True
+    elif kind in RA:
+        iface.accept_ra = True
+    else:
+        return False
+    return True
 
 
 def _add_unique(items: list, values: list) -> None:
@@ -291,17 +310,11 @@ def _openstack(doc: dict) -> NetworkConfig:
             continue
         iface = by_id[link_id]
         kind = _str(net.get("type", ""), f"{where}.type")
-        if kind == "ipv4_dhcp":
-            iface.dhcp4 = True
-        elif kind in ("ipv6_dhcp", "ipv6_dhcpv6-stateful"):
-            iface.dhcp6 = True
-        elif kind in ("ipv6_slaac", "ipv6_dhcpv6-stateless"):
-            iface.accept_ra = True
-        elif kind in ("ipv4", "ipv6"):
+        if kind in ("ipv4", "ipv6"):
             if "ip_address" not in net:
                 raise NetworkConfigError(f"{where}: a static network needs ip_address")
             iface.addresses.append(interface_address(net["ip_address"], net.get("netmask"), f"{where}.ip_address"))
-        else:
+        elif not _dynamic(iface, kind):
             raise NetworkConfigError(f"{where}.type: unknown network type {kind!r}")
         for j, r in enumerate(_list(net.get("routes"), f"{where}.routes")):
             r = _map(r, f"{where}.routes[{j}]")
@@ -386,13 +399,7 @@ def _v1(doc: dict) -> NetworkConfig:
 
 def _v1_subnet(iface: Interface, sub: dict, where: str) -> None:
     kind = sub.get("type")
-    if kind in ("dhcp", "dhcp4"):
-        iface.dhcp4 = True
-    elif kind in ("dhcp6", "ipv6_dhcpv6-stateful"):
-        iface.dhcp6 = True
-    elif kind in ("ipv6_slaac", "ipv6_dhcpv6-stateless"):
-        iface.accept_ra = True
-    elif kind in ("static", "static6"):
+    if kind in ("static", "static6"):
         if "address" not in sub:
             raise NetworkConfigError(f"{where}: a static subnet needs address")
         mask = sub.get("netmask", sub.get("prefix"))
@@ -400,7 +407,7 @@ def _v1_subnet(iface: Interface, sub: dict, where: str) -> None:
             iface.addresses.append(interface_address(addr, mask, f"{where}.address"))
         if sub.get("gateway"):
             _add_unique(iface.gateways, [ip(sub["gateway"], f"{where}.gateway")])
-    elif kind != "manual":
+    elif kind != "manual" and not _dynamic(iface, kind):
         raise NetworkConfigError(f"{where}.type: unknown subnet type {kind!r}")
     for j, r in enumerate(_list(sub.get("routes"), f"{where}.routes")):
         r = _map(r, f"{where}.routes[{j}]")
@@ -447,6 +454,8 @@ def _v2(doc: dict) -> NetworkConfig:
             iface.name = ifname(ident, where)
         if conf.get("set-name"):
             iface.set_name = ifname(conf["set-name"], f"{where}.set-name")
+            if iface.mac is None:
+                warnings.append(f"{where}.set-name: needs match.macaddress to rename, ignored")
         if conf.get("mtu") is not None:
             iface.mtu = mtu(conf["mtu"], f"{where}.mtu")
         iface.dhcp4 = _bool(conf.get("dhcp4", False), f"{where}.dhcp4")

@@ -464,3 +464,24 @@ def test_a_failed_networkd_start_fails_the_module_with_its_message(tmp_path, mon
     with pytest.raises(RuntimeError, match=r"^systemctl start systemd-networkd.service: exit 5: "
                                            r"Unit systemd-networkd.service not found\.$"):
         network._bring_up(ctx, True)
+
+
+def test_yaml_text_and_on_link_routes(tmp_path):
+    text = textwrap.dedent("""\
+        version: 2
+        ethernets:
+          eth0:
+            addresses: [10.3.0.5/24]
+            routes: [{to: 10.4.0.0/16, via: 0.0.0.0}, {to: default, via: 10.3.0.1}]
+            set-name: lan0
+        """)
+    ctx, call = make_context("module", "network", {"sysfs_root": str(tmp_path / "none")},
+                             caps={"network-config": text}, root=tmp_path / "root")
+    with pytest.MonkeyPatch.context() as mp:
+        warnings = []
+        mp.setattr(ctx.log, "warning", lambda fmt, *a: warnings.append(fmt % a))
+        call(ctx)
+    got = files(tmp_path / "root")
+    assert list(got) == ["10-cidag-eth0.network"]  # no .link: set-name without a MAC to match
+    assert "[Route]\nDestination=10.4.0.0/16\n\n[Route]\nGateway=10.3.0.1\n" in got["10-cidag-eth0.network"]
+    assert warnings == ["network-config ethernets.eth0.set-name: needs match.macaddress to rename, ignored"]

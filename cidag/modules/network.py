@@ -26,6 +26,8 @@ import fnmatch
 import os
 import time
 
+import yaml
+
 from .. import netconfig, networkd, netstate, paths
 from ..api import Context
 from ..process import run_command
@@ -83,6 +85,11 @@ def _interfaces(ctx: Context) -> tuple[list[netconfig.Interface] | None, str]:
             ctx.log.info("no network-config: keeping what an earlier boot wrote (%s)", ", ".join(kept))
             return None, ""
         return [_fallback(ctx)], FALLBACK_ORIGIN
+    if isinstance(doc, (str, bytes)):  # e.g. an exec source handing over the YAML text
+        try:
+            doc = yaml.safe_load(doc)
+        except yaml.YAMLError as exc:
+            raise netconfig.NetworkConfigError(f"network-config is not YAML: {exc}".splitlines()[0]) from None
     cfg = netconfig.parse(doc)
     for warning in cfg.warnings:
         ctx.log.warning("network-config %s", warning)
