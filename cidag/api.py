@@ -30,6 +30,11 @@ from .errors import SourceUnavailable  # noqa: F401  (re-exported for plugins)
 ALWAYS_SECRET = frozenset({"admin-password"})
 
 
+def default_is_secret(name: str) -> bool:
+    """The part of the secret policy that needs no manifest (values.SecretPolicy adds the types')."""
+    return name in ALWAYS_SECRET or "password" in name
+
+
 def declare(
     *,
     settings: dict | None = None,
@@ -73,6 +78,7 @@ class Context:
     counters: dict[str, float] = field(default_factory=dict)  # e.g. HTTP requests, retries: in the record
     run_started: float | None = None  # monotonic time the run started
     run_result: Callable[[], str] | None = None  # the run's result so far: ok / degraded / failed
+    is_secret: Callable[[str], bool] = field(default=lambda name: default_is_secret(name))  # the run's policy
 
     def remaining(self) -> float:
         """Seconds left before the node's deadline (never negative)."""

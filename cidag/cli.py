@@ -54,6 +54,10 @@ def cli() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI; turn cidag errors into one line and an exit code."""
     args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] == ["run"] and argv is None:
+        from .signals import latch
+
+        latch()  # the `cidag` script comes here first; see signals.py
     verbose = any(a in ("-v", "--verbose") or (a.startswith("-v") and set(a[1:]) == {"v"}) for a in args)
     try:
         rc = cli.main(args=args, prog_name="cidag", standalone_mode=False)

@@ -88,9 +88,8 @@ def build_graph(m: Manifests) -> CompiledGraph:
             for i, other in enumerate(getattr(mod, key)):
                 target = modules_by_name.get(other)
                 if target is None:
-                    known = list(modules_by_name)
-                    hint = difflib.get_close_matches(other, known, n=1)
-                    tail = f" (did you mean {hint[0]!r}?)" if hint else ""
+                    hint = suggest(other, modules_by_name)
+                    tail = f" (did you mean {hint!r}?)" if hint else ""
                     what = "a source; use needs on one of its capabilities" if any(s.name == other for s in m.sources) else "not a module"
                     diags.append(mod.doc.diag(mod.path + (key, i), f"{key}: {other!r} is {what}{tail}", code="unknown-module"))
                     continue
@@ -120,18 +119,17 @@ def _edge_where(g: nx.DiGraph, u: str, v: str) -> str:
 
 
 def _cycles(g: nx.DiGraph) -> list[Diagnostic]:
-    """One diagnostic per strongly connected component that holds a cycle."""
+    """One diagnostic per strongly connected component that holds a cycle, in file order and
+    each starting at its first node in file order: the same text whatever PYTHONHASHSEED is."""
+    rank = {n: i for i, n in enumerate(g)}  # insertion order: sources, modules, then capabilities
     out = []
-    for comp in nx.strongly_connected_components(g):
-        if len(comp) == 1:
-            (n,) = comp
-            if not g.has_edge(n, n):
-                continue
-        cycle = nx.find_cycle(g.subgraph(comp))
-        # Start the report at a module or source for readability.
-        edges = [(u, v) for u, v in cycle]
-        first = next((i for i, (u, _) in enumerate(edges) if not u.startswith("cap:")), 0)
-        edges = edges[first:] + edges[:first]
+    comps = [sorted(c, key=rank.__getitem__) for c in nx.strongly_connected_components(g)]
+    for comp in sorted(comps, key=lambda c: rank[c[0]]):
+        if len(comp) == 1 and not g.has_edge(comp[0], comp[0]):
+            continue
+        members = set(comp)
+        start = next((n for n in comp if not n.startswith("cap:")), comp[0])
+        edges = _cycle_from(g, start, members, rank)
         u0, v0 = edges[0]
         d0 = g.edges[u0, v0]
         chain = " -> ".join(
@@ -142,12 +140,60 @@ def _cycles(g: nx.DiGraph) -> list[Diagnostic]:
     return out
 
 
+def _cycle_from(g: nx.DiGraph, start: str, members: set, rank: dict) -> list[tuple[str, str]]:
+    """The shortest cycle through `start` inside its component, ties broken by file order
+    (breadth-first over successors sorted by rank)."""
+    parent: dict[str, str] = {}
+    frontier = [start]
+    while frontier:
+        nxt = []
+        for u in frontier:
+            for v in sorted((v for v in g._succ[u] if v in members), key=rank.__getitem__):
+                if v == start:
+                    path = [u]
+                    while path[-1] != start:
+                        path.append(parent[path[-1]])
+                    path.reverse()
+                    return list(zip(path, path[1:] + [start]))
+                if v not in parent:
+                    parent[v] = u
+                    nxt.append(v)
+        frontier = nxt
+    raise AssertionError("a strongly connected component without a cycle")
+
+
+# Capabilities the spec names (§1) and the built-in source types export: a `needs` on one of
+# them that no source here offers is this cloud's choice, not a typo.
+WELL_KNOWN = frozenset({
+    "instance-id", "hostname", "public-keys", "user-data", "vendor-data", "network-config",
+    "admin-password", "post-password", "availability-zone", "local-ipv4",
+})
+
+
+def known_capabilities() -> frozenset[str]:
+    """WELL_KNOWN plus what every built-in source type declares (imported only when asked)."""
+    import importlib
+
+    from .sources import BUILTIN_SOURCES
+
+    out = set(WELL_KNOWN)
+    for modname in set(BUILTIN_SOURCES.values()):
+        try:
+            mod = importlib.import_module(modname.partition(":")[0])
+        except Exception:  # noqa: BLE001 - a broken type is reported where it is used
+            continue
+        out.update(c for c in getattr(mod, "CAPABILITIES", ()) if " " not in c)
+    return frozenset(out)
+
+
 def _unprovided(cg: CompiledGraph) -> list[Diagnostic]:
     out = []
     g = cg.graph
+    known: frozenset[str] | None = None
     for node in g:
         if not node.startswith("cap:") or cg.providers.get(node[4:]):
             continue
+        cap = node[4:]
         for _, consumer, d in g.out_edges(node, data=True):
             spec = cg.specs[consumer]
             who = f"{spec.kind} {spec.name!r}"
@@ -155,46 +201,73 @@ def _unprovided(cg: CompiledGraph) -> list[Diagnostic]:
                 if d.get("implicit"):
                     msg = (f"module {spec.name!r} is per-instance and so needs 'instance-id', which no source "
                            "or module provides (add one, or set frequency: per-boot)")
+                    out.append(Diagnostic(d["file"], d["line"], d["col"], msg, "error", "unprovided-need"))
+                    continue
+                if known is None:
+                    known = known_capabilities()
+                if cap in known:
+                    # Not a typo: this cloud's sources simply do not offer it (an EC2-only
+                    # sources.yaml and set-password's admin-password).
+                    msg = (f"{who} needs {cap!r}, which no source or module here provides: "
+                           "it will always be skipped")
+                    out.append(Diagnostic(d["file"], d["line"], d["col"], msg, "warning", "unprovided-need"))
                 else:
-                    msg = f"{who} needs {node[4:]!r}, which no source or module provides"
-                out.append(Diagnostic(d["file"], d["line"], d["col"], msg, "error", "unprovided-need"))
+                    msg = f"{who} needs {cap!r}, which no source or module provides"
+                    out.append(Diagnostic(d["file"], d["line"], d["col"], msg, "error", "unprovided-need"))
             else:
                 out.append(Diagnostic(d["file"], d["line"], d["col"],
-                                      f"{who} wants {node[4:]!r}, which no source or module provides",
+                                      f"{who} wants {cap!r}, which no source or module provides",
                                       "warning", "unprovided-want"))
     return out
 
 
 def _never_run(cg: CompiledGraph) -> list[Diagnostic]:
     """Modules that can never run: a need whose every provider can never succeed, or a
-    depends_on on such a module (computed to a fixpoint)."""
+    depends_on on such a module. One worklist pass: linear in the edges."""
     g = cg.graph
+    succ, pred = g._succ, g._pred
     dead: set[str] = set()
-    changed = True
-    while changed:
-        changed = False
-        for node, spec in cg.specs.items():
-            if node in dead:
-                continue
-            for u, _, k in g.in_edges(node, data="kind"):
-                if k == "needs" and all(p in dead for p in cg.providers.get(u[4:], [])):
-                    dead.add(node)
-                elif k == "depends_on" and u in dead:
-                    dead.add(node)
-                else:
-                    continue
-                changed = True
-                break
+    live_providers = {cap: len(p) for cap, p in cg.providers.items()}
+    work = [n for n in cg.specs
+            if any(d["kind"] == "needs" and not cg.providers.get(u[4:]) for u, d in pred[n].items())]
+    dead.update(work)
+    while work:
+        node = work.pop()
+        for v, d in succ[node].items():
+            kind = d["kind"]
+            if kind == "depends_on" and v not in dead:
+                dead.add(v)
+                work.append(v)
+            elif kind in ("provides", "exports"):
+                cap = v[4:]
+                live_providers[cap] -= 1
+                if live_providers[cap] == 0:
+                    for c, dc in succ[v].items():
+                        if dc["kind"] == "needs" and c not in dead:
+                            dead.add(c)
+                            work.append(c)
     out = []
-    for node in sorted(dead, key=lambda n: (cg.specs[n].doc.file, cg.specs[n].index)):
+    for node in sorted(dead, key=lambda n: (cg.specs[n].doc.file, cg.specs[n].kind, cg.specs[n].index)):
         spec = cg.specs[node]
-        blocked = [u for u, _, k in g.in_edges(node, data="kind") if k == "needs" and not cg.providers.get(u[4:])]
+        blocked = [u for u, d in pred[node].items() if d["kind"] == "needs" and not cg.providers.get(u[4:])]
         if blocked and spec.kind == "module":
-            continue  # already an error: unprovided need
+            continue  # already reported: unprovided need
         out.append(spec.doc.diag(spec.path + ("name",),
                                  f"{spec.kind} {spec.name!r} can never run: what it needs can never be provided",
                                  severity="warning", code="never-runs"))
     return out
+
+
+def suggest(word: str, known: dict | list, limit: int = 400) -> str | None:
+    """A close name from `known` for a misspelt `word`, or None. Compares with at most
+    `limit` names of similar length, so 2,000 unknown names among 10,000 stay fast."""
+    if len(word) > 100:
+        return None
+    near = [k for k in known if abs(len(k) - len(word)) <= 3]
+    if len(near) > limit:
+        near = [k for k in near if k[:1] == word[:1]][:limit]
+    hint = difflib.get_close_matches(word, near, n=1)
+    return hint[0] if hint else None
 
 
 def _unused_sources(cg: CompiledGraph) -> list[Diagnostic]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+MAX_SECONDS = 30 * 86400.0  # longer than any boot; beyond, timers overflow (threading, select)
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 
 
@@ -12,9 +13,14 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError(f"not a duration: {value!r}")
     if isinstance(value, (int, float)):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            raise ValueError(f"duration too large (at most {MAX_SECONDS / 86400:g} days)") from None
     elif isinstance(value, str):
         text = value.strip()
+        if len(text) > 64:
+            raise ValueError(f"not a duration: {text[:20]!r}... (too long)")
         try:
             seconds = float(text)
         except ValueError:
@@ -32,4 +38,6 @@ def parse_duration(value: object) -> float:
         raise ValueError(f"not a duration: {value!r}")
     if seconds < 0 or seconds != seconds or seconds == float("inf"):
         raise ValueError(f"duration must be a finite number >= 0: {value!r}")
+    if seconds > MAX_SECONDS:
+        raise ValueError(f"duration too large (at most {MAX_SECONDS / 86400:g} days)")
     return seconds

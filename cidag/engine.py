@@ -1,6 +1,9 @@
-"""Run a compiled graph: the loop that joins the plan, the node runner, the state and the record.
+"""Run a compiled graph: the loop that joins the plan, a runner, the state and the record.
 
 `run()` is the library entry point the CLI, the tests and the benchmarks call.
+The loop talks to a runner (runner.py: start, wait with a timeout, abort); any
+exit from it, normal or not, aborts what still runs, and the record tells the
+truth about each node.
 """
 from __future__ import annotations
 
@@ -8,7 +11,6 @@ import gc
 import json
 import logging
 import os
-import queue
 import signal
 import threading
 import time
@@ -17,15 +19,27 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, MutableMapping
 
+from . import signals as run_signals
 from .api import Context
 from .compiler import CompiledGraph, ancestors
-from .errors import SourceUnavailable, UsageError
+from .errors import CidagError, UsageError
 from .facade import Facade
-from .plan import Plan
-from .record import build_record, jsonable, result_of
+from .plan import (ALREADY_RAN, FAIL_FAST, INTERNAL, INTERRUPTED, NOT_NEEDED, NOT_NEEDED_CODE,
+                   NOT_SELECTED, OBSOLETE, OBSOLETE_CODE, TIMEOUT, Overlay, Plan)
+from .record import build_record, result_of
+from .runner import ThreadRunner, describe_exception
 from .state import StateDir
+from .strategies import overlay_for
+from .values import SecretPolicy, ValueRefused, at_rest, canonical
 
 GRACE_S = 2.0  # SIGTERM -> SIGKILL for commands of interrupted nodes
+IID = "instance-id"
+
+
+class InternalError(CidagError):
+    """cidag itself failed during a run; the record (written) says so."""
+
+    exit_code = 70
 
 
 @dataclass
@@ -45,6 +59,8 @@ class RunOptions:
     record_path: Path | None = None
     handle_signals: bool = True
     observer: Any = None  # has node_started(id) / node_ended(id, status, seconds)
+    runner: Any = None  # a runner (runner.py); default: a ThreadRunner
+    grace: float = GRACE_S
 
     def resolved_state_dir(self) -> Path:
         return Path(self.state_dir) if self.state_dir else Path(self.root) / "var/lib/cidag"
@@ -60,10 +76,13 @@ class RunResult:
     start_order: list[str] = field(default_factory=list)
 
 
-def plan_skips(cg: CompiledGraph, opts: RunOptions, state: StateDir | None) -> dict[str, tuple[str, bool, dict]]:
-    """Nodes settled before the run starts: outside --only, `once` already done, sources not needed."""
+def plan_skips(cg: CompiledGraph, opts: RunOptions, state: StateDir | None,
+               done_guess: set[str] = frozenset()) -> dict[str, tuple]:
+    """Nodes settled before the run starts: outside --only, `once` already done, sources not
+    needed. `done_guess`: per-instance modules whose marker exists for the last instance id
+    (docs/engine.md): sources only they need are deferred, not skipped (see run_overlay)."""
     g = cg.graph
-    skips: dict[str, tuple[str, bool, dict]] = {}
+    skips: dict[str, tuple] = {}
     modules = {m.node_id: m for m in cg.manifests.modules}
     for name in opts.only:
         if f"module:{name}" not in modules:
@@ -77,7 +96,7 @@ def plan_skips(cg: CompiledGraph, opts: RunOptions, state: StateDir | None) -> d
         keep = {f"module:{n}" for n in opts.only}
         keep |= ancestors(g, keep, skip_kinds=frozenset({"after"}))
         for n in in_run - keep:
-            skips[n] = ("not selected by --only", False, {})
+            skips[n] = ("not selected by --only", False, {}, NOT_SELECTED)
         in_run &= keep
     if state is not None:
         for n in sorted(in_run):
@@ -86,52 +105,71 @@ def plan_skips(cg: CompiledGraph, opts: RunOptions, state: StateDir | None) -> d
                 continue
             marker = state.read_marker(spec.name, "once", None)
             if marker is not None:
-                skips[n] = ("already ran once on this machine", True, marker.get("provides") or {})
+                skips[n] = ("already ran once on this machine", True, _marker_values(marker), ALREADY_RAN)
                 in_run.discard(n)
-    # Probe only what the modules that will run need, directly or through other sources.
+    # Probe only what the modules that will run need, directly or through other sources;
+    # what only probably-done modules need is deferred until instance-id tells.
     needed = ancestors(g, in_run)
     for s in cg.manifests.sources:
         if s.node_id not in needed:
-            skips[s.node_id] = ("not needed", False, {})
+            skips[s.node_id] = (NOT_NEEDED, False, {}, NOT_NEEDED_CODE)
     return skips
 
 
-def dry_run_markers(cg: CompiledGraph, opts: RunOptions,
-                    state: StateDir) -> Callable[[str], tuple[str, dict] | None]:
-    """Plan.before_start for --dry-run: per-instance markers of the instance-id the last run
-    resolved (STATE_DIR/instance-data.json). A dry run probes nothing, so it assumes the
-    instance is the same and lists what a reboot of it would skip."""
-    try:
-        iid = json.loads((state.path / "instance-data.json").read_text(encoding="utf-8")).get("instance_id")
-    except (OSError, ValueError, AttributeError):
-        iid = None
+def deferred_sources(cg: CompiledGraph, skips: dict, done_guess: set[str]) -> list[str]:
+    """Sources needed only by modules that probably already ran for this instance (their
+    marker exists for the last instance id), and not for instance-id itself: they wait
+    until instance-id settles, and are then probed only if a module still needs them."""
+    if not done_guess or f"cap:{IID}" not in cg.graph:
+        return []
+    g = cg.graph
+    live = [m.node_id for m in cg.manifests.modules if m.node_id not in skips and m.node_id not in done_guess]
+    needed = ancestors(g, live) | ancestors(g, [f"cap:{IID}"]) | {f"cap:{IID}"}
+    return [s.node_id for s in cg.manifests.sources
+            if s.node_id not in skips and s.node_id not in needed]
 
-    def before_start(node: str) -> tuple[str, dict] | None:
-        spec = cg.specs[node]
-        if (not isinstance(iid, str) or spec.kind != "module" or spec.frequency != "per-instance"
-                or opts.force_all or spec.name in opts.force):
-            return None
-        marker = state.read_marker(spec.name, "per-instance", iid)
-        if marker is None:
-            return None
-        return (f"already ran for instance {iid} (the last run's instance-id)", marker.get("provides") or {})
 
-    return before_start
+def _marker_values(marker: dict) -> dict:
+    provides = marker.get("provides")
+    return dict(provides) if isinstance(provides, dict) else {}
+
+
+class _LogGate(logging.Filter):
+    """On every node logger: scrubs secrets from each record, and holds the records of a
+    node that can give a secret until it has ended (its own secret is known only then)."""
+
+    def __init__(self, secrets: SecretPolicy, held: set[str]) -> None:
+        super().__init__()
+        self.secrets, self.held = secrets, held
+        self.buffers: dict[str, list[logging.LogRecord]] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        node = record.name[len("cidag.node."):]
+        if node in self.held:
+            with self._lock:
+                if node in self.held:
+                    self.buffers.setdefault(node, []).append(record)
+                    return False
+        record.msg, record.args = self.secrets.scrub(record.getMessage()), None
+        return True
+
+    def release(self, node: str, logger: logging.Logger | None) -> None:
+        with self._lock:
+            self.held.discard(node)
+            records = self.buffers.pop(node, [])
+        for record in records:
+            if logger is not None:
+                logger.handle(record)
 
 
 class _NodeLogs(logging.Handler):
-    """One handler per run, on the run's own `cidag.node` logger: scrubs secrets from each
-    node's records (before any stderr handler above sees them) and keeps them per node."""
+    """The run's own `cidag.node` logger handler: keeps each node's (scrubbed) records."""
 
-    def __init__(self, t0: float, scrub: Callable[[str], str]) -> None:
+    def __init__(self, t0: float) -> None:
         super().__init__(logging.DEBUG)
-        self.t0, self.scrub = t0, scrub
+        self.t0 = t0
         self.records: dict[str, list[dict]] = {}
-
-    def handle(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = self.scrub(record.getMessage()), None
-        self.emit(record)
-        return True
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records.setdefault(record.name[len("cidag.node."):], []).append(
@@ -165,6 +203,10 @@ class _LazyEnv(MutableMapping):
         del self._get()[key]
 
 
+def env_key(cap: str) -> str:
+    return "CIDAG_CAP_" + cap.upper().replace("-", "_").replace(".", "_")
+
+
 class Engine:
     """One run of a compiled graph. Use `run()`; the class keeps the loop's state together."""
 
@@ -172,61 +214,91 @@ class Engine:
         self.cg, self.opts = cg, opts
         self.select = opts.select or cg.manifests.select
         self.state = None if opts.dry_run else StateDir(opts.resolved_state_dir())
-        self.events: queue.SimpleQueue = queue.SimpleQueue()
+        self.runner = opts.runner if opts.runner is not None else ThreadRunner()
+        self.now: Callable[[], float] = self.runner.now
         self.running: dict[str, tuple[Context, float]] = {}  # node -> (ctx, deadline)
+        self.late: dict[str, Context] = {}  # ended without their answer (timeout, obsolete)
+        self.contexts: dict[str, Context] = {}  # every started node: its output is read at the end
         self.workers: dict[str, int] = {}
         self._free_lanes: list[int] = list(range(opts.jobs))
         self._next_source_lane = opts.jobs
-        self.outputs: dict[str, str] = {}
-        self.counters: dict[str, dict] = {}  # node -> ctx.counters (HTTP requests, retries, ...)
-        self.secret_values: set[str] = set()
-        self.secret_caps = cg.manifests.secrets()
+        self.secrets = SecretPolicy(cg.manifests.secrets())
+        self.secret_caps = self.secrets.declared
         self._reported = 0  # how much of plan.end_order the observer has seen
-        self.interrupted = False
+        self.interrupted: str | None = None  # the signal's name
         self.first_failure: str | None = None
-        self.t0 = time.monotonic()
+        self.faults: list[str] = []
+        self.t0 = self.now()
         self.wall0 = time.time()
-        # Node loggers hang under a per-run `cidag.node` logger whose handler scrubs and
-        # keeps their records; from there they propagate to the `cidag` logger (stderr).
-        self.node_logs = _NodeLogs(self.wall0, self.scrub)
+        # Node loggers hang under a per-run `cidag.node` logger that keeps their records;
+        # from there they propagate to the `cidag` logger (stderr). A filter on each node
+        # logger scrubs secrets first, and holds what a secret-giving node logs until it ends.
+        held = {n for n, spec in cg.specs.items()
+                if any(self.secrets.is_secret(c) for c in
+                       (spec.capabilities if spec.kind == "source" else spec.provides))}
+        self.log_gate = _LogGate(self.secrets, held)
+        self.node_logs = _NodeLogs(self.wall0)
         self.node_log_parent = logging.Logger("cidag.node")
         self.node_log_parent.parent = logging.getLogger("cidag")
         self.node_log_parent.addHandler(self.node_logs)
+        self.loggers: dict[str, logging.Logger] = {}
         self.logs = self.node_logs.records
         self.plan: Plan | None = None
         self.root = Path(opts.root)
         self.state_path = opts.resolved_state_dir()
-        # Worker threads are reused: Thread.start() waits for the new thread to run, which
-        # was half the cost of a 5,000-node run. A hung node keeps its thread; a new one
-        # is made when no worker is idle, so a hang never blocks a lane.
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._idle = 0
-        self._idle_lock = threading.Lock()
-        self._threads = 0
 
     # -- helpers -------------------------------------------------------------
 
     def clock(self) -> float:
-        return time.monotonic() - self.t0
+        return self.now() - self.t0
 
     def scrub(self, text: str) -> str:
-        if not text or not self.secret_values:
-            return text
-        for secret in sorted(self.secret_values, key=len, reverse=True):
-            text = text.replace(secret, "<secret>")
-        return text
+        return self.secrets.scrub(text)
 
     def instance_id(self) -> str | None:
-        cap = self.plan.caps.get("instance-id") if self.plan else None
+        cap = self.plan.caps.get(IID) if self.plan else None
         if cap is None or cap.status != "resolved":
             return None
-        value = self.plan.nodes[cap.provider].values.get("instance-id")
+        value = self.plan.nodes[cap.provider].values.get(IID)
         return None if value is None else str(value)
 
-    def _note_secrets(self, node: str, values: dict) -> None:
-        for cap, value in values.items():
-            if cap in self.secret_caps and isinstance(value, (str, bytes)) and value:
-                self.secret_values.add(value if isinstance(value, str) else value.decode("utf-8", "replace"))
+    # -- planning -----------------------------------------------------------
+
+    def _make_plan(self) -> Plan:
+        opts = self.opts
+        # A dry run reads markers (and writes nothing): it shows what this run would do.
+        self.markers = self.state if self.state is not None else StateDir(opts.resolved_state_dir())
+        last_iid = self.markers.last_instance_id()
+        self.last_iid = last_iid
+        guess: set[str] = set()
+        if last_iid is not None and not opts.force_all:
+            for m in self.cg.manifests.modules:
+                if (m.frequency == "per-instance" and m.name not in opts.force
+                        and self.markers.read_marker(m.name, "per-instance", last_iid) is not None):
+                    guess.add(m.node_id)
+        skips = plan_skips(self.cg, opts, self.markers)
+        overlay = overlay_for(self.cg, opts.strategy, skips) if opts.strategy != "one-step" else Overlay()
+        deferred = deferred_sources(self.cg, skips, guess)
+        overlay.edges = overlay.edges + [(f"cap:{IID}", s, "defer") for s in deferred]
+        plan = Plan(self.cg, select=self.select, jobs=opts.jobs, skip=skips, clock=self.clock, overlay=overlay)
+        plan.done_for_instance = self._done_for_instance
+        return plan
+
+    def _done_for_instance(self, node: str, iid: str | None) -> tuple[str, dict] | None:
+        """A per-instance module's marker for `iid`, judged once instance-id has settled.
+        A dry run probes nothing: it assumes the instance-id the last run resolved."""
+        spec = self.cg.specs[node]
+        if self.opts.force_all or spec.name in self.opts.force:
+            return None
+        how = ""
+        if self.opts.dry_run:
+            iid, how = self.last_iid, " (the last run's instance-id)"
+        if iid is None:
+            return None
+        marker = self.markers.read_marker(spec.name, "per-instance", str(iid))
+        if marker is None:
+            return None
+        return (f"already ran for instance {iid}{how}", self.secrets.public(_marker_values(marker)))
 
     # -- starting nodes ------------------------------------------------------
 
@@ -241,12 +313,9 @@ class Engine:
             env["CIDAG_INSTANCE_ID"] = iid
         for name in facade:
             value = facade[name]
-            if callable(value) or (name in self.secret_caps and spec.type != "exec"):
+            if callable(value) or (self.secrets.is_secret(name) and spec.type != "exec"):
                 continue
-            key = "CIDAG_CAP_" + name.upper().replace("-", "_").replace(".", "_")
-            if isinstance(value, bytes):
-                value = value.decode("utf-8", "replace")
-            env[key] = value if isinstance(value, str) else json.dumps(jsonable(value))
+            env[env_key(name)] = value if isinstance(value, str) else json.dumps(value)
         return env
 
     def _make_context(self, node: str) -> Context:
@@ -256,6 +325,8 @@ class Engine:
         log = logging.Logger(f"cidag.node.{node}")
         log.parent = self.node_log_parent  # not registered globally: no leak across runs
         log.level = logging.DEBUG  # all reaches the record; stderr filters. (setLevel clears every logger's cache)
+        log.addFilter(self.log_gate)
+        self.loggers[node] = log
         return Context(
             name=spec.name,
             kind=spec.kind,
@@ -264,25 +335,14 @@ class Engine:
             root=self.root,
             instance_id=iid,
             log=log,
-            deadline=time.monotonic() + spec.timeout,
+            deadline=self.now() + spec.timeout,
             cancelled=threading.Event(),
             state_dir=self.state_path,
             env=_LazyEnv(lambda: self._env(node, spec, facade, iid)),  # built only if a command runs
             run_started=self.t0,
-            run_result=lambda: result_of(self.plan, self.interrupted),
+            run_result=lambda: result_of(self.plan, bool(self.interrupted)),
+            is_secret=self.secrets.is_secret,
         )
-
-    def _before_start(self, node: str) -> tuple[str, dict] | None:
-        spec = self.cg.specs[node]
-        if spec.kind != "module" or spec.frequency != "per-instance" or self.state is None:
-            return None
-        if self.opts.force_all or spec.name in self.opts.force:
-            return None
-        iid = self.instance_id()
-        marker = self.state.read_marker(spec.name, "per-instance", iid)
-        if marker is None:
-            return None
-        return (f"already ran for instance {iid}", marker.get("provides") or {})
 
     def _start(self, node: str) -> None:
         spec = self.cg.specs[node]
@@ -293,65 +353,54 @@ class Engine:
             lane, self._next_source_lane = self._next_source_lane, self._next_source_lane + 1
         self.workers[node] = lane
         self.running[node] = (ctx, ctx.deadline)
+        self.contexts[node] = ctx
         if self.opts.observer is not None:
             self.opts.observer.node_started(node)
-        with self._idle_lock:
-            reuse = self._idle > 0
-            if reuse:
-                self._idle -= 1
-        self._jobs.put((node, spec.call, ctx))
-        if not reuse:
-            self._threads += 1
-            threading.Thread(target=self._worker, daemon=True, name=f"cidag-worker-{self._threads}").start()
-
-    def _worker(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            event = self._work(*job)
-            with self._idle_lock:
-                self._idle += 1  # before the event, so the loop sees this worker idle
-            self.events.put(event)
-
-    @staticmethod
-    def _work(node: str, call, ctx: Context) -> tuple:
-        # Runs on a worker thread; everything it learns goes back as one event.
-        try:
-            return (node, "returned", call(ctx), "")
-        except SourceUnavailable as exc:
-            return (node, "unavailable", None, str(exc))
-        except BaseException as exc:  # a plugin's failure is the node's, never the run's
-            return (node, "raised", None, _describe(exc))
-
-    def _stop_workers(self) -> None:
-        for _ in range(self._threads):
-            self._jobs.put(None)  # a hung worker never reads its None; it is a daemon
+        self.runner.start(node, spec.call, ctx)
 
     # -- ending nodes --------------------------------------------------------
 
-    def _end(self, node: str, status: str, reason: str = "", values: dict | None = None) -> None:
-        ctx, _ = self.running.pop(node)
+    def _end(self, node: str, status: str, reason: str = "", values: dict | None = None, code: str = "") -> None:
+        self.running.pop(node)
         spec = self.cg.specs[node]
-        if ctx.output:
-            self.outputs[node] = "".join(ctx.output)[-(1 << 20):]
-        if ctx.counters:
-            self.counters[node] = dict(ctx.counters)
         lane = self.workers.get(node)
         if spec.kind == "module" and lane is not None and lane < self.opts.jobs:
             self._free_lanes.append(lane)
             self._free_lanes.sort()
         if values:
-            self._note_secrets(node, values)
-        self.plan.finished(node, status, reason=self.scrub(reason), values=values)
+            self.secrets.learn(values)
+        if node in self.log_gate.held:
+            self.log_gate.release(node, self.loggers.get(node))
+        self.plan.finished(node, status, reason=self.scrub(reason), values=values, code=code)
         if status == "ok" and self.state is not None and spec.frequency != "per-boot":
-            iid = self.instance_id()
-            provides = {k: jsonable(v) for k, v in (values or {}).items() if not callable(v)}
+            self._write_marker(node, spec, values or {})
+        if spec.kind == "module" and status in ("failed", "timeout") and self.first_failure is None:
+            self.first_failure = node
+
+    def _write_marker(self, node: str, spec, values: dict) -> None:
+        iid = self.instance_id()
+        provides = {k: at_rest(v) for k, v in self.secrets.public(values).items()}
+        try:
             self.state.write_marker(spec.name, spec.frequency, iid,
                                     {"module": spec.name, "instance_id": iid,
                                      "finished_at": _utc(time.time()), "provides": provides})
-        if spec.kind == "module" and status in ("failed", "timeout") and self.first_failure is None:
-            self.first_failure = node
+        except (OSError, ValueError) as exc:
+            # The module did its work; without its marker it runs again next boot. A fault.
+            why = f"marker not written ({getattr(exc, 'strerror', None) or exc}); it will run again next boot"
+            self.loggers[node].warning("%s", why) if node in self.loggers else None
+            self.faults.append(f"{node}: {why}")
+
+    def _canonical(self, node: str, values: dict) -> tuple[dict, str]:
+        """Values made canonical (values.py); a value that cannot be is the node's failure."""
+        out = {}
+        for cap, value in values.items():
+            try:
+                out[cap] = canonical(value)
+            except ValueRefused as exc:
+                return {}, f"capability {cap}: {exc}"
+            except RecursionError:
+                return {}, f"capability {cap}: value nested too deep"
+        return out, ""
 
     def _classify(self, node: str, how: str, result: Any, reason: str) -> None:
         spec = self.cg.specs[node]
@@ -363,8 +412,12 @@ class Engine:
             elif not isinstance(result, dict):
                 self._end(node, "failed", f"probe returned {type(result).__name__}, not a mapping")
             else:
-                values = {c: result[c] for c in spec.capabilities if c in result and result[c] is not None}
-                self._end(node, "available", "", values)
+                values, bad = self._canonical(
+                    node, {c: result[c] for c in spec.capabilities if c in result and result[c] is not None})
+                if bad:
+                    self._end(node, "failed", bad)
+                else:
+                    self._end(node, "available", "", values)
         else:
             if how == "raised" or how == "unavailable":
                 self._end(node, "failed", reason)
@@ -373,56 +426,77 @@ class Engine:
             else:
                 result = result or {}
                 # A value of None: the module ran but does not provide that capability.
-                values = {c: result.get(c, True) for c in spec.provides if result.get(c, True) is not None}
-                self._end(node, "ok", "", values)
+                values, bad = self._canonical(node, {c: result.get(c, True) for c in spec.provides
+                                                     if result.get(c, True) is not None})
+                if bad:
+                    self._end(node, "failed", bad)
+                else:
+                    self._end(node, "ok", "", values)
 
     def _expire(self) -> None:
-        now = time.monotonic()
+        now = self.now()
         for node, (ctx, deadline) in list(self.running.items()):
             if now >= deadline:
-                ctx.cancelled.set()  # the thread may go on; its late answer is ignored
+                ctx.cancelled.set()  # the node's commands are killed; its late answer is ignored
+                self._drop(node, ctx)
                 spec = self.cg.specs[node]
                 why = f"timeout after {spec.timeout:g}s"
-                self._end(node, "failed" if spec.kind == "source" else "timeout", why)
+                self._end(node, "failed" if spec.kind == "source" else "timeout", why, code=TIMEOUT)
+
+    def _drop(self, node: str, ctx: Context) -> None:
+        self.late[node] = ctx
+        self.runner.forget(node)
 
     # -- the loop ------------------------------------------------------------
 
-    def _on_signal(self, signum, frame) -> None:
-        self.events.put(("__signal__", signum, None, ""))
+    def _on_signal(self, signum: int) -> None:
+        self.runner.post((None, "signal", signum, ""))
 
     def run(self) -> RunResult:
-        markers = StateDir(self.opts.resolved_state_dir()) if self.opts.dry_run else self.state  # read only
-        skips = plan_skips(self.cg, self.opts, markers)
-        self.plan = Plan(self.cg, select=self.select, strategy=self.opts.strategy,
-                         jobs=self.opts.jobs, skip=skips, clock=self.clock)
+        self.plan = self._make_plan()
         if self.opts.dry_run:
-            self.plan.before_start = dry_run_markers(self.cg, self.opts, markers)
             return self._dry_run()
         self.state.ensure_writable()
-        self.plan.before_start = self._before_start
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)  # modules write under it from the start
+        except OSError as exc:
+            raise UsageError(f"--root {self.root}: {exc.strerror or exc}") from None
         started_at = _utc(self.wall0)
         record_name = f"{datetime.fromtimestamp(self.wall0, timezone.utc):%Y%m%dT%H%M%S.%fZ}-{os.getpid()}.json"
         self.state.begin_run({"pid": os.getpid(), "started_at": started_at,
-                              "record": str(self.state.path / "runs" / record_name)})
-        old_handlers = self._install_signals()
+                              "record": str(self.state.path / "runs" / record_name),
+                              **_process_identity()})
+        restore = self._install_signals()
+        error: BaseException | None = None
         gc.freeze()  # the compiled graph lives all run: keep the collector from walking it
         try:
-            self._loop()
-        finally:
-            gc.unfreeze()
-            self._stop_workers()
-            self._restore_signals(old_handlers)
-            makespan = self.clock()
-            record = self._record(started_at, makespan)
             try:
-                path = self.state.write_record(record, record_name)
-                if self.opts.record_path:
-                    from .state import write_json
-
-                    write_json(self.opts.record_path, record)
-                self._write_instance_data()
+                self._loop()
+                self._collect_late()
+            except BaseException as exc:  # a bug, or a failing observer: stop everything, tell the truth
+                error = exc
+                self._stop_all(f"cidag internal error: {describe_exception(exc)}")
             finally:
-                self.state.end_run()
+                gc.unfreeze()
+                self.runner.abort(grace=0.0 if error is None else self.opts.grace)
+            record = self._record(started_at, self.clock(),
+                                  error=f"internal error: {type(error).__name__}: {describe_exception(error)}"
+                                  if error is not None else None)
+            mode = 0o600 if self.secrets.any else 0o644
+            path = self.state.write_record(record, record_name, mode=mode)
+            if self.opts.record_path:
+                from .state import write_json
+
+                write_json(self.opts.record_path, record, mode=mode)
+            self._write_instance_data()
+        finally:
+            self.state.end_run()
+            restore()  # only now: a signal while the record is written must not kill the process
+        if error is not None:
+            if isinstance(error, KeyboardInterrupt):
+                raise error
+            raise InternalError(f"internal error: {type(error).__name__}: {describe_exception(error)} "
+                                f"(record: {path})") from error
         return RunResult(record, record["exit_code"], path, self.plan.start_order)
 
     def _report_ends(self) -> None:
@@ -432,6 +506,8 @@ class Engine:
             node = ended[self._reported]
             self._reported += 1
             st = self.plan.nodes[node]
+            if st.kind == "gate":
+                continue
             took = st.end - st.start if st.start is not None and st.end is not None else None
             observer.node_ended(node, st.status, took)
 
@@ -439,7 +515,7 @@ class Engine:
         plan = self.plan
         observer = self.opts.observer
         if observer is not None and hasattr(observer, "set_total"):
-            observer.set_total(len(plan.nodes) - len(plan.end_order))
+            observer.set_total(sum(1 for s in plan.nodes.values() if s.kind != "gate") - len(plan.end_order))
         self._reported = len(plan.end_order)  # settled before the run: not progress
         plan.start()
         while plan.is_active():
@@ -451,32 +527,27 @@ class Engine:
                     self._start(node)
             if not self.running:
                 if stopping:
-                    why = "run interrupted" if self.interrupted else f"not started: --fail-fast after {self.first_failure} failed"
-                    plan.abandon(why)
+                    if self.interrupted:
+                        plan.abandon(f"not started: run interrupted by {self.interrupted}", code=INTERRUPTED)
+                    else:
+                        plan.abandon(f"not started: --fail-fast after {self.first_failure} failed",
+                                     code=FAIL_FAST)
                     break
                 if plan.has_ready():
                     continue  # markers settled some nodes and others became ready
-                plan.abandon("internal error: nothing can start (please report)")
+                plan.abandon("internal error: nothing can start (please report)", code=INTERNAL)
                 break
-            timeout = max(0.0, min(d for _, d in self.running.values()) - time.monotonic())
-            try:
-                event = self.events.get(timeout=timeout)
-            except queue.Empty:
-                self._expire()
-                continue
-            while event is not None:  # take every queued answer before starting more
-                node, how, result, reason = event
-                if node == "__signal__":
-                    self._interrupt(signal.Signals(how).name)
+            timeout = max(0.0, min(d for _, d in self.running.values()) - self.now())
+            for node, how, result, reason in self.runner.wait(timeout):
+                if how == "signal":
+                    self._interrupt(signal.Signals(result).name)
                     break
                 if node in self.running:
                     self._classify(node, how, result, reason)
-                try:
-                    event = self.events.get_nowait()
-                except queue.Empty:
-                    event = None
+                else:
+                    self._late_answer(node)
             if self.interrupted:
-                continue
+                break
             self._expire()
             self._drop_obsolete()
         if observer is not None:
@@ -484,73 +555,126 @@ class Engine:
 
     def _drop_obsolete(self) -> None:
         """Cancel running sources whose every capability has settled without them."""
-        from .plan import OBSOLETE
-
         while self.plan.obsolete:
             node = self.plan.obsolete.pop()
             if node in self.running:
                 ctx, _ = self.running.pop(node)
                 ctx.cancelled.set()
-                self.plan.skip(node, OBSOLETE)
+                self._drop(node, ctx)
+                if node in self.log_gate.held:
+                    self.log_gate.release(node, self.loggers.get(node))
+                self.plan.skip(node, OBSOLETE, code=OBSOLETE_CODE)
 
     def _interrupt(self, signame: str) -> None:
         """No new node starts; running ones are cancelled (their commands get SIGTERM, then
-        SIGKILL after the grace period) and marked interrupted."""
-        self.interrupted = True
+        SIGKILL after the grace period). A node that still answers in the grace period ends
+        as it answered (a module that returned ok is ok and gets its marker); the others
+        are marked interrupted."""
+        self.interrupted = signame
         for ctx, _ in self.running.values():
             ctx.cancelled.set()
-        deadline = time.monotonic() + GRACE_S + 1.0
-        while self.running and time.monotonic() < deadline:
-            try:
-                node, how, _, _ = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if node in self.running:
-                ctx, _ = self.running.pop(node)
-                self.plan.finished(node, "interrupted", reason=f"interrupted by {signame}")
+        deadline = self.now() + self.opts.grace + 1.0
+        while self.running and self.now() < deadline:
+            for node, how, result, reason in self.runner.wait(max(0.0, deadline - self.now())):
+                if how == "signal":
+                    continue  # a second signal changes nothing: we are already stopping
+                if node in self.running and how == "returned":
+                    self._classify(node, how, result, reason)  # it finished its work: as it says
+                elif node in self.running:
+                    self.running.pop(node)  # it failed because it was cancelled: interrupted
+                    self.plan.finished(node, "interrupted", reason=f"interrupted by {signame}", code=INTERRUPTED)
+                else:
+                    self._late_answer(node)
         for node in list(self.running):
-            self.running.pop(node)
-            self.plan.finished(node, "interrupted", reason=f"interrupted by {signame}")
-        self.plan.abandon(f"not started: run interrupted by {signame}")
+            ctx, _ = self.running.pop(node)
+            self._drop(node, ctx)
+            self.plan.finished(node, "interrupted", reason=f"interrupted by {signame}", code=INTERRUPTED)
+        self.plan.abandon(f"not started: run interrupted by {signame}", code=INTERRUPTED)
 
-    def _install_signals(self) -> dict:
+    def _stop_all(self, why: str) -> None:
+        """After a failure of the loop itself: cancel everything and mark what did not end."""
+        for node, (ctx, _) in list(self.running.items()):
+            ctx.cancelled.set()
+            self.late[node] = ctx
+        self.running.clear()
+        try:
+            self.plan.abandon(why, status="interrupted", code=INTERNAL)
+        except Exception:  # noqa: BLE001 - the record must still be written
+            pass
+
+    def _late_answer(self, node: str) -> None:
+        self.late.pop(node, None)
+
+    def _collect_late(self) -> None:
+        """Nodes ended without their answer (timeout) may have commands being killed: wait
+        for those a little, so what the commands printed reaches the record."""
+        from .process import kill_all
+
+        deadline = self.now() + self.opts.grace + 0.5
+        while self.late and self.now() < deadline:
+            alive = kill_all(dry=True)
+            for node, *_ in self.runner.wait(min(0.2, max(0.0, deadline - self.now()))):
+                self._late_answer(node)
+            if not alive:
+                break
+
+    def _install_signals(self) -> Callable[[], None]:
         if not self.opts.handle_signals or threading.current_thread() is not threading.main_thread():
-            return {}
-        old = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            old[sig] = signal.signal(sig, self._on_signal)
-        return old
+            return lambda: None
+        own = not run_signals.latched()
+        old = {sig: signal.getsignal(sig) for sig in run_signals.SIGNALS} if own else {}
+        if own:
+            run_signals.latch()
+        early = run_signals.attach(self._on_signal)
+        for signum in early[:1]:
+            self.interrupted = signal.Signals(signum).name  # before anything started
 
-    @staticmethod
-    def _restore_signals(old: dict) -> None:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
+        def restore() -> None:
+            run_signals.detach()
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+            if own:
+                run_signals._latched = False  # noqa: SLF001 - we latched, we unlatch
+
+        return restore
 
     # -- output --------------------------------------------------------------
 
-    def _record(self, started_at: str, makespan: float) -> dict:
+    def _record(self, started_at: str, makespan: float, error: str | None = None) -> dict:
         m = self.cg.manifests
         meta = {"strategy": self.opts.strategy, "select": self.select, "jobs": self.opts.jobs,
                 "root": str(self.opts.root), "state_dir": str(self.opts.resolved_state_dir()),
                 "manifests": {"sources": m.sources_file, "modules": m.modules_file}}
-        return build_record(self.plan, started_at=started_at, makespan=makespan,
-                            interrupted=self.interrupted, instance_id=self.instance_id(), meta=meta,
-                            logs=self.logs, outputs=self.outputs, workers=self.workers, scrub=self.scrub,
-                            counters=self.counters)
+        if self.faults:
+            meta["faults"] = [self.scrub(f) for f in self.faults]
+        outputs = {}
+        for node, ctx in self.contexts.items():
+            if ctx.output:
+                try:
+                    outputs[node] = "".join(list(ctx.output))[-(1 << 20):]
+                except TypeError:
+                    outputs[node] = "".join(str(x) for x in list(ctx.output))[-(1 << 20):]
+        counters = {node: dict(ctx.counters) for node, ctx in self.contexts.items() if ctx.counters}
+        record = build_record(self.plan, started_at=started_at, makespan=makespan,
+                              interrupted=bool(self.interrupted), instance_id=self.instance_id(), meta=meta,
+                              logs=self.logs, outputs=outputs, workers=self.workers, scrub=self.scrub,
+                              counters=counters, error=error)
+        if self.faults and record["result"] == "ok":
+            record["result"] = "degraded"
+        return record
 
     def _write_instance_data(self) -> None:
-        secrets = self.cg.manifests.secrets()
         public: dict = {}
         sensitive: dict = {}
         for name, cap in sorted(self.plan.caps.items()):
             if cap.status != "resolved":
                 continue
-            value = jsonable(self.plan.nodes[cap.provider].values.get(name))
-            if "password" in name and value != "<operation>":
+            value = at_rest(self.plan.nodes[cap.provider].values.get(name))
+            secret = self.secrets.is_secret(name) and not callable(self.plan.nodes[cap.provider].values.get(name))
+            if "password" in name and secret:
                 value = "<secret>"  # passwords are never kept at rest, not even in the 0600 file
             sensitive[name] = {"provider": cap.provider, "value": value}
-            shown = "<secret>" if name in secrets and value != "<operation>" else value
-            public[name] = {"provider": cap.provider, "value": shown}
+            public[name] = {"provider": cap.provider, "value": "<secret>" if secret else value}
         iid = self.instance_id()
         self.state.write_instance_data({"instance_id": iid, "capabilities": public},
                                        {"instance_id": iid, "capabilities": sensitive})
@@ -563,7 +687,7 @@ class Engine:
         while plan.is_active():
             started = plan.next_to_start()
             if not started:
-                plan.abandon("internal error: nothing can start (please report)")
+                plan.abandon("internal error: nothing can start (please report)", code=INTERNAL)
                 break
             for node in started:
                 spec = self.cg.specs[node]
@@ -577,20 +701,25 @@ class Engine:
 
 def run(cg: CompiledGraph, opts: RunOptions | None = None) -> RunResult:
     """Run `cg` once with `opts`; returns the record and the exit code (never raises for a
-    failing node; raises UsageError for unusable options or state dir)."""
+    failing node; raises UsageError for unusable options or state dir, InternalError
+    after writing the record when cidag itself failed)."""
     return Engine(cg, opts or RunOptions()).run()
 
 
-def _describe(exc: BaseException) -> str:
-    """One line for a plugin's exception. Errors a plugin or cidag defines, and OSErrors,
-    speak for themselves; Python's own (KeyError, TypeError, ...) are bugs, so their
-    class name is kept."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if not text:
-        return type(exc).__name__
-    if type(exc).__module__ != "builtins" or isinstance(exc, OSError) or type(exc) in (RuntimeError, Exception):
-        return text
-    return f"{type(exc).__name__}: {text}"
+def _process_identity() -> dict:
+    """This process's start time in clock ticks since boot and the boot id: `status` tells
+    a live run from a reused pid with them, whatever the wall clock does."""
+    out: dict = {}
+    try:
+        stat = Path("/proc/self/stat").read_text()
+        out["start_ticks"] = int(stat.rpartition(")")[2].split()[19])
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        out["boot_id"] = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        pass
+    return out
 
 
 def _utc(ts: float) -> str:
@@ -613,4 +742,4 @@ def load_and_compile(sources: str | None = None, modules: str | None = None,
             gc.enable()
 
 
-__all__: Iterable[str] = ("RunOptions", "RunResult", "run", "load_and_compile", "plan_skips")
+__all__: Iterable[str] = ("RunOptions", "RunResult", "run", "load_and_compile", "plan_skips", "InternalError")

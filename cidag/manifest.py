@@ -27,9 +27,9 @@ DEFAULT_PRIORITY = 50
 MANIFEST_NAMES = ("sources.yaml", "modules.yaml")
 PACKAGED_DEFAULTS = Path(__file__).resolve().parent / "defaults"
 
-SOURCE_KEYS = ("name", "type", "capabilities", "timeout", "needs", "settings")
+SOURCE_KEYS = ("name", "type", "capabilities", "timeout", "needs", "secrets", "settings")
 MODULE_KEYS = ("name", "type", "needs", "wants", "provides", "depends_on", "after",
-               "priority", "frequency", "timeout", "settings")
+               "priority", "frequency", "timeout", "secrets", "settings")
 
 
 @dataclass
@@ -133,8 +133,19 @@ def expand_env(doc: Document, env: dict[str, str] | None = None) -> list[Diagnos
     """Replace ${VAR} and ${VAR:-default} in every string value ($$ is a literal $)."""
     env = os.environ if env is None else env
     errors: list[Diagnostic] = []
+    # Aliases share one value: expand it once (by identity), so the result shares it too
+    # and an aliased string is not copied once per alias. Depth is bounded by yamldoc.
+    memo: dict[int, Any] = {}
 
     def sub(value: Any, path: tuple) -> Any:
+        if isinstance(value, (str, dict, list)):
+            key = id(value)
+            if key not in memo:
+                memo[key] = (value, expand(value, path))  # keep `value` alive: ids stay unique
+            return memo[key][1]
+        return value
+
+    def expand(value: Any, path: tuple) -> Any:
         if isinstance(value, str) and "$" in value:
             def repl(m: re.Match) -> str:
                 if m.group(0) == "$$":
@@ -185,14 +196,14 @@ class _Checker:
                 hint = difflib.get_close_matches(str(key), allowed, n=1)
                 tail = f" (did you mean {hint[0]!r}?)" if hint else ""
                 suggested.update(hint)
-                self.error(path + (key,), f"unknown key {key!r}{tail}", key=True, code="unknown-key")
+                self.error(path + (key,), f"unknown key {_short(key)}{tail}", key=True, code="unknown-key")
         for key in required:
             if key not in entry and key not in suggested:  # a misspelling is reported once
                 self.error(path, f"missing required key {key!r}", code="missing-key")
 
     def name(self, value: Any, path: tuple, what: str) -> str | None:
         if not isinstance(value, str) or not NAME_RE.match(value):
-            self.error(path, f"invalid {what} {value!r}: use lower case letters, digits, '.', '_' and '-', starting with a letter or digit", code="bad-name")
+            self.error(path, f"invalid {what} {_short(value)}: use lower case letters, digits, '.', '_' and '-', starting with a letter or digit", code="bad-name")
             return None
         return value
 
@@ -234,7 +245,7 @@ class _Checker:
         allowed = ("version", "select", "sources") if list_key == "sources" else ("version", "modules")
         self.keys(top, (), allowed, ("version", list_key))
         if "version" in top and top["version"] != 1:
-            self.error(("version",), f"unsupported version {top['version']!r} (this cidag reads version 1)", code="bad-version")
+            self.error(("version",), f"unsupported version {_short(top['version'])} (this cidag reads version 1)", code="bad-version")
         items = top.get(list_key, [])
         if items is None:
             return []
@@ -242,6 +253,18 @@ class _Checker:
             self.error((list_key,), f"{list_key} must be a list, not {_kind(items)}", code="wrong-type")
             return None
         return items
+
+
+MAX_PRIORITY = 10**9
+
+
+def _short(value: Any) -> str:
+    """A value quoted in one short line (a manifest value may be huge or deeply nested)."""
+    try:
+        text = repr(value) if not isinstance(value, int) or value.bit_length() < 200 else "a huge number"
+    except (ValueError, RecursionError):
+        text = f"a {type(value).__name__}"
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _kind(value: Any) -> str:
@@ -278,7 +301,14 @@ def _load_type(chk: _Checker, kind: str, entry: dict, path: tuple, spec: Any) ->
         key = bool(exc.path) and exc.message.startswith("unknown setting")
         chk.error(sub, f"{type_ref}: settings: {exc.message}", key=key, code="bad-setting")
         return
-    spec.secrets = info.secrets
+    # `secrets:` on the node adds to what its type declares (an exec recipe has no SECRETS).
+    own = chk.names(entry, "secrets", path)
+    offered = spec.capabilities if kind == "source" else spec.provides
+    for i, cap in enumerate(own):
+        if cap not in offered:
+            what = "capabilities" if kind == "source" else "provides"
+            chk.error(path + ("secrets", i), f"secret {cap!r} is not in this {kind}'s {what}")
+    spec.secrets = info.secrets | frozenset(own)
     spec.call = info.call
 
 
@@ -291,7 +321,7 @@ def parse_sources(doc: Document) -> tuple[str, list[SourceSpec], list[Diagnostic
         if doc.data["select"] in SELECT_MODES:
             select = doc.data["select"]
         else:
-            chk.error(("select",), f"select must be one of {', '.join(SELECT_MODES)}, not {doc.data['select']!r}", code="bad-value")
+            chk.error(("select",), f"select must be one of {', '.join(SELECT_MODES)}, not {_short(doc.data['select'])}", code="bad-value")
     specs: list[SourceSpec] = []
     for i, entry in enumerate(items or []):
         path = ("sources", i)
@@ -330,11 +360,14 @@ def parse_modules(doc: Document) -> tuple[list[ModuleSpec], list[Diagnostic]]:
         name = chk.name(entry.get("name"), path + ("name",), "module name") if "name" in entry else None
         priority = entry.get("priority", DEFAULT_PRIORITY)
         if isinstance(priority, bool) or not isinstance(priority, int):
-            chk.error(path + ("priority",), f"priority must be an integer, not {priority!r}", code="wrong-type")
+            chk.error(path + ("priority",), f"priority must be an integer, not {_short(priority)}", code="wrong-type")
+            priority = DEFAULT_PRIORITY
+        elif abs(priority) > MAX_PRIORITY:
+            chk.error(path + ("priority",), f"priority must be between {-MAX_PRIORITY} and {MAX_PRIORITY}", code="bad-value")
             priority = DEFAULT_PRIORITY
         frequency = entry.get("frequency", "per-instance")
         if frequency not in FREQUENCIES:
-            chk.error(path + ("frequency",), f"frequency must be one of {', '.join(FREQUENCIES)}, not {frequency!r}", code="bad-value")
+            chk.error(path + ("frequency",), f"frequency must be one of {', '.join(FREQUENCIES)}, not {_short(frequency)}", code="bad-value")
             frequency = "per-instance"
         spec = ModuleSpec(
             name=name or f"#{i}",

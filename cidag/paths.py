@@ -204,14 +204,18 @@ def write_file(
 
 def _append(dfd: int, name: str, data: bytes, mode: int, uid: int | None, gid: int | None) -> None:
     try:
-        fd = os.open(name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, mode, dir_fd=dfd)
+        # O_NONBLOCK: opening a FIFO (or a device) must not wait for a reader; it is refused below.
+        fd = os.open(name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, mode, dir_fd=dfd)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise PathRefused(f"{name} is a symlink (not followed)") from None
+        if exc.errno == errno.ENXIO:
+            raise PathRefused(f"{name} is not a regular file") from None
         raise
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise PathRefused(f"{name} is not a regular file")
+        os.set_blocking(fd, True)
         _write_all(fd, data)
         os.fchmod(fd, mode)
         _chown(fd, uid, gid)
@@ -261,9 +265,13 @@ def read_file(root: str | os.PathLike, path: str | os.PathLike, *, limit: int = 
     """
     target = confine(root, path)
     try:
-        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not block
     except FileNotFoundError:
         return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise PathRefused(f"{target} is not a regular file")
+    os.set_blocking(fd, True)
     with os.fdopen(fd, "rb") as f:
         data = f.read(limit + 1)
     if len(data) > limit:

@@ -4,6 +4,12 @@ Pure bookkeeping, no threads and no I/O (ninja's `Plan`): the engine asks
 `next_to_start()`, runs those nodes however it likes and reports each end
 with `finished()`. Work per event is proportional to the edges it touches,
 so a 5,000-node run costs little more than graphlib's.
+
+The plan knows no strategy: two-step and serial are extra nodes and edges
+(`strategies.py`) laid over the compiled graph. Edge kinds it adds to the
+graph's own: `gate` (wait until the input has ended; a `gate:` node ends as
+soon as all its inputs have) and `fallback` (wait until the input has ended;
+skip this source if that one was available).
 """
 from __future__ import annotations
 
@@ -16,9 +22,27 @@ from .compiler import CompiledGraph, longest_remaining
 
 SOURCE_FINAL = frozenset({"available", "unavailable", "failed", "skipped", "interrupted"})
 MODULE_FINAL = frozenset({"ok", "failed", "timeout", "skipped", "interrupted"})
-FINAL = SOURCE_FINAL | MODULE_FINAL
+FINAL = SOURCE_FINAL | MODULE_FINAL | {"done"}
 STRATEGIES = ("one-step", "two-step", "serial")
 OBSOLETE = "not needed any more: every capability it offers is settled"
+NOT_NEEDED = "not needed"
+IID = "instance-id"
+
+# Reason codes (NodeState.code): what the result, `status` and tools match on; the text is for people.
+NOT_NEEDED_CODE = "not-needed"
+OBSOLETE_CODE = "obsolete"
+CAP_UNAVAILABLE = "capability-unavailable"
+DEPENDENCY = "dependency"
+FALLBACK = "fallback"
+ALREADY_RAN = "already-ran"
+NOT_SELECTED = "not-selected"
+FAIL_FAST = "fail-fast"
+INTERRUPTED = "interrupted"
+TIMEOUT = "timeout"
+INTERNAL = "internal-error"
+
+# How a dependency's end reads after "depends on X, which ...".
+_WHICH = {"failed": "failed", "timeout": "timed out", "skipped": "was skipped", "interrupted": "was interrupted"}
 
 
 @dataclass
@@ -35,6 +59,8 @@ class NodeState:
     values: dict = field(default_factory=dict)
     pending: int = 0  # inputs not yet settled or ended
     seq: int = -1  # order in which it ended (select: first)
+    code: str = ""  # machine-readable reason (see the *_CODE constants)
+    cause: str | None = None  # the node or capability the reason is about
 
     @property
     def final(self) -> bool:
@@ -51,6 +77,18 @@ class CapState:
     settled: float | None = None
     reason: str = ""
     waited_for: list[str] = field(default_factory=list)
+    faulty: bool = False  # a provider it waited on failed: its result is not what the metadata says
+
+
+@dataclass
+class Overlay:
+    """Nodes and edges laid over the compiled graph for a run (strategies, deferred sources)."""
+
+    gates: list[str] = field(default_factory=list)
+    edges: list[tuple[str, str, str]] = field(default_factory=list)
+    lanes: int | None = None  # nodes running at once, sources included (None: no limit)
+    order: str = "critical"  # ready modules: (priority, longest path, name) or "name": (priority, name)
+    fallback_text: str = "not probed: {} is available"
 
 
 class Plan:
@@ -61,35 +99,40 @@ class Plan:
         cg: CompiledGraph,
         *,
         select: str = "preferred",
-        strategy: str = "one-step",
+        strategy: str | None = None,
         jobs: int = 4,
-        skip: dict[str, tuple[str, bool, dict]] | None = None,
+        skip: dict[str, tuple] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        overlay: Overlay | None = None,
     ) -> None:
-        """`skip` maps node id -> (reason, success, values) for nodes settled before the
+        """`skip` maps node id -> (reason, success, values[, code]) for nodes settled before the
         run (not needed, outside --only, already ran); `success` with `values` lets a
-        module that already ran still provide its capabilities."""
-        if strategy not in STRATEGIES:
+        module that already ran still provide its capabilities. `strategy` builds the
+        overlay from strategies.py (a convenience; the plan itself knows none)."""
+        if strategy is not None and strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}")
         if select not in ("preferred", "first"):
             raise ValueError(f"unknown select mode {select!r}")
         if jobs < 1:
             raise ValueError(f"jobs must be >= 1, got {jobs}")
+        if overlay is None and strategy not in (None, "one-step"):
+            from .strategies import overlay_for
+
+            overlay = overlay_for(cg, strategy, skip or {})
+        self.overlay = overlay = overlay or Overlay()
         self.cg, self.g = cg, cg.graph
-        self.select, self.strategy, self.jobs = select, strategy, jobs
+        self.select, self.jobs = select, jobs
         self.clock = clock
-        # Called when a node is about to start; may return (reason, values) to settle it
-        # as already done instead (per-instance markers, known only once instance-id is).
-        self.before_start: Callable[[str], tuple[str, dict] | None] | None = None
-        self.nodes: dict[str, NodeState] = {
-            n: NodeState(n, cg.specs[n].kind) for n in cg.specs
-        }
-        self.caps: dict[str, CapState] = {
-            n[4:]: CapState(n[4:]) for n in self.g if n.startswith("cap:")
-        }
+        # Called once instance-id has settled, for each per-instance module still waiting:
+        # may return (reason, values) to settle it as already done (its marker).
+        self.done_for_instance: Callable[[str, str], tuple[str, dict] | None] | None = None
+        self.nodes: dict[str, NodeState] = {n: NodeState(n, cg.specs[n].kind) for n in cg.specs}
+        for gate in overlay.gates:
+            self.nodes[gate] = NodeState(gate, "gate")
+        self.caps: dict[str, CapState] = {n[4:]: CapState(n[4:]) for n in self.g if n.startswith("cap:")}
         self._ready_sources: list[tuple] = []
         self._ready_modules: list[tuple] = []
-        self._running = {"source": 0, "module": 0}
+        self._running = {"source": 0, "module": 0, "gate": 0}
         self._ended = 0
         import networkx as nx
 
@@ -100,62 +143,47 @@ class Plan:
         pred, succ = self.g._pred, self.g._succ
         self.inputs: dict[str, tuple] = {n: tuple((u, d["kind"]) for u, d in pred[n].items()) for n in pred}
         self.outputs: dict[str, tuple] = {n: tuple((v, d["kind"]) for v, d in succ[n].items()) for n in succ}
+        if overlay.edges or overlay.gates:
+            extra_in: dict[str, list] = {g: [] for g in overlay.gates}
+            extra_out: dict[str, list] = {g: [] for g in overlay.gates}
+            for u, v, kind in overlay.edges:
+                extra_out.setdefault(u, []).append((v, kind))
+                extra_in.setdefault(v, []).append((u, kind))
+            for n, extra in extra_in.items():
+                self.inputs[n] = self.inputs.get(n, ()) + tuple(extra)
+            for n, extra in extra_out.items():
+                self.outputs[n] = self.outputs.get(n, ()) + tuple(extra)
         self.obsolete: list[str] = []  # running sources that can no longer change anything
-        self._gated: set[str] = set()  # modules waiting for every source (two-step, serial)
-        self._sources_left = 0
-        self._serial_sources: list[str] = []
-        self._serial_selected: str | None = None
+        # Sources declaring instance-id: once it resolves to one of them, the others are
+        # other platforms' sources for what that one declares (docs/engine.md).
+        self._iid_sources = {p for p in cg.providers.get(IID, []) if p.startswith("source:")}
+        if len(self._iid_sources) < 2:
+            self._iid_sources = set()  # one platform at most: nothing to tell apart
         self.start_order: list[str] = []
         self.end_order: list[str] = []  # every node as it reaches a final status
-        self._init_inputs()
-        self._init_strategy()
-        for node, (reason, success, values) in (skip or {}).items():
+        for node, state in self.nodes.items():
+            state.pending = len(self.inputs.get(node, ()))
+        for node, entry in (skip or {}).items():
+            reason, success, values = entry[:3]
+            code = entry[3] if len(entry) > 3 else ""
             state = self.nodes[node]
             if not state.final:
-                self._finish(state, "skipped", reason, success=success, values=values)
+                self._finish(state, "skipped", reason, success=success, values=values, code=code)
 
-    # -- set-up ------------------------------------------------------------
+    @property
+    def strategy(self) -> str:  # kept for callers that read it; the plan itself never does
+        return "serial" if self.overlay.lanes == 1 else ("two-step" if self.overlay.gates else "one-step")
 
-    def _init_inputs(self) -> None:
-        for node, state in self.nodes.items():
-            state.pending = len(self.inputs[node])
-
-    def _source_ancestors(self) -> set[str]:
-        """Modules some source waits on (e.g. one providing network-online): they may run
-        before the sources have all settled, or two-step and serial could never finish."""
-        from .compiler import ancestors
-
-        sources = [s.node_id for s in self.cg.manifests.sources]
-        return {a for a in ancestors(self.g, sources) if a.startswith("module:")}
-
-    def _init_strategy(self) -> None:
-        if self.strategy == "one-step":
-            return
-        exempt = self._source_ancestors()
-        sources = [s.node_id for s in self.cg.manifests.sources]
-        self._sources_left = len(sources)
-        for mod in self.cg.manifests.modules:
-            if mod.node_id not in exempt:
-                self._gated.add(mod.node_id)
-                self.nodes[mod.node_id].pending += 1
-        if self.strategy == "serial":
-            # Probe one source at a time, in preference order (cloud-init today).
-            self._serial_sources = sources
-            for prev, node in zip(sources, sources[1:]):
-                self.nodes[node].pending += 1
-        if not sources:
-            self._release_gate()
+    # -- life cycle ----------------------------------------------------------
 
     def start(self) -> None:
         """Evaluate the nodes with no inputs; call once before the first next_to_start()."""
         for cap in self.caps.values():
             if not self.cg.providers.get(cap.name):
                 self._try_settle(cap)  # nothing provides it: unavailable from the start
-        for node, state in self.nodes.items():
+        for node, state in list(self.nodes.items()):
             if state.status == "waiting" and state.pending == 0:
                 self._evaluate(state)
-
-    # -- queries -----------------------------------------------------------
 
     def is_active(self) -> bool:
         """True while some node has not reached a final status."""
@@ -169,25 +197,21 @@ class Plan:
         """Nodes to start now, in start order, within the worker limits; marks them running."""
         out: list[str] = []
         now = self.clock()
-        total_limit = 1 if self.strategy == "serial" else None
+        lanes = self.overlay.lanes
         while True:
-            if total_limit is not None and sum(self._running.values()) >= total_limit:
+            if lanes is not None and self._running["source"] + self._running["module"] >= lanes:
                 break
-            heap, kind = None, None
             if self._ready_sources:
                 heap, kind = self._ready_sources, "source"
             elif self._ready_modules and self._running["module"] < self.jobs:
                 heap, kind = self._ready_modules, "module"
-            if heap is None:
+            else:
                 break
             node = heapq.heappop(heap)[-1]
             state = self.nodes[node]
             if kind == "source" and self._source_obsolete(node):
-                self._finish(state, "skipped", OBSOLETE, success=False, values={})
-                continue
-            done_before = self.before_start(node) if self.before_start else None
-            if done_before is not None:
-                self._finish(state, "skipped", done_before[0], success=True, values=done_before[1])
+                # What it offers was settled while it waited (e.g. its consumers already ran).
+                self._finish(state, "skipped", NOT_NEEDED, success=False, values={}, code=NOT_NEEDED_CODE)
                 continue
             state.status, state.start = "running", now
             self._running[kind] += 1
@@ -195,9 +219,8 @@ class Plan:
             out.append(node)
         return out
 
-    # -- events ------------------------------------------------------------
-
-    def finished(self, node: str, status: str, *, reason: str = "", values: dict | None = None) -> None:
+    def finished(self, node: str, status: str, *, reason: str = "", values: dict | None = None,
+                 code: str = "") -> None:
         """Record the end of a running node. `values` are the capabilities it delivered.
 
         Raises ValueError for a node that is not running or a status that is not final.
@@ -210,9 +233,10 @@ class Plan:
             raise ValueError(f"{status!r} is not a final status for a {state.kind}")
         self._running[state.kind] -= 1
         success = status in ("available", "ok")
-        self._finish(state, status, reason, success=success, values=values or {})
+        self._finish(state, status, reason, success=success, values=values or {}, code=code)
 
-    def skip(self, node: str, reason: str, *, success: bool = False, values: dict | None = None) -> None:
+    def skip(self, node: str, reason: str, *, success: bool = False, values: dict | None = None,
+             code: str = "") -> None:
         """Settle a waiting, ready or running node without running it (or after abandoning it)."""
         state = self.nodes[node]
         if state.final:
@@ -223,21 +247,22 @@ class Plan:
             heap = self._ready_sources if state.kind == "source" else self._ready_modules
             heap[:] = [e for e in heap if e[-1] != node]
             heapq.heapify(heap)
-        self._finish(state, "skipped", reason, success=success, values=values or {})
+        self._finish(state, "skipped", reason, success=success, values=values or {}, code=code)
 
-    def abandon(self, reason: str, status: str = "skipped") -> None:
+    def abandon(self, reason: str, status: str = "skipped", code: str = "") -> None:
         """End the run: every node not yet final is marked with `status` (running ones
         become 'interrupted' when status is 'interrupted')."""
+        now = self.clock()
         for node, state in self.nodes.items():
             if state.final:
                 continue
             if state.status == "running":
                 self._running[state.kind] -= 1
                 state.status = "interrupted" if status == "interrupted" else "skipped"
-                state.end = self.clock()
+                state.end = now
             else:
-                state.status = "skipped"
-            state.reason = reason
+                state.status = "done" if state.kind == "gate" else "skipped"
+            state.reason, state.code = reason, code
             self._ended += 1
             self.end_order.append(node)
         self._ready_sources.clear()
@@ -245,53 +270,22 @@ class Plan:
 
     # -- internals ----------------------------------------------------------
 
-    def _finish(self, state: NodeState, status: str, reason: str, *, success: bool, values: dict) -> None:
+    def _finish(self, state: NodeState, status: str, reason: str, *, success: bool, values: dict,
+                code: str = "", cause: str | None = None) -> None:
         if state.status == "running" or state.start is not None:
             state.end = self.clock()
         state.status, state.reason, state.success = status, reason, success
+        state.code, state.cause = code, cause
         state.values = values if success else {}
         state.seq = self._ended
         self._ended += 1
         self.end_order.append(state.id)
-        node = state.id
-        for succ, kind in self.outputs[node]:
-            if kind in ("exports", "provides"):
-                self._try_settle(self.caps[succ[4:]], finished=node)
-            else:  # depends_on / after
+        caps = self.caps
+        for succ, kind in self.outputs.get(state.id, ()):
+            if kind == "exports" or kind == "provides":
+                self._try_settle(caps[succ[4:]], finished=state.id)
+            else:  # depends_on / after / gate / fallback
                 self._input_done(succ)
-        if state.kind == "source" and self.strategy != "one-step":
-            self._sources_left -= 1
-            if self.strategy == "serial":
-                self._serial_next(node, success)
-            if self._sources_left == 0:
-                self._release_gate()
-
-    def _serial_next(self, node: str, success: bool) -> None:
-        if success and self._serial_selected is None:
-            self._serial_selected = node
-        order = self._serial_sources
-        i = order.index(node)
-        if i + 1 >= len(order):
-            return
-        nxt = self.nodes[order[i + 1]]
-        if self._serial_selected is not None:
-            # Everything after the first available source is never probed.
-            nxt.pending -= 1
-            self._finish_unprobed(nxt, f"not probed: serial strategy uses {self._serial_selected[7:]}")
-        else:
-            self._input_done(nxt.id)
-
-    def _finish_unprobed(self, state: NodeState, reason: str) -> None:
-        if not state.final:
-            if state.status == "ready":
-                self._ready_sources[:] = [e for e in self._ready_sources if e[-1] != state.id]
-                heapq.heapify(self._ready_sources)
-            self._finish(state, "skipped", reason, success=False, values={})
-
-    def _release_gate(self) -> None:
-        gated, self._gated = self._gated, set()
-        for node in sorted(gated):
-            self._input_done(node)
 
     def _input_done(self, node: str) -> None:
         state = self.nodes[node]
@@ -299,61 +293,120 @@ class Plan:
         if state.pending == 0 and state.status == "waiting":
             self._evaluate(state)
 
+    def _other_instance(self, cap: str, p: str, earlier: list[str]) -> bool | None:
+        """Whether provider `p` of `cap` is another platform's source for it: instance-id
+        resolved to a source S that declares `cap`, and `p` is a different source that
+        also declares instance-id (under preferred: one after S). None: not known yet."""
+        if cap == IID or p not in self._iid_sources:
+            return False
+        iid = self.caps.get(IID)
+        if iid is None or iid.status == "unavailable":
+            return False
+        if iid.status == "pending":
+            if self.select == "first":
+                return False
+            # Only an earlier source that gave instance-id can turn out to be S with p after it.
+            gave = any(self.nodes[e].success and IID in self.nodes[e].values for e in earlier
+                       if e in self._iid_sources)
+            return None if gave else False
+        s = iid.provider
+        if s == p or s not in self._iid_sources or cap not in self.cg.specs[s].capabilities:
+            return False
+        return self.select == "first" or self.cg.specs[p].index > self.cg.specs[s].index
+
     def _try_settle(self, cap: CapState, finished: str | None = None) -> None:
         if cap.status != "pending":
             return
-        providers = self.cg.providers.get(cap.name, [])
+        name = cap.name
+        providers = self.cg.providers.get(name, ())
+        nodes = self.nodes
         chosen, waited = None, []
         if self.select == "first":
-            done = [p for p in providers if self.nodes[p].final]
-            good = [p for p in done if self.nodes[p].success and cap.name in self.nodes[p].values]
-            if good:
-                chosen = min(good, key=lambda p: self.nodes[p].seq)
-                waited = [chosen]
-            elif len(done) < len(providers):
+            pending = False
+            for p in providers:
+                st = nodes[p]
+                if p in self._iid_sources and self._other_instance(name, p, ()):
+                    continue
+                if not st.final:
+                    pending = True
+                    continue
+                waited.append(p)
+                if st.success and name in st.values and (chosen is None or st.seq < nodes[chosen].seq):
+                    chosen = p
+            if chosen is None and pending:
                 return
-            else:
-                waited = list(providers)
+            if chosen is not None:
+                waited = [chosen]
         else:
             for p in providers:
-                st = self.nodes[p]
+                st = nodes[p]
+                if self._iid_sources and p in self._iid_sources:
+                    other = self._other_instance(name, p, waited)
+                    if other:
+                        continue
+                    if other is None:
+                        return  # settle once instance-id has: it decides whether p counts
                 if not st.final:
                     return
                 waited.append(p)
-                if st.success and cap.name in st.values:
+                if st.success and name in st.values:
                     chosen = p
                     break
         cap.settled = self.clock()
-        cap.waited_for = [p for p in waited if self.nodes[p].start is not None] or waited
+        cap.waited_for = [p for p in waited if nodes[p].start is not None] or waited
+        cap.faulty = any(nodes[p].status == "failed" for p in waited)
         if chosen is not None:
             cap.status, cap.provider = "resolved", chosen
         else:
             cap.status = "unavailable"
-            cap.reason = self._why_unavailable(cap.name, providers)
-        for consumer, _ in self.outputs[f"cap:{cap.name}"]:
+            cap.reason = self._why_unavailable(name, providers)
+        if name == IID:
+            self._instance_settled(cap)  # before its consumers see it: markers settle them cheaply
+        for consumer, _ in self.outputs.get(f"cap:{name}", ()):
             self._input_done(consumer)
         for p in providers:
-            if p.startswith("source:") and self.nodes[p].status == "running" and self._source_obsolete(p):
+            if p.startswith("source:") and nodes[p].status == "running" and self._source_obsolete(p):
                 self.obsolete.append(p)
 
+    def _instance_settled(self, cap: CapState) -> None:
+        """instance-id just settled: judge per-instance markers now, and let capabilities that
+        waited to learn the instance's source settle."""
+        if cap.status == "resolved" and self.done_for_instance is not None:
+            iid = self.nodes[cap.provider].values.get(IID)
+            for node, spec in self.cg.specs.items():
+                state = self.nodes[node]
+                if spec.kind != "module" or spec.frequency != "per-instance" or state.final or state.status == "running":
+                    continue
+                done = self.done_for_instance(node, iid)
+                if done is not None:
+                    self.skip(node, done[0], success=True, values=done[1], code=ALREADY_RAN)
+        if self._iid_sources:
+            s = cap.provider
+            for c in (self.cg.specs[s].capabilities if s in self._iid_sources else ()):
+                if c in self.caps:
+                    self._try_settle(self.caps[c])
+
     def _source_obsolete(self, source: str) -> bool:
-        """A running source is obsolete when none of its capabilities is still pending for a
-        node that may yet run: whatever it answers, nothing changes."""
-        for cap, _ in self.outputs[source]:
-            if self.caps[cap[4:]].status != "pending":
+        """A source is obsolete when none of its capabilities is still pending for a node
+        that may yet run: whatever it answers, nothing changes."""
+        for cap, kind in self.outputs[source]:
+            if kind != "exports" or self.caps[cap[4:]].status != "pending":
                 continue
             if any(not self.nodes[c].final for c, _ in self.outputs[cap]):
                 return False
         return True
 
-    def _why_unavailable(self, cap: str, providers: list[str]) -> str:
+    def _why_unavailable(self, cap: str, providers) -> str:
         if not providers:
             return "no source or module provides it"
         parts = []
+        iid = self.caps.get(IID)
         for p in providers:
             st = self.nodes[p]
             name = p.split(":", 1)[1]
-            if st.success:
+            if self._other_instance(cap, p, []):
+                parts.append(f"{name} not asked ({iid.provider.split(':', 1)[1]} is this instance's source)")
+            elif st.success:
                 parts.append(f"{name} {st.status} but gave no {cap}")
             else:
                 parts.append(f"{name} {st.status}" + (f" ({st.reason})" if st.reason else ""))
@@ -361,24 +414,34 @@ class Plan:
 
     def _evaluate(self, state: NodeState) -> None:
         node = state.id
+        if state.kind == "gate":
+            self._finish(state, "done", "", success=True, values={})
+            return
         for u, kind in self.inputs[node]:
             if kind == "needs" and self.caps[u[4:]].status == "unavailable":
                 cap = self.caps[u[4:]]
                 self._finish(state, "skipped", f"capability {cap.name} unavailable: {cap.reason}",
-                             success=False, values={})
+                             success=False, values={}, code=CAP_UNAVAILABLE, cause=u)
                 return
             if kind == "depends_on" and not self.nodes[u].success:
                 dep = self.nodes[u]
-                what = "was skipped" if dep.status == "skipped" else dep.status
+                what = _WHICH.get(dep.status, dep.status)
                 why = f" ({dep.reason})" if dep.reason else ""
                 self._finish(state, "skipped", f"depends on {u[7:]}, which {what}{why}",
-                             success=False, values={})
+                             success=False, values={}, code=DEPENDENCY, cause=u)
                 return
+            if kind == "fallback":
+                prev = self.nodes[u]
+                if prev.success or prev.code == FALLBACK:
+                    chosen = u if prev.success else prev.cause
+                    self._finish(state, "skipped", self.overlay.fallback_text.format(chosen.split(":", 1)[1]),
+                                 success=False, values={}, code=FALLBACK, cause=chosen)
+                    return
         state.status = "ready"
         spec = self.cg.specs[node]
         if state.kind == "source":
             heapq.heappush(self._ready_sources, (spec.index, node))
-        elif self.strategy == "serial":
+        elif self.overlay.order == "name":
             heapq.heappush(self._ready_modules, (spec.priority, spec.name, node))
         else:
             heapq.heappush(self._ready_modules, (spec.priority, -self._longest[node], spec.name, node))

@@ -18,6 +18,32 @@ from typing import Mapping, Sequence
 DEFAULT_OUTPUT_CAP = 1 << 20  # bytes kept per stream; the rest is counted and dropped
 DEFAULT_GRACE = 2.0
 
+# Every live command's process group, so that a run that ends for any reason (even a bug in
+# the loop) kills what its nodes started: worker threads are daemons and die with cidag.
+_live: dict[int, subprocess.Popen] = {}
+_live_lock = threading.Lock()
+
+
+def kill_all(grace: float = DEFAULT_GRACE, dry: bool = False) -> int:
+    """SIGTERM (then SIGKILL after `grace`) every live command group; returns how many there
+    were. `dry`: only count them."""
+    with _live_lock:
+        procs = list(_live.values())
+    alive = [p for p in procs if p.poll() is None]
+    if dry or not procs:
+        return len(alive)
+    for sig in ((signal.SIGTERM, signal.SIGKILL) if grace > 0 else (signal.SIGKILL,)):
+        for proc in procs:  # the group, even when its leader is gone: a background child may remain
+            try:
+                os.killpg(proc.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if sig == signal.SIGTERM:
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and any(p.poll() is None for p in procs):
+                time.sleep(0.02)
+    return len(alive)
+
 
 @dataclass
 class CommandResult:
@@ -136,6 +162,16 @@ def run_command(
         cwd=cwd,
         start_new_session=True,
     )
+    with _live_lock:
+        _live[proc.pid] = proc
+    try:
+        return _supervise(proc, argv, input, deadline, cancelled, output_cap, grace, started)
+    finally:
+        with _live_lock:
+            _live.pop(proc.pid, None)
+
+
+def _supervise(proc, argv, input, deadline, cancelled, output_cap, grace, started) -> CommandResult:
     readers = [_CappedReader(proc.stdout, output_cap), _CappedReader(proc.stderr, output_cap)]
     for reader in readers:
         reader.start()

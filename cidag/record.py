@@ -1,12 +1,12 @@
 """The run record (spec §5, docs/state-and-record.md) and the critical path of a run."""
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 from .plan import Plan
 
 RECORD_VERSION = 1
+OVERLAY_EDGES = frozenset({"gate", "fallback"})  # strategy edges: not the compiled graph
 OUTPUT_CAP = 64 * 1024
 
 
@@ -48,23 +48,36 @@ def critical_path(plan: Plan) -> tuple[float, list[str]]:
     return round(length[end], 6), chain
 
 
-def result_of(plan: Plan, interrupted: bool) -> str:
-    """ok / degraded / failed / interrupted, as documented in docs/state-and-record.md."""
+def result_of(plan: Plan, interrupted: bool, error: str | None = None) -> str:
+    """ok / degraded / failed / interrupted, as documented in docs/state-and-record.md.
+
+    `degraded` is for faults only: a capability some node of the run waited on
+    came out different from what the metadata says because a provider failed
+    (or timed out). A module skipped because what it needs is cleanly
+    unavailable (no source offers it here) leaves the run `ok`.
+    """
+    if error:
+        return "failed"
     if interrupted:
         return "interrupted"
     states = plan.nodes.values()
     if any(s.kind == "module" and s.status in ("failed", "timeout") for s in states):
         return "failed"
-    if any(
-        (s.kind == "module" and s.status == "skipped" and s.reason.startswith(("capability ", "depends on ")))
-        or (s.kind == "source" and s.status == "failed")
-        for s in states
-    ):
+    if any(c.faulty and _used(plan, c.name) for c in plan.caps.values()):
         return "degraded"
     return "ok"
 
 
+_NOT_IN_RUN = frozenset({"not-needed", "not-selected", "already-ran", "obsolete", "fallback"})
+
+
+def _used(plan: Plan, cap: str) -> bool:
+    """True when some node of the run read (or was skipped for) `cap`."""
+    return any(plan.nodes[c].code not in _NOT_IN_RUN for c, _ in plan.outputs.get(f"cap:{cap}", ()))
+
+
 EXIT_CODES = {"ok": 0, "degraded": 0, "failed": 1, "interrupted": 130}
+EXIT_INTERNAL = 70  # EX_SOFTWARE: cidag itself failed (the record's `error` says how)
 
 
 def build_record(
@@ -80,12 +93,15 @@ def build_record(
     workers: dict[str, int],
     scrub,
     counters: dict[str, dict] | None = None,
+    error: str | None = None,
 ) -> dict:
     """The record of one run; `scrub` removes secret values from free text."""
     cp_s, cp_chain = critical_path(plan)
-    result = result_of(plan, interrupted)
+    result = result_of(plan, interrupted, error)
     nodes = []
     for node, st in plan.nodes.items():
+        if st.kind == "gate":
+            continue
         spec = plan.cg.specs[node]
         entry: dict[str, Any] = {
             "id": node,
@@ -97,6 +113,8 @@ def build_record(
             "end_s": _r(st.end),
             "duration_s": _r(st.end - st.start) if st.start is not None and st.end is not None else None,
             "reason": scrub(st.reason),
+            "reason_code": st.code or None,
+            "cause": st.cause,
             "worker": workers.get(node),
         }
         if st.kind == "module":
@@ -120,6 +138,8 @@ def build_record(
         }
         if cap.reason:
             caps[name]["reason"] = scrub(cap.reason)
+        if cap.faulty:
+            caps[name]["faulty"] = True
     return {
         "version": RECORD_VERSION,
         "started_at": started_at,
@@ -127,32 +147,15 @@ def build_record(
         "critical_path_s": cp_s,
         "critical_path": cp_chain,
         "result": result,
-        "exit_code": EXIT_CODES[result],
+        "exit_code": EXIT_INTERNAL if error else EXIT_CODES[result],
+        **({"error": scrub(error)} if error else {}),
         "instance_id": instance_id,
         **meta,
         "nodes": nodes,
         "capabilities": caps,
-        "edges": [[u, v, k] for u, outs in plan.outputs.items() for v, k in outs],
+        "edges": [[u, v, k] for u, outs in plan.outputs.items() for v, k in outs if k not in OVERLAY_EDGES],
     }
 
 
 def _r(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
-
-
-def jsonable(value: Any) -> Any:
-    """A capability value as JSON: bytes as text (or base64), operations as '<operation>'."""
-    if callable(value):
-        return "<operation>"
-    if isinstance(value, bytes):
-        try:
-            return value.decode("utf-8")
-        except UnicodeDecodeError:
-            return {"base64": base64.b64encode(value).decode()}
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)

@@ -12,6 +12,7 @@ from typing import Any
 from .errors import UsageError
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+MAX_STATE_FILE = 4 << 20  # a marker or instance-data file larger than this is not ours: ignored
 
 
 def atomic_write(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> None:
@@ -79,11 +80,18 @@ class StateDir:
         path = self.marker_path(module, frequency, instance_id)
         if path is None:
             return None
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
+        if not path.exists():
             return None
+        data = _read_small_json(path)
+        if data is None:
+            return None  # unreadable or torn: run it again
         return data if isinstance(data, dict) else {}
+
+    def last_instance_id(self) -> str | None:
+        """The instance id the last run resolved (instance-data.json), or None."""
+        data = _read_small_json(self.path / "instance-data.json")
+        iid = data.get("instance_id") if isinstance(data, dict) else None
+        return iid if isinstance(iid, str) and iid else None
 
     def write_marker(self, module: str, frequency: str, instance_id: str | None, record: dict) -> None:
         path = self.marker_path(module, frequency, instance_id)
@@ -99,15 +107,31 @@ class StateDir:
         except FileNotFoundError:
             pass
 
-    def write_record(self, record: dict, name: str) -> Path:
+    def write_record(self, record: dict, name: str, mode: int = 0o644) -> Path:
         """Write the record to runs/NAME and last-run.json (encoded once, compact: json's
-        indenting encoder is pure Python and three times slower on a big run)."""
+        indenting encoder is pure Python and three times slower on a big run). `mode`:
+        0600 for a run that handled secrets."""
         data = (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
         path = self.path / "runs" / name
-        atomic_write(path, data)
-        atomic_write(self.path / "last-run.json", data)
+        atomic_write(path, data, mode)
+        atomic_write(self.path / "last-run.json", data, mode)
         return path
 
     def write_instance_data(self, public: dict, sensitive: dict) -> None:
         write_json(self.path / "instance-data.json", public, mode=0o644)
         write_json(self.path / "instance-data-sensitive.json", sensitive, mode=0o600)
+
+
+def _read_small_json(path: Path) -> Any:
+    """A JSON file of at most MAX_STATE_FILE bytes, or None (absent, too big, not JSON)."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_STATE_FILE + 1)
+    except OSError:
+        return None
+    if len(raw) > MAX_STATE_FILE:
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        return None

@@ -181,8 +181,19 @@ def _script_name(name: str, index: int) -> str:
 
 
 def _cloud_config(data: bytes, out: UserData, name: str) -> None:
+    from .values import ValueRefused, canonical
+
     try:
         doc = yaml.safe_load(data)
+        # Bounded once here (values.py): a recursive alias, an alias bomb or deep nesting is
+        # this part's error, not a crash or gigabytes later on.
+        doc = canonical(doc)
+    except ValueRefused as exc:
+        out.errors.append(f"{name}: #cloud-config refused: {exc}")
+        return
+    except RecursionError:
+        out.errors.append(f"{name}: #cloud-config refused: nested too deep")
+        return
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -15,7 +15,8 @@ import yaml
 from .errors import Diagnostic, ManifestError
 
 MAX_BYTES = 8 << 20  # a manifest is text written by a person; 8 MiB holds ~50k nodes
-MAX_NODES = 2_000_000  # guards against alias bombs ("billion laughs")
+MAX_NODES = 2_000_000  # guards against alias bombs ("billion laughs"); text counts 1 per 64 characters
+MAX_DEPTH = 64  # nesting of mappings and lists (a manifest uses 5)
 
 try:  # libyaml is ~10x faster; a 5,000-node manifest must check in well under a second
     _Loader = yaml.CSafeLoader
@@ -107,7 +108,10 @@ class _Builder:
         while loader.check_event():
             ev = loader.get_event()
             if isinstance(ev, yaml.ScalarEvent):
-                self._add(self._scalar(ev), ev.start_mark, 1, ev.anchor)
+                value = self._scalar(ev)
+                # Text weighs by its length, so aliases of one long string cannot add up to gigabytes.
+                weight = 1 + (len(value) >> 6 if isinstance(value, str) else 0)
+                self._add(value, ev.start_mark, weight, ev.anchor)
             elif isinstance(ev, yaml.MappingStartEvent):
                 if ev.tag not in _MAP_TAGS:
                     self._bad_tag(ev)
@@ -163,6 +167,9 @@ class _Builder:
     def _open(self, obj, ev) -> None:
         if self.stack and isinstance(self.stack[-1].obj, dict) and self.stack[-1].key is _NO_KEY:
             raise ManifestError([Diagnostic(self.doc.file, *_mark1(ev.start_mark), "mapping keys must be plain scalars", code="yaml-syntax")])
+        if len(self.stack) >= MAX_DEPTH:
+            raise ManifestError([Diagnostic(self.doc.file, *_mark1(ev.start_mark),
+                                            f"YAML: nested deeper than {MAX_DEPTH} levels", code="too-large")])
         path = self._child_path()
         self.doc.marks.setdefault(path, _mark1(ev.start_mark))
         self.stack.append(_Frame(obj, path, ev.anchor))
@@ -171,7 +178,8 @@ class _Builder:
         self.total += size
         if self.total > MAX_NODES:
             raise ManifestError([Diagnostic(self.doc.file, *(_mark1(mark) if mark else (1, 1)),
-                                            "document too large (alias expansion?)", code="too-large")])
+                                            f"document too large: over {MAX_NODES} nodes once aliases are expanded",
+                                            code="too-large")])
         if anchor:
             self.anchors[anchor] = (value, size)
         if not self.stack:

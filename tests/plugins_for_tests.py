@@ -55,3 +55,32 @@ class ClassSource:
 def secret_probe(ctx):
     """A source with a secret that is not a password (kept, 0600, for query --secrets)."""
     return {"instance-id": "i-secret", "api-token": ctx.settings["token"]}
+
+
+def returns_recursive(ctx):
+    """Provides a list that contains itself (what `foo: &a [*a]` gives)."""
+    loop = []
+    loop.append(loop)
+    return {"blob": loop}
+
+
+@declare(secrets=["admin-password"])
+def logs_own_secret(ctx):
+    """A source that logs the secret it is about to return."""
+    ctx.log.warning("got %s from the vault", "pw-9d8c7b6a")
+    return {"instance-id": "i-vault", "admin-password": "pw-9d8c7b6a"}
+
+
+def returns_bytes(ctx):
+    return {"blob": b"\xff\x00", "text": "h\u00e9llo".encode()}
+
+
+def records_what_it_sees(ctx):
+    """Writes ROOT/out/NAME: each capability it sees as [type name, value]."""
+    import json
+
+    out = ctx.root / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    seen = {name: [type(ctx.caps[name]).__name__, ctx.caps[name]] for name in ctx.caps}
+    (out / ctx.name).write_text(json.dumps(seen, sort_keys=True))
+    return None

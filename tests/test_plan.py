@@ -211,12 +211,21 @@ def test_preferred_result_does_not_depend_on_probe_timing(scenario, seed1, seed2
     assert {c: (s.status, s.provider) for c, s in a.caps.items()} == \
            {c: (s.status, s.provider) for c, s in b.caps.items()}
     assert {n: s.status for n, s in a.nodes.items()} == {n: s.status for n, s in b.nodes.items()}
-    # And the provider is the most preferred source that delivered the capability.
+    # And the provider is the most preferred source that delivered the capability, not
+    # counting, for what the instance's source declares, the other sources that declare
+    # instance-id after it (docs/engine.md "One instance, one source").
+    gave = {s["name"]: set(outcomes[s["name"]] or ()) for s in sources}
+    iid_sources = [s for s in sources if "instance-id" in s["capabilities"]]
+    inst = next((s for s in iid_sources if "instance-id" in gave[s["name"]]), None) if len(iid_sources) > 1 else None
     for cap, state in a.caps.items():
         if not cg.graph.out_degree(f"cap:{cap}"):
             continue  # nobody reads it: its sources are not even probed
-        expected = next((f"source:{s['name']}" for s in sources
-                         if cap in s["capabilities"] and outcomes[s["name"]] and cap in outcomes[s["name"]]), None)
+        candidates = [s for s in sources if cap in s["capabilities"]]
+        if inst is not None and cap != "instance-id" and cap in inst["capabilities"]:
+            after = sources.index(inst)
+            candidates = [s for s in candidates if s is inst or "instance-id" not in s["capabilities"]
+                          or sources.index(s) < after]
+        expected = next((f"source:{s['name']}" for s in candidates if cap in gave[s["name"]]), None)
         assert state.provider == expected
 
 

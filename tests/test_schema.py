@@ -53,10 +53,11 @@ def test_refs_resolve_and_every_builtin_type_has_settings(kind):
 
 def test_top_level_keys_follow_the_spec():
     defs = manifest_schema("both")["$defs"]
-    assert set(defs["source"]["properties"]) == {"name", "type", "capabilities", "timeout", "needs", "settings"}
+    assert set(defs["source"]["properties"]) == {"name", "type", "capabilities", "timeout", "needs", "secrets",
+                                                     "settings"}
     assert set(defs["module"]["properties"]) == {
         "name", "type", "needs", "wants", "provides", "depends_on", "after", "priority", "frequency",
-        "timeout", "settings"}
+        "timeout", "secrets", "settings"}
     assert set(defs["sources-manifest"]["properties"]) == {"version", "select", "sources"}
     assert set(defs["modules-manifest"]["properties"]) == {"version", "modules"}
     assert defs["source"]["additionalProperties"] is False

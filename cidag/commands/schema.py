@@ -120,6 +120,7 @@ def sources_manifest(names: list[str]) -> dict:
         "capabilities": _names("capabilities this source exports"),
         "timeout": duration_schema("probe deadline; past it the source is failed", positive=True),
         "needs": _names("capabilities that must be resolved before the probe starts"),
+        "secrets": _names("capabilities of this source whose values are secret (added to its type's)"),
     }, ["name", "type", "capabilities"])
     return {
         "type": "object",
@@ -149,6 +150,7 @@ def modules_manifest(names: list[str]) -> dict:
                                   "description": "lower starts first among ready nodes"}),
         "frequency": with_env_ref({"enum": ["per-instance", "per-boot", "once"], "default": "per-instance"}),
         "timeout": duration_schema("past it the module is failed and its processes killed", positive=True),
+        "secrets": _names("provided capabilities whose values are secret (added to its type's)"),
     }, ["name", "type"])
     return {
         "type": "object",

@@ -28,8 +28,14 @@ PROC = Path("/proc")
 CMDLINE = "/proc/cmdline"  # tests point this elsewhere
 
 
-def pid_alive(pid: object, started_at: str | None = None) -> bool:
-    """True if `pid` is a live process that could be the run begun at `started_at` (UTC ISO)."""
+def pid_alive(pid: object, started_at: str | None = None, start_ticks: object = None,
+              boot_id: object = None) -> bool:
+    """True if `pid` is a live process that could be the run begun at `started_at` (UTC ISO).
+
+    A run records its start in clock ticks since boot and the boot id (running.json):
+    when they are there, the pid is the run exactly when they match, whatever the wall
+    clock did since (NTP stepping it at boot is common). Only older files fall back to
+    comparing wall-clock times."""
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         return False  # kill(0) or kill(-1) would signal a whole group
     try:
@@ -47,10 +53,24 @@ def pid_alive(pid: object, started_at: str | None = None) -> bool:
     fields = stat.rpartition(")")[2].split()
     if not fields or fields[0] in ("Z", "X"):
         return False  # a zombie has ended; its parent has not reaped it yet
+    if isinstance(start_ticks, int) and not isinstance(start_ticks, bool):
+        if isinstance(boot_id, str) and boot_id != _boot_id():
+            return False  # written before a reboot: whatever has this pid now is not the run
+        try:
+            return int(fields[19]) == start_ticks
+        except (ValueError, IndexError):
+            return True
     began = _process_start(fields)
     when = _parse_utc(started_at)
     # A pid reused by a process younger than the run (after a reboot, say) is not the run.
     return not (began is not None and when is not None and began > when + 5.0)
+
+
+def _boot_id() -> str | None:
+    try:
+        return (PROC / "sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
 
 
 def _process_start(fields: list[str]) -> float | None:
@@ -101,7 +121,8 @@ def current_status(state_dir: str | Path, root: str | Path = "/", cmdline: str |
         return out
     running_path = state_dir / "running.json"
     running = _read_json(running_path) if running_path.exists() else None
-    if running is not None and pid_alive(running.get("pid"), running.get("started_at")):
+    if running is not None and pid_alive(running.get("pid"), running.get("started_at"),
+                                         running.get("start_ticks"), running.get("boot_id")):
         out.update(status="running", pid=running.get("pid"), started_at=running.get("started_at"),
                    exit_code=None)
         return out

@@ -8,6 +8,7 @@ from ..api import ALWAYS_SECRET, Context
 from ..process import describe
 
 OUTPUT_CAP = 64 << 10  # characters of command output a module keeps in the run record
+# Whole documents that may hold passwords; secrets themselves follow the run's policy (ctx.is_secret).
 SKIP_CAPS = {"cloud-config", "user-scripts", "user-data", "vendor-data"} | set(ALWAYS_SECRET)
 
 
@@ -17,7 +18,7 @@ def environment(ctx: Context, secrets: frozenset[str] = frozenset()) -> dict[str
     if ctx.instance_id:
         env["CIDAG_INSTANCE_ID"] = str(ctx.instance_id)
     for name in list(ctx.caps):
-        if name in SKIP_CAPS or name in secrets:
+        if name in SKIP_CAPS or name in secrets or ctx.is_secret(name):
             continue
         try:
             value = ctx.caps[name]
@@ -28,7 +29,7 @@ def environment(ctx: Context, secrets: frozenset[str] = frozenset()) -> dict[str
         key = "CIDAG_CAP_" + name.upper().replace("-", "_").replace(".", "_")
         env[key] = value if isinstance(value, str) else json.dumps(value, default=str)
     env.update(ctx.env)  # what the engine sets wins...
-    for name in SKIP_CAPS | set(secrets):
+    for name in SKIP_CAPS | set(secrets) | {n for n in list(ctx.caps) if ctx.is_secret(n)}:
         # ...except capabilities commands must not see (secrets, whole user-data); ctx.run adds
         # ctx.env to every command, so they are dropped from it too.
         key = "CIDAG_CAP_" + name.upper().replace("-", "_").replace(".", "_")

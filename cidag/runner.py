@@ -1,0 +1,237 @@
+"""Runners: how the engine's nodes are executed (ninja's CommandRunner).
+
+The engine's loop talks only to this interface:
+
+- `now()`: the runner's clock (monotonic seconds);
+- `start(node, call, ctx)`: begin `call(ctx)`;
+- `wait(timeout)`: the answers that arrived, waiting at most `timeout` seconds
+  for the first one (an empty list when none came);
+- `post(event)`: queue an event from elsewhere (a signal handler);
+- `abort()`: cancel every node still running and kill the commands they started.
+
+`ThreadRunner` runs each node on a worker thread; `FakeRunner` (with a
+`FakeClock`) answers from a script in simulated time, so timeouts, signals
+and fail-fast are tested in milliseconds.
+
+An event is `(node, how, result, reason)` with `how` one of `returned`,
+`unavailable`, `raised`, or `signal` (then `node` is None and `result` the
+signal number).
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import queue
+import threading
+import time
+from typing import Any, Callable
+
+from .errors import SourceUnavailable
+
+Event = tuple  # (node, how, result, reason)
+
+
+def run_call(node: str, call: Callable, ctx: Any) -> Event:
+    """Call a plugin and turn what it did into one event (it never raises)."""
+    try:
+        return (node, "returned", call(ctx), "")
+    except SourceUnavailable as exc:
+        return (node, "unavailable", None, str(exc))
+    except BaseException as exc:  # a plugin's failure is the node's, never the run's
+        return (node, "raised", None, describe_exception(exc))
+
+
+def describe_exception(exc: BaseException) -> str:
+    """One line for a plugin's exception. Errors a plugin or cidag defines, and OSErrors,
+    speak for themselves; Python's own (KeyError, TypeError, ...) are bugs, so their
+    class name is kept."""
+    try:
+        text = str(exc).strip()
+    except Exception:  # a broken __str__ must not break the run
+        text = ""
+    text = text.splitlines()[0][:500] if text else ""
+    if not text:
+        return type(exc).__name__
+    if type(exc).__module__ != "builtins" or isinstance(exc, OSError) or type(exc) in (RuntimeError, Exception):
+        return text
+    return f"{type(exc).__name__}: {text}"
+
+
+class ThreadRunner:
+    """Each node on a worker thread. Threads are reused (Thread.start() waits for the new
+    thread to run, half the cost of a 5,000-node run); a hung node keeps its thread and a
+    new one is made when none is idle, so a hang never blocks a lane. Workers are daemons:
+    a plugin that never returns cannot block the exit."""
+
+    def __init__(self) -> None:
+        self._events: queue.SimpleQueue = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._idle = 0
+        self._lock = threading.Lock()
+        self._threads = 0
+        self.running: dict[str, Any] = {}  # node -> ctx
+
+    @staticmethod
+    def now() -> float:
+        return time.monotonic()
+
+    def start(self, node: str, call: Callable, ctx: Any) -> None:
+        self.running[node] = ctx
+        with self._lock:
+            reuse = self._idle > 0
+            if reuse:
+                self._idle -= 1
+        self._jobs.put((node, call, ctx))
+        if not reuse:
+            self._threads += 1
+            thread = threading.Thread(target=self._worker, daemon=True, name=f"cidag-worker-{self._threads}")
+            try:
+                thread.start()
+            except BaseException:
+                self._threads -= 1
+                self.running.pop(node, None)
+                raise
+
+    def _worker(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            event = run_call(*job)
+            with self._lock:
+                self._idle += 1  # before the event, so the loop sees this worker idle
+            self._events.put(event)
+
+    def wait(self, timeout: float | None) -> list[Event]:
+        try:
+            first = self._events.get(timeout=None if timeout is None else max(0.0, timeout))
+        except queue.Empty:
+            return []
+        out = [first]
+        while True:
+            try:
+                out.append(self._events.get_nowait())
+            except queue.Empty:
+                break
+        for ev in out:
+            if ev[0] is not None:
+                self.running.pop(ev[0], None)
+        return out
+
+    def post(self, event: Event) -> None:
+        self._events.put(event)
+
+    def forget(self, node: str) -> None:
+        """The engine ended `node` without its answer (timeout, obsolete): its late answer is dropped."""
+        self.running.pop(node, None)
+
+    def abort(self, grace: float = 0.0) -> None:
+        """Cancel every running node; after `grace` seconds kill what their commands left."""
+        from .process import kill_all
+
+        for ctx in list(self.running.values()):
+            ctx.cancelled.set()
+        if grace > 0 and kill_all(grace=0.0, dry=True):
+            deadline = time.monotonic() + grace
+            while kill_all(grace=0.0, dry=True) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        kill_all(grace=0.0)
+        for _ in range(self._threads):
+            self._jobs.put(None)  # a hung worker never reads its None; it is a daemon
+
+
+class FakeClock:
+    """Simulated monotonic time, advanced only by FakeRunner.wait()."""
+
+    def __init__(self, t: float = 1000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+HANG = object()  # a FakeRunner outcome: the node never answers
+
+
+class FakeRunner:
+    """Answers from a script in simulated time; no threads, no sleeping.
+
+    `script(node, ctx)` returns `(seconds, outcome)`: after `seconds` of fake time the node
+    answers with `outcome`: a mapping or None (returned), an exception (raised;
+    SourceUnavailable: unavailable), `HANG` (never answers), or `CALL` (the node's real
+    `call(ctx)` runs then, e.g. a static source). `signals` is a list of `(t, signum)`
+    relative to the runner's creation.
+    """
+
+    CALL = object()
+
+    def __init__(self, script: Callable[[str, Any], tuple[float, Any]],
+                 clock: FakeClock | None = None, signals: list[tuple[float, int]] = ()) -> None:
+        self.clock = clock or FakeClock()
+        self.script = script
+        self._due: list[tuple[float, int, str]] = []
+        self._seq = itertools.count()
+        self._posted: list[Event] = []
+        self._signals = sorted((self.clock.t + t, s) for t, s in signals)
+        self.running: dict[str, tuple[Callable, Any, Any]] = {}
+        self.started: list[tuple[float, str]] = []
+        self.aborted: list[str] = []
+
+    def now(self) -> float:
+        return self.clock.t
+
+    def start(self, node: str, call: Callable, ctx: Any) -> None:
+        seconds, outcome = self.script(node, ctx)
+        self.running[node] = (call, ctx, outcome)
+        self.started.append((self.clock.t, node))
+        if outcome is not HANG:
+            heapq.heappush(self._due, (self.clock.t + seconds, next(self._seq), node))
+
+    def wait(self, timeout: float | None) -> list[Event]:
+        if self._posted:
+            out, self._posted = self._posted, []
+            return out
+        limit = float("inf") if timeout is None else self.clock.t + max(0.0, timeout)
+        while self._due and self._due[0][2] not in self.running:
+            heapq.heappop(self._due)  # ended by the engine already (timeout, obsolete)
+        next_answer = self._due[0][0] if self._due else float("inf")
+        next_signal = self._signals[0][0] if self._signals else float("inf")
+        when = min(next_answer, next_signal)
+        if when > limit:
+            if limit == float("inf"):
+                raise RuntimeError("FakeRunner: the engine waits forever and nothing is due")
+            self.clock.t = limit
+            return []
+        self.clock.t = max(self.clock.t, when)
+        if next_signal <= next_answer:
+            _, signum = self._signals.pop(0)
+            return [(None, "signal", signum, "")]
+        _, _, node = heapq.heappop(self._due)
+        call, ctx, outcome = self.running.pop(node)
+        return [self._answer(node, call, ctx, outcome)]
+
+    @classmethod
+    def _answer(cls, node: str, call: Callable, ctx: Any, outcome: Any) -> Event:
+        if outcome is cls.CALL:
+            return run_call(node, call, ctx)
+        if isinstance(outcome, BaseException):
+            return run_call(node, _raiser(outcome), ctx)
+        return (node, "returned", outcome, "")
+
+    def post(self, event: Event) -> None:
+        self._posted.append(event)
+
+    def forget(self, node: str) -> None:
+        self.running.pop(node, None)
+
+    def abort(self, grace: float = 0.0) -> None:
+        for node, (_, ctx, _) in list(self.running.items()):
+            ctx.cancelled.set()
+            self.aborted.append(node)
+        self.running.clear()
+
+
+def _raiser(exc: BaseException) -> Callable:
+    def call(ctx):
+        raise exc
+    return call

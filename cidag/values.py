@@ -1,0 +1,182 @@
+"""One value policy and one secret policy for every place a capability value goes.
+
+A value is made canonical once, when the node that gave it ends
+(`canonical()`): its JSON form, within size and depth limits, cycles refused.
+Live reads, markers, records and instance data then all see the same thing,
+on the first boot and on the second.
+
+A capability is secret (`SecretPolicy.is_secret`) when some type in the run
+lists it in `SECRETS`, a manifest node lists it under `secrets:`, it is
+`admin-password`, or its name holds `password`. Secret values are kept out
+of command environments (but the built-in `exec` type's own), markers,
+records and logs; the run's logger scrubs every known secret value.
+"""
+from __future__ import annotations
+
+import base64
+import math
+import threading
+from typing import Any, Iterable
+
+from .api import ALWAYS_SECRET, default_is_secret
+
+MAX_DEPTH = 64  # nesting of one value (cloud-init's own documents use < 10)
+MAX_ITEMS = 200_000  # containers and scalars in one value, aliases counted each time
+MAX_BYTES = 32 << 20  # characters of text in one value, aliases counted each time
+MAX_INT_DIGITS = 64  # integers beyond this are refused (JSON readers lose them anyway)
+SECRET_TEXT = "<secret>"
+OPERATION_TEXT = "<operation>"
+
+
+class ValueRefused(ValueError):
+    """A value that cannot be made canonical; the message says why in one line."""
+
+
+def canonical(value: Any, *, max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEMS,
+              max_bytes: int = MAX_BYTES) -> Any:
+    """The JSON form of a capability value: mappings with text keys, lists, text, finite
+    numbers, booleans, None. Bytes become text when they are UTF-8, else
+    `{"data": BASE64, "encoding": "base64"}` (what user-data readers take).
+    An operation (a callable) stays as it is at the top level.
+
+    Raises ValueRefused for a value that refers to itself, nests deeper than
+    `max_depth`, or holds more than `max_items` items or `max_bytes` characters
+    once aliases are expanded.
+    """
+    if callable(value):
+        return value
+    t = type(value)
+    if t is bool or value is None:
+        return value
+    if t is str:
+        if len(value) > max_bytes:
+            raise ValueRefused(f"value larger than {max_bytes} characters")
+        return value
+    budget = [max_items, max_bytes]
+    return _canon(value, 0, max_depth, budget, set())
+
+
+def _canon(value: Any, depth: int, max_depth: int, budget: list[int], path: set[int]) -> Any:
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ValueRefused(f"value holds more than {MAX_ITEMS} items once aliases are expanded")
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, str):
+        budget[1] -= len(value)
+        if budget[1] < 0:
+            raise ValueRefused(f"value larger than {MAX_BYTES} characters once aliases are expanded")
+        return value
+    if isinstance(value, int):
+        if value.bit_length() > MAX_INT_DIGITS * 4:
+            raise ValueRefused("integer too large")
+        return int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueRefused(f"number {value!r} is not finite")
+        return float(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raw = bytes(value)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        budget[1] -= len(raw)
+        if budget[1] < 0:
+            raise ValueRefused(f"value larger than {MAX_BYTES} characters once aliases are expanded")
+        if text is not None:
+            return text
+        return {"data": base64.b64encode(raw).decode("ascii"), "encoding": "base64"}
+    if isinstance(value, (dict, list, tuple, set, frozenset)):
+        if depth >= max_depth:
+            raise ValueRefused(f"value nested deeper than {max_depth} levels")
+        key = id(value)
+        if key in path:
+            raise ValueRefused("value refers to itself")
+        path.add(key)
+        try:
+            if isinstance(value, dict):
+                out = {}
+                for k, v in value.items():
+                    if callable(v):
+                        raise ValueRefused("an operation inside a value")
+                    out[k if isinstance(k, str) else _key(k)] = _canon(v, depth + 1, max_depth, budget, path)
+                return out
+            items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
+            return [_canon(v, depth + 1, max_depth, budget, path) for v in items]
+        finally:
+            path.discard(key)
+    if callable(value):
+        raise ValueRefused("an operation inside a value")
+    # Dates and other scalars YAML may produce: their text.
+    text = str(value)
+    budget[1] -= len(text)
+    if budget[1] < 0:
+        raise ValueRefused(f"value larger than {MAX_BYTES} characters once aliases are expanded")
+    return text
+
+
+def _key(k: Any) -> str:
+    if isinstance(k, bool) or k is None:
+        return {True: "true", False: "false", None: "null"}[k]
+    if isinstance(k, (int, float, str)):
+        return str(k)
+    raise ValueRefused(f"mapping key of type {type(k).__name__}")
+
+
+def at_rest(value: Any) -> Any:
+    """A canonical value as stored: operations as '<operation>' (they only exist live)."""
+    return OPERATION_TEXT if callable(value) else value
+
+
+class SecretPolicy:
+    """The one secrecy rule of a run, and the secret values learned so far (for scrubbing)."""
+
+    def __init__(self, declared: Iterable[str] = ()) -> None:
+        self.declared = frozenset(declared) | ALWAYS_SECRET
+        self._values: tuple[str, ...] = ()
+        self._lock = threading.Lock()
+
+    def is_secret(self, name: str) -> bool:
+        return name in self.declared or default_is_secret(name)
+
+    @property
+    def any(self) -> bool:
+        """True once some secret value is known (files of the run are then kept 0600)."""
+        return bool(self._values)
+
+    def learn(self, values: dict) -> None:
+        """Remember the text of every secret among `values` (capability -> canonical value)."""
+        found = []
+        for name, value in values.items():
+            if self.is_secret(name):
+                found.extend(_texts(value))
+        if found:
+            with self._lock:
+                merged = set(self._values) | {t for t in found if t}
+                self._values = tuple(sorted(merged, key=len, reverse=True))
+
+    def scrub(self, text: str) -> str:
+        """`text` with every known secret value replaced by '<secret>'."""
+        values = self._values
+        if not text or not values:
+            return text
+        for secret in values:
+            if secret in text:
+                text = text.replace(secret, SECRET_TEXT)
+        return text
+
+    def public(self, values: dict) -> dict:
+        """`values` without secrets and operations: what a marker may keep."""
+        return {k: v for k, v in values.items() if not self.is_secret(k) and not callable(v)}
+
+
+def _texts(value: Any) -> list[str]:
+    """Every text inside a canonical value (a secret may be a mapping of texts)."""
+    if isinstance(value, str):
+        return [value] if value else []
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _texts(v)]
+    if isinstance(value, list):
+        return [t for v in value for t in _texts(v)]
+    return []
