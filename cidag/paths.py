@@ -202,6 +202,40 @@ def write_file(
     return target
 
 
+def symlink(root: str | os.PathLike, path: str | os.PathLike, target: str) -> Path:
+    """Make `path` inside `root` a symlink to `target`, replacing what is there atomically.
+
+    `target` is written as given: it is resolved on the target system (an
+    absolute `target` names a file of the target once it boots). The parent of
+    `path` is confined like write_file's; `path` itself may be a symlink
+    already (it is replaced, not followed). Raises PathRefused or OSError.
+    """
+    base = _real_root(root)
+    text = os.fspath(path).rstrip("/")
+    parent = confine(base, os.path.dirname(text) or "/")
+    name = os.path.basename(text)
+    if not name or name in (".", ".."):
+        raise PathRefused(f"invalid path {text!r}")
+    dfd = _open_dir(base, _parts_inside(base, parent), create=True, mode=0o755, uid=None, gid=None)
+    tmp = f".{name}.cidag-{os.getpid()}-{os.urandom(4).hex()}"
+    try:
+        try:
+            if stat.S_ISDIR(os.stat(name, dir_fd=dfd, follow_symlinks=False).st_mode):
+                raise PathRefused(f"{name} is a directory")
+        except FileNotFoundError:
+            pass
+        os.symlink(target, tmp, dir_fd=dfd)
+        try:
+            os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        except BaseException:
+            os.unlink(tmp, dir_fd=dfd)
+            raise
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    return parent / name
+
+
 def _append(dfd: int, name: str, data: bytes, mode: int, uid: int | None, gid: int | None) -> None:
     try:
         # O_NONBLOCK: opening a FIFO (or a device) must not wait for a reader; it is refused below.

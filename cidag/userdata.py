@@ -155,6 +155,8 @@ def _dispatch(data: bytes, out: UserData, origin: str, name: str, depth: int, ct
     first = _first_line(data)
     if ctype in ("", "text/plain") and _is_mime(data):
         _mime(data, out, origin, name, depth)
+    elif ctype == "text/cloud-config-archive" or first.startswith(b"#cloud-config-archive"):
+        _archive(data, out, origin, name, depth)
     elif ctype == "text/cloud-config" or first.startswith(b"#cloud-config"):
         _cloud_config(data, out, name)
     elif ctype in ("text/x-shellscript", "text/x-shellscript-per-instance") or first.startswith(b"#!"):
@@ -172,6 +174,28 @@ def _dispatch(data: bytes, out: UserData, origin: str, name: str, depth: int, ct
     else:
         kind = ctype or repr(first[:40].decode("utf-8", "replace"))
         out.warnings.append(f"{name}: unrecognised part {kind}; ignored")
+
+
+def _archive(data: bytes, out: UserData, origin: str, name: str, depth: int) -> None:
+    """`#cloud-config-archive`: a YAML list of parts, each a string or {content, type, filename}."""
+    try:
+        doc = yaml.safe_load(data)
+    except yaml.YAMLError as exc:
+        out.errors.append(f"{name}: invalid YAML in #cloud-config-archive: {str(exc).splitlines()[0]}")
+        return
+    if not isinstance(doc, list):
+        out.errors.append(f"{name}: #cloud-config-archive must be a list, got {type(doc).__name__}")
+        return
+    for i, entry in enumerate(doc[:MAX_PARTS]):
+        if isinstance(entry, dict):
+            content, ctype = entry.get("content"), str(entry.get("type") or "").lower()
+            pname = f"{origin}/{entry.get('filename') or f'part-{i + 1:03d}'}"
+        else:
+            content, ctype, pname = entry, "", f"{origin}/part-{i + 1:03d}"
+        if content is None:
+            continue
+        payload = content.encode("utf-8") if isinstance(content, str) else str(content).encode("utf-8")
+        _dispatch(payload, out, origin, pname, depth + 1, ctype)
 
 
 def _script_name(name: str, index: int) -> str:
@@ -279,18 +303,45 @@ def section_schemas() -> dict[str, tuple[str, dict]]:
 
 
 def check_sections(config: dict, keys: dict[str, dict] | None = None) -> list[tuple[tuple, str]]:
-    """Validate the sections in `keys` (key -> schema); return (path, message) per error."""
+    """Validate the sections in `keys` (key -> schema); return (path, message) per error.
+
+    Every error of a section is found, not only the first: the offending
+    node is taken out of a copy and the section validated again.
+    """
     from .errors import SettingsError
     from .settings_schema import validate
 
     problems: list[tuple[tuple, str]] = []
     for key, schema in (keys or {}).items():
-        if key in config:
+        if key not in config:
+            continue
+        section = copy.deepcopy(config[key])
+        for _ in range(100):
             try:
-                validate(schema, config[key], (key,))
+                validate(schema, section, (key,))
+                break
             except SettingsError as exc:
                 problems.append((exc.path, exc.message))
+                if not _drop(section, exc.path[1:]):
+                    break
     return problems
+
+
+def _drop(tree: Any, path: tuple) -> bool:
+    """Remove the mapping key at `path` inside `tree`; False when it is no mapping key (dropping a
+    list item would shift the paths of the next errors)."""
+    if not path:
+        return False
+    parent = tree
+    for step in path[:-1]:
+        try:
+            parent = parent[step]
+        except (KeyError, IndexError, TypeError):
+            return False
+    if isinstance(parent, dict) and path[-1] in parent:
+        del parent[path[-1]]
+        return True
+    return False
 
 
 def _yaml_line(text: str, path: tuple) -> tuple[int, int]:
@@ -349,6 +400,8 @@ def validate_user_data_file(path: str | os.PathLike, *, encoding: str | None = N
         diags.append(Diagnostic(fname, line, 1 if line else 0, _strip_origin(msg, fname), code="user-data"))
     for msg in collector.warnings:
         diags.append(Diagnostic(fname, 0, 0, _strip_origin(msg, fname), "warning", code="user-data"))
+    from . import cloudconfig_keys
+
     schemas = section_schemas()
     for text, offset in docs:
         try:
@@ -359,16 +412,15 @@ def validate_user_data_file(path: str | os.PathLike, *, encoding: str | None = N
             continue
         for key in doc:
             if str(key) not in schemas:
-                line, col = _yaml_line(text, (str(key),))
-                diags.append(Diagnostic(fname, line + offset, col,
-                                        f"cloud-config key {key!r} is not handled by any cidag module",
-                                        "warning", code="user-data"))
+                line, col = _yaml_line(text, (str(key),)) if offset is not None else (0, 0)
+                diags.append(Diagnostic(fname, line + (offset or 0), col, cloudconfig_keys.message(str(key)),
+                                        "warning", code="unsupported-key"))
         keys = {k: s for k, (_, s) in schemas.items()}
         for pth, message in check_sections(doc, keys):
-            line, col = _yaml_line(text, pth)
+            line, col = _yaml_line(text, pth) if offset is not None else (0, 0)
             owner = schemas[str(pth[0])][0]
             where = format_path(pth)
-            diags.append(Diagnostic(fname, line + offset, col,
+            diags.append(Diagnostic(fname, line + (offset or 0), col,
                                     f"{where}: {message} (section of module type {owner!r})",
                                     code="user-data"))
     return diags
@@ -416,6 +468,16 @@ def _collect_docs(data: bytes, docs: list, collector: UserData, fname: str) -> N
                 pos = raw.find(text[:200]) if text else -1
                 offset = raw.count("\n", 0, pos) if pos >= 0 else 0
                 docs.append((text, offset))
+    elif _first_line(data).startswith(b"#cloud-config-archive"):
+        try:
+            entries = yaml.safe_load(data)
+        except yaml.YAMLError:
+            return  # reported by the probe above
+        for entry in entries if isinstance(entries, list) else []:
+            content = entry.get("content") if isinstance(entry, dict) else entry
+            ctype = str(entry.get("type") or "") if isinstance(entry, dict) else ""
+            if isinstance(content, str) and (ctype == "text/cloud-config" or content.startswith("#cloud-config")):
+                docs.append((content, None))  # no line of the file: the message names the key
     elif _first_line(data).startswith(b"#cloud-config"):
         docs.append((data.decode("utf-8", "replace"), 0))
 

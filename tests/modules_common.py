@@ -64,3 +64,41 @@ def rsa_key() -> tuple[str, Path]:
     if shutil.which("ssh-keygen") is None:
         pytest.skip("ssh-keygen not installed")
     return _rsa_key()
+
+
+def _copy_with_libs(root: Path, program: str, dest: str) -> None:
+    """Copy a host program to ROOT/dest and the shared libraries ldd lists to their own paths."""
+    target = root / dest.lstrip("/")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(os.path.realpath(program), target)
+    res = subprocess.run(["ldd", os.path.realpath(program)], capture_output=True, text=True)
+    for line in res.stdout.splitlines():
+        lib = next((p for p in line.split() if p.startswith("/")), None)
+        if lib:
+            (root / lib.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(os.path.realpath(lib), root / lib.lstrip("/"))
+
+
+def chroot_root(tmp_path: Path, tools: dict[str, str] | tuple = ()) -> Path:
+    """A target root one can chroot into: the host's /bin/sh (and its libraries) copied in, and
+    stand-in tools in ROOT/usr/bin, each a shell script that appends `NAME ARGS` to
+    ROOT/var/log/tools.log (a dict gives extra script lines per tool). Needs root and ldd."""
+    if not IS_ROOT or shutil.which("chroot") is None or shutil.which("ldd") is None:
+        pytest.skip("chroot needs root (and ldd to copy a shell into the target)")
+    root = make_root(tmp_path)
+    (root / "bin/sh").unlink()
+    _copy_with_libs(root, "/bin/sh", "/bin/sh")
+    (root / "var/log").mkdir(parents=True, exist_ok=True)
+    (root / "usr/bin").mkdir(parents=True, exist_ok=True)
+    extra = tools if isinstance(tools, dict) else {t: "" for t in tools}
+    for name, body in extra.items():
+        p = root / "usr/bin" / name
+        p.write_text(f'#!/bin/sh\necho "{name} $*" >> /var/log/tools.log\n{body}\n')
+        p.chmod(0o755)
+    return root
+
+
+def tool_calls(root: Path) -> list[str]:
+    """The lines the stand-in tools of chroot_root() recorded."""
+    log = root / "var/log/tools.log"
+    return log.read_text().splitlines() if log.exists() else []

@@ -134,12 +134,12 @@ def test_validate_user_data_file(tmp_path):
                     "write_files:\n  - path: /etc/x\n    content: hi\n")
     assert userdata.validate_user_data_file(good) == []
     bad = tmp_path / "bad"
-    bad.write_text("#cloud-config\nhostname: web\npackages: [nginx]\nusers:\n  - name: bob\n    shel: /bin/sh\n"
+    bad.write_text("#cloud-config\nhostname: web\napt: {preserve_sources_list: true}\nusers:\n  - name: bob\n    shel: /bin/sh\n"
                    "write_files:\n  - content: no path\n")
     diags = userdata.validate_user_data_file(bad)
     errors = [d for d in diags if d.severity == "error"]
     warnings = [d for d in diags if d.severity == "warning"]
-    assert any("packages" in d.message and d.line == 3 for d in warnings)
+    assert any(d.message.startswith("cloud-config key 'apt' is not supported") and d.line == 3 for d in warnings)
     assert any("shel" in d.message and d.line == 6 and "users" in d.message for d in errors)
     assert any("path" in d.message and d.line == 8 for d in errors)
     broken = tmp_path / "broken"

@@ -2,7 +2,8 @@
 
 Capabilities: wants `hostname`, `cloud-config`. Cloud-config keys (they win
 over the metadata and the settings): `hostname`, `fqdn`,
-`prefer_fqdn_over_hostname`, `preserve_hostname`, `manage_etc_hosts`.
+`prefer_fqdn_over_hostname`, `preserve_hostname`, `manage_etc_hosts`,
+`create_hostname_file` (false: no /etc/hostname is created where none is).
 
 `manage_etc_hosts: true` (or `template`) writes the whole /etc/hosts;
 `localhost` only keeps a `127.0.1.1 FQDN SHORT` line up to date in it. When
@@ -25,6 +26,7 @@ CLOUD_CONFIG = {
     "prefer_fqdn_over_hostname": {"type": "boolean"},
     "preserve_hostname": {"type": "boolean"},
     "manage_etc_hosts": MANAGE,
+    "create_hostname_file": {"type": "boolean"},
 }
 SETTINGS = {
     "type": "object",
@@ -77,8 +79,12 @@ def run(ctx: Context) -> dict | None:
         short = str(cc["hostname"]).split(".")[0]
     prefer = cc.get("prefer_fqdn_over_hostname", s.get("prefer_fqdn_over_hostname", False))
     etc_name = fqdn if (prefer and fqdn) else short
-    paths.write_file(ctx.root, "etc/hostname", etc_name + "\n", mode=0o644)
-    ctx.log.info("/etc/hostname: %s", etc_name)
+    # create_hostname_file: false only keeps a missing /etc/hostname missing (as cloud-init).
+    if cc.get("create_hostname_file", True) or paths.confine(ctx.root, "etc/hostname").exists():
+        paths.write_file(ctx.root, "etc/hostname", etc_name + "\n", mode=0o644)
+        ctx.log.info("/etc/hostname: %s", etc_name)
+    else:
+        ctx.log.info("create_hostname_file is false: no /etc/hostname created")
     manage = cc.get("manage_etc_hosts", s.get("manage_etc_hosts", False))
     names = f"{fqdn} {short}" if fqdn else short
     if manage in (True, "template"):

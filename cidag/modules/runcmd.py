@@ -30,21 +30,5 @@ def run(ctx: Context) -> dict | None:
     if not commands:
         ctx.log.info("no commands to run")
         return None
-    env = _run.environment(ctx)
-    out = _run.Output(ctx)
-    failures = []
-    for cmd in commands:
-        if ctx.cancelled.is_set():
-            failures.append("interrupted")
-            break
-        problem = _run.run_one(ctx, out, _run.label_of(cmd), cmd, env)
-        if problem:
-            ctx.log.error("%s", problem)
-            failures.append(problem)
-            if "timeout" in problem or "interrupted" in problem:
-                break
-    out.close()
-    if failures:
-        raise RuntimeError(f"{len(failures)} of {len(commands)} command(s) failed: {failures[0]}")
-    ctx.log.info("%d command(s) ran", len(commands))
+    _run.run_commands(ctx, commands, _run.environment(ctx))
     return None

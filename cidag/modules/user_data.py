@@ -6,13 +6,14 @@ merged mapping; user-data wins over vendor-data) and `user-scripts` (a list of
 drops vendor-data.
 
 The four capabilities are marked secret (SECRETS): `cidag query` and
-instance-data.json withhold them. Parts that cannot be parsed are logged as warnings and left out; the module
+instance-data.json withhold them. Parts that cannot be parsed, and each top-level key no cidag module applies
+(cidag/cloudconfig_keys.py), are logged as warnings; bad parts are left out; the module
 fails (so consumers, which only want `cloud-config`, go on without it) only
 when nothing at all could be used.
 """
 from __future__ import annotations
 
-from .. import userdata
+from .. import cloudconfig_keys, userdata
 from ..api import Context
 
 # User-data may hold passwords (chpasswd) and scripts with credentials: kept out of
@@ -48,6 +49,8 @@ def run(ctx: Context) -> dict | None:
         ctx.log.warning("%s", msg)
     if merged.errors and not merged.parts:
         raise RuntimeError(f"user-data unusable: {merged.errors[0]}")
+    for key in cloudconfig_keys.unsupported(merged.cloud_config):
+        ctx.log.warning("%s", cloudconfig_keys.message(key))
     ctx.log.info("user-data: %d part(s), %d cloud-config key(s), %d script(s)",
                  merged.parts, len(merged.cloud_config), len(merged.scripts))
     return {

@@ -307,29 +307,26 @@ def _days(date: str) -> int:
 
 
 def _tool(ctx: Context, argv: list[str]) -> None:
-    res = ctx.run(argv)
-    if not res.ok:
-        tail = res.stderr_text().strip().splitlines()
-        raise RuntimeError(f"{argv[0]} failed (exit {res.returncode}): {tail[-1] if tail else ''}".rstrip(": "))
+    # The shadow tools' own root option: the target's files, the host's binaries.
+    _run.check_in_target(ctx, argv, root_option="--prefix")
 
 
 def _apply_tools(ctx: Context, root: Path, users: list[dict], groups: dict[str, list[str]],
                  system_groups: list[str]) -> None:
-    prefix = str(Path(os.path.realpath(root)))
     db = acc.Database(root)
     for name in system_groups:
         if db.group_gid(name) is None:
-            _tool(ctx, ["groupadd", "--prefix", prefix, "--system", name])
+            _tool(ctx, ["groupadd", "--system", name])
     for name in groups:
         if db.group_gid(name) is None:
-            _tool(ctx, ["groupadd", "--prefix", prefix, name])
+            _tool(ctx, ["groupadd", name])
     for u in users:
         db = acc.Database(root)
         name = u["name"]
         old = db.find("passwd", name)
         argv: list[str]
         if old is None:
-            argv = ["useradd", "--prefix", prefix, "-M"]
+            argv = ["useradd", "-M"]
             if u.get("system"):
                 argv.append("--system")
             if u.get("uid") is not None:
@@ -344,7 +341,7 @@ def _apply_tools(ctx: Context, root: Path, users: list[dict], groups: dict[str, 
             if u.get("gecos"):
                 argv += ["--comment", u["gecos"]]
         else:
-            argv = ["usermod", "--prefix", prefix]
+            argv = ["usermod"]
             if u.get("primary_group"):
                 argv += ["--gid", u["primary_group"]]
             if u.get("shell"):
@@ -356,7 +353,7 @@ def _apply_tools(ctx: Context, root: Path, users: list[dict], groups: dict[str, 
             ctx.log.info("user %s exists: updated", name)
         if u.get("groups"):
             argv += (["-a"] if old is not None else []) + ["--groups", ",".join(_as_list(u["groups"]))]
-        if old is not None and len(argv) == 3:
+        if old is not None and len(argv) == 1:
             pass  # nothing to change in passwd/group
         else:
             _tool(ctx, argv + [name])

@@ -1,0 +1,93 @@
+"""Every top-level cloud-config key is applied by a module or reported in one line, by
+`cidag check --user-data` and at run time; the doc's key table is generated and up to date."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cidag import cloudconfig_keys, userdata
+from conftest import REPO, cidag
+
+EXAMPLES = sorted((REPO / "tests/data/cloud-init-examples").glob("cloud-config*.txt"))
+
+
+def test_doc_table_is_up_to_date():
+    res = subprocess.run([sys.executable, "-m", "cidag.cloudconfig_keys", "--check", str(REPO / "docs/modules.md")],
+                         capture_output=True, text=True, cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    doc = (REPO / "docs/modules.md").read_text()
+    for key in cloudconfig_keys.CLOUD_INIT_KEYS:
+        assert f"| `{key}` |" in doc, key
+
+
+def test_new_modules_apply_their_keys():
+    applied = cloudconfig_keys.applied()
+    for key, owner in {"bootcmd": "bootcmd", "packages": "packages", "package_update": "packages",
+                       "package_upgrade": "packages", "timezone": "timezone", "ntp": "ntp", "locale": "locale",
+                       "mounts": "mounts", "swap": "mounts", "growpart": "growpart", "resize_rootfs": "resizefs",
+                       "ca_certs": "ca-certs", "manage_etc_hosts": "hostname", "fqdn": "hostname",
+                       "phone_home": "phone-home", "power_state": "power-state"}.items():
+        assert applied.get(key) == owner, key
+    # Every key a module applies is a cloud-init key: cidag invents no cloud-config.
+    assert set(applied) <= set(cloudconfig_keys.CLOUD_INIT_KEYS)
+
+
+def test_check_names_each_unsupported_key(tmp_path):
+    ud = tmp_path / "user-data"
+    ud.write_text("#cloud-config\napt: {preserve_sources_list: true}\npackges: [nginx]\nsnap: {commands: [ls]}\n"
+                  "runcmd: [ls]\n")
+    res = cidag("check", "--user-data", str(ud))
+    assert res.returncode == 0, res.stdout + res.stderr
+    lines = [ln for ln in (res.stdout + res.stderr).splitlines() if "is not supported" in ln]
+    assert len(lines) == 3
+    assert lines[0].startswith(f"{ud}:2:1: warning: cloud-config key 'apt' is not supported by cidag: ignored (write")
+    assert f"{ud}:3:1:" in lines[1] and "not a cloud-init key either; did you mean 'packages'?" in lines[1]
+    assert "'snap'" in lines[2]
+    strict = cidag("check", "--strict", "--user-data", str(ud))
+    assert strict.returncode != 0
+
+
+def test_run_reports_unsupported_keys(tmp_path, manifests):
+    ud = "#cloud-config\nyum_repos: {epel: {baseurl: 'http://x'}}\nruncmd: []\n"
+    src, mods = manifests(f"""
+        version: 1
+        sources:
+          - name: meta
+            type: static
+            capabilities: [instance-id, user-data]
+            settings: {{data: {{instance-id: iid-1, user-data: {json.dumps(ud)}}}}}
+        """, """
+        version: 1
+        modules:
+          - name: user-data
+            type: user-data
+            wants: [user-data]
+            provides: [cloud-config, user-scripts]
+        """)
+    record = tmp_path / "record.json"
+    res = cidag("run", "--sources", src, "--modules", mods, "--root", str(tmp_path / "root"),
+                "--state-dir", str(tmp_path / "state"), "--record", str(record))
+    assert res.returncode == 0, res.stdout + res.stderr
+    line = "cloud-config key 'yum_repos' is not supported by cidag: ignored"
+    assert line in res.stderr and "runcmd" not in res.stderr
+    node = next(n for n in json.loads(record.read_text())["nodes"] if n["id"] == "module:user-data")
+    assert line in json.dumps(node)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_cloud_init_examples(example):
+    """cloud-init's published examples: no traceback, every top-level key not applied is named."""
+    res = cidag("check", "--user-data", str(example))
+    out = res.stdout + res.stderr
+    assert "Traceback" not in out and res.returncode in (0, 2), out
+    parsed = userdata.parse(example.read_bytes())
+    assert parsed.has_cloud_config or parsed.warnings, out
+    for key in cloudconfig_keys.unsupported(parsed.cloud_config):
+        assert f"cloud-config key {key!r} is not supported" in out, (key, out)
+    for line in out.splitlines():  # every error is one line naming a key path, the file and a line
+        if ": error" in line or ("unknown setting" in line):
+            assert line.startswith(str(example)), line
