@@ -1,0 +1,211 @@
+"""Debian bookworm guest images for the boot tests and the boot benchmark.
+
+Two layers, both cached outside the repository (``$CIDAG_VM_CACHE``, default
+``/var/cache/cidag-vm``) and keyed on their inputs:
+
+- the *base*: an mmdebstrap tarball of bookworm with systemd, a kernel, sshd
+  and cidag's Python dependencies (or cloud-init, for the comparison variant),
+  plus the kernel and a small initrd taken out of it;
+- the *image*: the base unpacked, the tool installed from this checkout (its
+  systemd units enabled) and a report unit added, packed with ``mkfs.ext4 -d``
+  (no loop device needed). Each boot writes to its own qcow2 overlay.
+
+Needs root (files keep their owners) and mmdebstrap, e2fsprogs, qemu-utils.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+SUITE = "bookworm"
+MIRROR = os.environ.get("CIDAG_VM_MIRROR", "http://deb.debian.org/debian")
+IMAGE_SIZE = "2G"
+
+COMMON_PACKAGES = [
+    "systemd-sysv", "udev", "linux-image-amd64", "initramfs-tools", "kmod",
+    "openssh-server", "sudo", "iproute2", "passwd", "mount", "util-linux",
+    "procps", "python3",
+]
+CIDAG_PACKAGES = ["python3-yaml", "python3-networkx", "python3-click"]
+# Debian's own cloud-init, for the comparison benchmark (22.4.2 in bookworm).
+CLOUD_INIT_PACKAGES = ["cloud-init"]
+
+VARIANT_PACKAGES = {
+    "cidag": COMMON_PACKAGES + CIDAG_PACKAGES,
+    "cloud-init": COMMON_PACKAGES + CLOUD_INIT_PACKAGES,
+    "bare": COMMON_PACKAGES + CIDAG_PACKAGES,
+}
+
+# Run inside the tree once the packages are in (``$1`` is the tree).
+BASE_CUSTOMIZE = r"""
+set -e
+R="$1"
+echo localhost > "$R/etc/hostname"
+printf '127.0.0.1 localhost\n' > "$R/etc/hosts"
+printf 'LABEL=root / ext4 rw,errors=remount-ro 0 1\n' > "$R/etc/fstab"
+# The kernel console is on ttyS0; a getty there hangs the port up and eats output.
+ln -sf /dev/null "$R/etc/systemd/system/serial-getty@ttyS0.service"
+# The guest's network stack: systemd-networkd (tools render .network files for it).
+chroot "$R" systemctl enable systemd-networkd.service >/dev/null 2>&1
+# No machine-id: a first boot, as a cloud image ships it.
+: > "$R/etc/machine-id"
+rm -f "$R/var/lib/dbus/machine-id"
+# A small initrd: just what finds an ext4 root on virtio.
+printf 'MODULES=list\nCOMPRESS=gzip\n' > "$R/etc/initramfs-tools/conf.d/cidag-vm.conf"
+printf 'virtio_pci\nvirtio_blk\next4\n' > "$R/etc/initramfs-tools/modules"
+chroot "$R" update-initramfs -u -k all >/dev/null
+# sshd host keys are made per instance (by cidag, cloud-init or the first boot).
+rm -f "$R"/etc/ssh/ssh_host_*
+rm -rf "$R/var/cache/apt/archives"/*.deb "$R/var/lib/apt/lists"/*
+"""
+
+
+def cache_dir() -> Path:
+    path = Path(os.environ.get("CIDAG_VM_CACHE", "/var/cache/cidag-vm"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _digest(*parts: str | bytes) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode() if isinstance(part, str) else part)
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def _tree_digest(root: Path, patterns: tuple[str, ...]) -> str:
+    h = hashlib.sha256()
+    for pattern in patterns:
+        for path in sorted(root.glob(pattern)):
+            if path.is_file() and "__pycache__" not in path.parts:
+                h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _run(argv: list[str], **kw) -> None:
+    subprocess.run(argv, check=True, **kw)
+
+
+@dataclass(frozen=True)
+class Base:
+    tarball: Path
+    kernel: Path
+    initrd: Path
+
+
+def base(variant: str) -> Base:
+    """The cached bookworm base for `variant`, built with mmdebstrap on first use."""
+    packages = VARIANT_PACKAGES[variant]
+    key = _digest(SUITE, MIRROR, ",".join(packages), BASE_CUSTOMIZE)
+    out = cache_dir() / f"base-{'cloud-init' if variant == 'cloud-init' else 'cidag'}-{key}"
+    done = Base(out / "rootfs.tar", out / "vmlinuz", out / "initrd.img")
+    if done.initrd.exists():
+        return done
+    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
+    try:
+        _run(["mmdebstrap", "--quiet", "--variant=minbase", "--include=" + ",".join(packages),
+              "--customize-hook=" + BASE_CUSTOMIZE.strip(), "--aptopt=Apt::Install-Recommends \"false\"",
+              SUITE, str(tmp / "rootfs.tar"), MIRROR])
+        listing = subprocess.run(["tar", "-tf", str(tmp / "rootfs.tar")], check=True,
+                                 capture_output=True, text=True).stdout.split()
+        kernel = sorted(p for p in listing if p.lstrip("./").startswith("boot/vmlinuz-"))[-1]
+        initrd = sorted(p for p in listing if p.lstrip("./").startswith("boot/initrd.img-"))[-1]
+        _run(["tar", "-xf", str(tmp / "rootfs.tar"), "-C", str(tmp), kernel, initrd])
+        os.replace(tmp / kernel, tmp / "vmlinuz")
+        os.replace(tmp / initrd, tmp / "initrd.img")
+        shutil.rmtree(tmp / "boot", ignore_errors=True)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return done
+
+
+@dataclass(frozen=True)
+class Image:
+    variant: str
+    disk: Path
+    kernel: Path
+    initrd: Path
+
+
+def _install_cidag(tree: Path) -> None:
+    """cidag from this checkout into the guest, the way a distribution package would put it."""
+    site = tree / "usr/lib/python3/dist-packages"
+    # The package tree as a distribution package installs it (no pip in the guest, no network here).
+    shutil.copytree(REPO / "cidag", site / "cidag", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    script = tree / "usr/bin/cidag"
+    script.write_text("#!/usr/bin/python3\nimport sys\nfrom cidag.cli import main\nsys.exit(main())\n")
+    script.chmod(0o755)
+    # Byte-compiled by the guest's own interpreter, as a .deb's postinst does: not at every boot.
+    _run(["chroot", str(tree), "python3", "-m", "compileall", "-q", "/usr/lib/python3/dist-packages/cidag"])
+    data = site / "cidag/data"
+    for unit in ("cidag.service", "cidag.target"):
+        shutil.copy(data / unit, tree / "etc/systemd/system" / unit)
+    _run(["chroot", str(tree), "systemctl", "enable", "cidag.service", "cidag.target"],
+         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _install_report(tree: Path, variant: str) -> None:
+    """The harness's own unit: once provisioning is done, the tool's status goes to ttyS1."""
+    name = {"cidag": "report-cidag.service", "cloud-init": "report-cloud-init.service",
+            "bare": "report-bare.service"}[variant]
+    shutil.copy(HERE / "units" / name, tree / "etc/systemd/system/vm-report.service")
+    shutil.copy(HERE / "units/vm-report", tree / "usr/local/sbin/vm-report")
+    (tree / "usr/local/sbin/vm-report").chmod(0o755)
+    _run(["chroot", str(tree), "systemctl", "enable", "vm-report.service"],
+         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def image(variant: str = "cidag") -> Image:
+    """The cached bootable image of `variant` (cidag, cloud-init or bare) for this checkout."""
+    b = base(variant)
+    inputs = [b.tarball.parent.name, variant, _tree_digest(HERE, ("units/*", "guest_image.py"))]
+    if variant == "cidag":
+        inputs.append(_tree_digest(REPO, ("cidag/**/*", "setup.cfg", "pyproject.toml")))
+    key = _digest(*inputs)
+    out = cache_dir() / f"image-{variant}-{key}.raw"
+    img = Image(variant, out, b.kernel, b.initrd)
+    if out.exists():
+        return img
+    for stale in cache_dir().glob(f"image-{variant}-*.raw"):
+        stale.unlink()  # one image per variant: the checkout moves on
+    work = Path(tempfile.mkdtemp(prefix="cidag-vm-", dir=cache_dir()))
+    try:
+        tree = work / "tree"
+        tree.mkdir()
+        _run(["tar", "-xf", str(b.tarball), "-C", str(tree)])
+        if variant == "cidag":
+            _install_cidag(tree)
+        _install_report(tree, variant)
+        part = work / "image.raw"
+        _run(["mkfs.ext4", "-q", "-F", "-L", "root", "-d", str(tree), str(part), IMAGE_SIZE], stdout=subprocess.DEVNULL)
+        os.replace(part, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return img
+
+
+def missing_tools() -> list[str]:
+    """What this machine lacks to build and boot images (empty when it can)."""
+    need = ["mmdebstrap", "mkfs.ext4", "qemu-system-x86_64", "qemu-img", "xorriso", "ssh", "ssh-keygen"]
+    out = [tool for tool in need if shutil.which(tool) is None]
+    if os.geteuid() != 0:
+        out.append("root")
+    return out
+
+
+if __name__ == "__main__":
+    for v in sys.argv[1:] or ["cidag"]:
+        print(image(v))

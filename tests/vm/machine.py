@@ -1,0 +1,226 @@
+"""One QEMU guest under software emulation, driven and checked from the host.
+
+The guest sees: its disk (a qcow2 overlay on the cached image), optional
+read-only seed disks (a config drive or a NoCloud ISO), one virtio NIC on QEMU's
+user network ``169.254.0.0/16`` where ``169.254.169.254:80`` is relayed to a
+metadata service on the host's loopback, and two serial ports: ttyS0 (kernel
+console) and ttyS1 (the harness's report unit), both written to files here.
+The host reaches the guest's sshd through a forwarded loopback port.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from guest_image import Image
+
+HERE = Path(__file__).resolve().parent
+SSH_OPTS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
+            "-o", "IdentitiesOnly=yes"]
+REPORT_RE = re.compile(r"^VM-REPORT (\S+) uptime=(\S+) rc=(\d+) units=(\S*)$", re.M)
+DMI = {
+    "openstack": "type=1,manufacturer=OpenStack Foundation,product=OpenStack Nova",
+    "ec2": "type=1,manufacturer=Amazon EC2,product=t3.micro",
+    "qemu": "",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_iso(tree: Path, label: str, out: Path) -> Path:
+    """An ISO9660 (Rock Ridge, Joliet) image of `tree` with volume label `label`."""
+    subprocess.run(["xorriso", "-as", "mkisofs", "-quiet", "-o", str(out), "-V", label, "-J", "-R", str(tree)],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return out
+
+
+@dataclass
+class Report:
+    """What the guest's report unit wrote on ttyS1 once provisioning was done."""
+
+    tool: str
+    uptime: float
+    rc: int
+    status: str
+    units: dict[str, dict[str, int]]
+    host_seconds: float  # from QEMU start to the report, on the host's monotonic clock
+
+
+@dataclass
+class Guest:
+    image: Image
+    workdir: Path
+    disks: list[Path] = field(default_factory=list)  # read-only seeds, in order
+    metadata_port: int | None = None  # host loopback port behind 169.254.169.254:80
+    dmi: str = "qemu"
+    mac: str = "52:54:00:12:34:56"
+    memory: str = "1024"
+    cpus: int = 2
+    append: str = ""
+
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.overlay = self.workdir / "disk.qcow2"
+        self.console = self.workdir / "console.log"
+        self.reports = self.workdir / "ttyS1.log"
+        self.ssh_port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self.started = 0.0
+        if not self.overlay.exists():
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
+                            str(self.image.disk), str(self.overlay)], check=True)
+
+    # -- life cycle -------------------------------------------------------------
+    def argv(self) -> list[str]:
+        net = (f"user,id=n0,net=169.254.0.0/16,hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22")
+        if self.metadata_port is not None:
+            relay = f"{sys.executable} {HERE / 'relay.py'} 127.0.0.1 {self.metadata_port}"
+            net += f",guestfwd=tcp:169.254.169.254:80-cmd:{relay}"
+        argv = [
+            "qemu-system-x86_64", "-M", "q35", "-nodefaults", "-accel", "tcg", "-cpu", "max",
+            "-smp", str(self.cpus), "-m", self.memory, "-display", "none", "-no-user-config",
+            "-kernel", str(self.image.kernel), "-initrd", str(self.image.initrd),
+            "-append", f"root=LABEL=root rw console=ttyS0 quiet {self.append}".strip(),
+            "-drive", f"file={self.overlay},if=virtio,format=qcow2",
+            "-netdev", net, "-device", f"virtio-net-pci,netdev=n0,mac={self.mac}",
+            "-chardev", f"file,id=s0,path={self.console}", "-serial", "chardev:s0",
+            "-chardev", f"file,id=s1,path={self.reports}", "-serial", "chardev:s1",
+            "-device", "virtio-rng-pci",
+        ]
+        if DMI[self.dmi]:
+            argv += ["-smbios", DMI[self.dmi]]
+        for disk in self.disks:
+            argv += ["-drive", f"file={disk},if=virtio,format=raw,readonly=on"]
+        return argv
+
+    def start(self) -> "Guest":
+        for f in (self.console, self.reports):
+            f.write_bytes(b"")
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=open(self.workdir / "qemu.err", "ab"), start_new_session=True)
+        return self
+
+    def kill(self) -> None:
+        """Pull the plug: QEMU quits at once, nothing in the guest is told."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.proc = None
+
+    def wait_exit(self, timeout: float) -> None:
+        assert self.proc is not None
+        try:
+            self.proc.wait(timeout)
+        finally:
+            self.kill()
+
+    def __enter__(self) -> "Guest":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.kill()
+
+    def _alive(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            err = (self.workdir / "qemu.err").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"QEMU is not running: {err}\n{self.console_tail()}")
+
+    def console_tail(self, n: int = 40) -> str:
+        lines = self.console.read_text(errors="replace").splitlines()
+        return "\n".join(lines[-n:])
+
+    # -- what the guest reports ---------------------------------------------------
+    def reports_seen(self) -> list[Report]:
+        text = self.reports.read_text(errors="replace").replace("\r", "")
+        out = []
+        for m in REPORT_RE.finditer(text):
+            before = text[: m.start()]
+            status = before[before.rfind("VM-STATUS-BEGIN\n") + 16: before.rfind("VM-STATUS-END")]
+            units = {}
+            for item in filter(None, m.group(4).split(",")):
+                name, *vals = item.split(":")
+                nums = [int(v) if v.isdigit() else 0 for v in vals[:3]]
+                units[name] = dict(zip(("cpu_ns", "exit_us", "start_us"), nums))
+            out.append(Report(m.group(1), float(m.group(2)), int(m.group(3)), status.strip(), units, 0.0))
+        return out
+
+    def wait_report(self, count: int = 1, timeout: float = 300) -> Report:
+        """Wait for the `count`-th report of this QEMU process; return it."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            self._alive()
+            seen = self.reports_seen()
+            if len(seen) >= count:
+                rep = seen[count - 1]
+                rep.host_seconds = time.monotonic() - self.started
+                return rep
+            time.sleep(0.2)
+        raise TimeoutError(f"no report {count} after {timeout}s\n{self.console_tail()}")
+
+    def wait_text(self, text: str, timeout: float = 300) -> float:
+        """Wait until `text` shows on ttyS1; return the seconds since QEMU started."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            self._alive()
+            if text in self.reports.read_text(errors="replace"):
+                return time.monotonic() - self.started
+            time.sleep(0.2)
+        raise TimeoutError(f"{text!r} not seen in {timeout}s\n{self.console_tail()}")
+
+    # -- ssh ----------------------------------------------------------------------
+    def sshd_banner(self, timeout: float = 2.0) -> bool:
+        """True once the guest's sshd answers (QEMU accepts the TCP connection before it does)."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.ssh_port), timeout=timeout) as s:
+                s.settimeout(timeout)
+                return s.recv(64).startswith(b"SSH-")
+        except OSError:
+            return False
+
+    def wait_sshd(self, timeout: float = 300) -> float:
+        """Wait until sshd answers; return the seconds since QEMU started."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            self._alive()
+            if self.sshd_banner():
+                return time.monotonic() - self.started
+            time.sleep(0.25)
+        raise TimeoutError(f"sshd did not answer in {timeout}s\n{self.console_tail()}")
+
+    def ssh(self, key: Path, user: str, command: str, timeout: float = 60,
+            check: bool = False) -> subprocess.CompletedProcess:
+        argv = ["ssh", *SSH_OPTS, "-i", str(key), "-p", str(self.ssh_port), f"{user}@127.0.0.1", command]
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        if check and res.returncode != 0:
+            raise AssertionError(f"ssh {user}: {command!r} -> {res.returncode}: {res.stderr.strip()}")
+        return res
+
+    def root(self, key: Path, user: str, command: str, timeout: float = 60) -> str:
+        """Run `command` as root through sudo (the user's sudo rule); return its stdout."""
+        res = self.ssh(key, user, "sudo -n sh -c " + shlex.quote(command), timeout=timeout)
+        if res.returncode != 0:
+            raise AssertionError(f"as root: {command!r} -> {res.returncode}: {res.stderr.strip()}")
+        return res.stdout
+
+
+def keypair(directory: Path, name: str = "id_ed25519") -> tuple[Path, str]:
+    """A fresh ssh key pair for a scenario: (private key path, public key line)."""
+    key = directory / name
+    if not key.exists():
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"vm-test-{name}", "-f", str(key)],
+                       check=True)
+    return key, key.with_suffix(".pub").read_text().strip()

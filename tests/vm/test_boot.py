@@ -1,0 +1,196 @@
+"""Real boots: a Debian bookworm guest under QEMU, provisioned by cidag's own units.
+
+Everything is checked from the host: the report unit (ordered after
+cidag.target) writes `cidag status --wait` to a serial port, and ssh logs in
+with the keys the metadata and the cloud-config gave.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+
+from conftest import seed_iso, write_fixture
+
+PASSWORD = "vm-Test-passw0rd"
+
+
+def user_data(hostname: str, key_user: str, default: bool = True) -> str:
+    users = (["default"] if default else []) + [{
+        "name": "alice", "shell": "/bin/bash", "sudo": "ALL=(ALL) NOPASSWD:ALL",
+        "ssh_authorized_keys": [key_user],
+    }]
+    doc = {
+        "hostname": hostname,
+        "users": users,
+        "chpasswd": {"expire": False, "users": [{"name": "alice", "password": PASSWORD, "type": "text"}]},
+        "write_files": [{"path": "/etc/vm-test/hello", "content": "hello from user-data\n",
+                         "permissions": "0640"}],
+        "runcmd": [["sh", "-c", "cat /etc/vm-test/hello > /var/tmp/runcmd-saw-file; hostname > /var/tmp/runcmd-host"]],
+    }
+    return "#cloud-config\n" + json.dumps(doc)
+
+
+def instance(iid: str, hostname: str, keys, default: bool = True) -> dict:
+    return {"instance-id": iid, "hostname": hostname, "public-keys": [keys["meta"][1]],
+            "user-data": user_data(hostname, keys["user"][1], default), "vendor-data": ""}
+
+
+def status_of(report) -> dict:
+    return json.loads(report.status)
+
+
+def node(status: dict, name: str) -> dict | None:
+    return next((n for n in status.get("nodes", []) if n["id"] == name), None)
+
+
+def assert_first_login(guest, key, user: str) -> None:
+    """sshd answers only once provisioning is done, so the first try with the key must work."""
+    guest.wait_sshd()
+    res = guest.ssh(key, user, "true")
+    assert res.returncode == 0, f"first ssh as {user} refused: {res.stderr}"
+
+
+def assert_provisioned(guest, keys, hostname: str, default_user: str | None = "cidag") -> None:
+    user_key = keys["user"][0]
+    out = guest.root(user_key, "alice", "id alice; hostname; cat /etc/hostname; cat /etc/vm-test/hello;"
+                     " stat -c %a /etc/vm-test/hello; cat /var/tmp/runcmd-saw-file /var/tmp/runcmd-host")
+    lines = out.splitlines()
+    assert "sudo" in lines[0] or "uid=" in lines[0]
+    assert lines[1] == hostname, "running host name"
+    assert lines[2] == hostname, "/etc/hostname"
+    assert lines[3] == "hello from user-data" and lines[4] == "640"
+    assert lines[5] == "hello from user-data", "runcmd ran after write_files"
+    assert lines[6] == hostname, "runcmd ran after the host name was set"
+    # The password is stored as a SHA-512 crypt hash of what the cloud-config gave.
+    check = ("import crypt,spwd,sys; h=spwd.getspnam('alice').sp_pwdp;"
+             f"sys.exit(0 if h.startswith('$6$') and crypt.crypt({PASSWORD!r}, h) == h else 1)")
+    guest.root(user_key, "alice", f"python3 -W ignore -c {shlex.quote(check)}")
+    if default_user:
+        meta = guest.ssh(keys["meta"][0], default_user, "sudo -n id -u")
+        assert meta.returncode == 0 and meta.stdout.strip() == "0", meta.stderr
+
+
+def test_config_drive_then_reboot_then_new_instance(cidag_image, workdir, keys, guests):
+    cd1 = seed_iso(workdir, write_fixture(workdir / "i1.yaml", instance("iid-vm-1", "vm-one", keys)),
+                   "configdrive")
+    g = guests(cidag_image, workdir / "g", disks=[cd1]).start()
+    report = g.wait_report(1)
+    assert_first_login(g, keys["user"][0], "alice")
+    st = status_of(report)
+    assert report.rc == 0 and st["status"] == "done", report.status
+    assert st["instance_id"] == "iid-vm-1"
+    assert_provisioned(g, keys, "vm-one")
+    # disable_root: root's copy of the metadata key only says which user to use.
+    root = g.ssh(keys["meta"][0], "root", "id")
+    assert "Please login as the user \"cidag\"" in root.stdout + root.stderr
+
+    # Reboot, same instance: per-instance work is not done again, per-boot work is.
+    g.root(keys["user"][0], "alice", "echo tampered > /etc/vm-test/hello; systemctl reboot")
+    again = status_of(g.wait_report(2))
+    assert again["instance_id"] == "iid-vm-1"
+    record = json.loads(g.root(keys["user"][0], "alice", "cat /var/lib/cidag/last-run.json"))
+    nodes = {n["id"]: n for n in record["nodes"]}
+    assert nodes["module:write-files"]["status"] == "skipped", nodes["module:write-files"]
+    assert nodes["module:create-user"]["status"] == "skipped"
+    assert nodes["module:user-data"]["status"] == "ok"  # per-boot
+    assert nodes["module:final-message"]["status"] == "ok"
+    assert g.root(keys["user"][0], "alice", "cat /etc/vm-test/hello").strip() == "tampered"
+    g.kill()
+
+    # Another instance id on the same disk (a new config drive): per-instance work runs again.
+    (workdir / "second").mkdir()
+    inst2 = instance("iid-vm-2", "vm-two", keys)
+    cd2 = seed_iso(workdir / "second", write_fixture(workdir / "i2.yaml", inst2), "configdrive")
+    g2 = guests(cidag_image, workdir / "g", disks=[cd2]).start()
+    st2 = status_of(g2.wait_report(1))
+    assert st2["instance_id"] == "iid-vm-2"
+    assert_first_login(g2, keys["user"][0], "alice")
+    assert_provisioned(g2, keys, "vm-two")
+    host_keys = g2.root(keys["user"][0], "alice", "ls /etc/ssh/ | grep -c '^ssh_host_.*_key$'")
+    assert int(host_keys) == 3
+
+
+def test_nocloud_seed_with_own_users_only(cidag_image, workdir, keys, guests):
+    # The cloud-config lists its own users, no `default`: the first real boot failed here.
+    inst = instance("iid-nocloud-1", "vm-nocloud", keys, default=False)
+    inst["network-config"] = {"version": 2, "ethernets": {
+        "nic0": {"match": {"macaddress": "52:54:00:12:34:56"}, "dhcp4": True}}}
+    seed = seed_iso(workdir, write_fixture(workdir / "nc.yaml", inst), "nocloud")
+    g = guests(cidag_image, workdir / "g", disks=[seed]).start()
+    report = g.wait_report(1)
+    assert_first_login(g, keys["user"][0], "alice")
+    st = status_of(report)
+    assert st["instance_id"] == "iid-nocloud-1", report.status
+    assert node(st, "module:ssh-keys") is None, "ssh-keys did not end ok"
+    assert_provisioned(g, keys, "vm-nocloud", default_user=None)
+    units = g.root(keys["user"][0], "alice", "ls /etc/systemd/network/")
+    assert ".network" in units
+
+
+def _http_cloud(cidag_image, workdir, keys, guests, metadata_service, kind: str):
+    inst = instance(f"iid-{kind}-1", f"vm-{kind}", keys)
+    sections = {"openstack": {"enabled": kind == "openstack"}, "ec2": {"enabled": kind == "ec2"}}
+    port = metadata_service(write_fixture(workdir / "md.yaml", inst, **sections))
+    g = guests(cidag_image, workdir / "g", metadata_port=port, dmi=kind).start()
+    report = g.wait_report(1)
+    assert_first_login(g, keys["user"][0], "alice")
+    st = status_of(report)
+    return g, st
+
+
+def test_openstack_http_without_config_drive(cidag_image, workdir, keys, guests, metadata_service):
+    g, st = _http_cloud(cidag_image, workdir, keys, guests, metadata_service, "openstack")
+    assert st["instance_id"] == "iid-openstack-1", st
+    assert_provisioned(g, keys, "vm-openstack")
+    record = json.loads(g.root(keys["user"][0], "alice", "cat /var/lib/cidag/last-run.json"))
+    nodes = {n["id"]: n for n in record["nodes"]}
+    # config drive -> network -> HTTP source, in one DAG: the source started once the network was up.
+    assert nodes["source:openstack"]["status"] == "available"
+    assert nodes["source:openstack"]["start_s"] >= nodes["module:network"]["end_s"]
+
+
+def test_ec2_imdsv2(cidag_image, workdir, keys, guests, metadata_service):
+    g, st = _http_cloud(cidag_image, workdir, keys, guests, metadata_service, "ec2")
+    assert st["instance_id"].startswith("i-"), st
+    assert_provisioned(g, keys, "vm-ec2")
+
+
+def test_no_source_at_all_still_boots(cidag_image, workdir, guests):
+    g = guests(cidag_image, workdir / "g").start()
+    report = g.wait_report(1)
+    st = status_of(report)
+    assert st["status"] == "done"
+    assert st["instance_id"] == "iid-datasource-none"
+    # The boot is not held: sshd comes up (nobody has a key, as on cloud-init's None source).
+    g.wait_sshd(120)
+    assert report.uptime < 120
+
+
+def test_hard_power_off_mid_provisioning(cidag_image, workdir, keys, guests):
+    inst = instance("iid-crash-1", "vm-crash", keys)
+    doc = json.loads(inst["user-data"].split("\n", 1)[1])
+    # The first time, runcmd tells the host it is running and then hangs; QEMU is killed there.
+    doc["runcmd"].append(["sh", "-c", "if [ ! -e /var/tmp/hung-once ]; then touch /var/tmp/hung-once; sync;"
+                                      " echo VM-MARK-RUNCMD > /dev/ttyS1; sleep 600; fi"])
+    inst["user-data"] = "#cloud-config\n" + json.dumps(doc)
+    seed = seed_iso(workdir, write_fixture(workdir / "c.yaml", inst), "configdrive")
+    g = guests(cidag_image, workdir / "g", disks=[seed]).start()
+    g.wait_text("VM-MARK-RUNCMD")
+    g.kill()  # the power cord, mid-provisioning: nothing in the guest is told
+
+    g2 = guests(cidag_image, workdir / "g", disks=[seed]).start()
+    st = status_of(g2.wait_report(1))
+    assert_first_login(g2, keys["user"][0], "alice")
+    assert st["instance_id"] == "iid-crash-1" and st["exit_code"] == 0, st
+    record = json.loads(g2.root(keys["user"][0], "alice", "cat /var/lib/cidag/last-run.json"))
+    nodes = {n["id"]: n for n in record["nodes"]}
+    # What had ended ok is not done again; what was cut short runs again, to the end.
+    assert nodes["module:create-user"]["status"] == "skipped"
+    assert nodes["module:runcmd"]["status"] == "ok"
+    assert_provisioned(g2, keys, "vm-crash")
+    # Every state file is whole (written to a temp file, fsynced, renamed), none left behind.
+    listing = g2.root(keys["user"][0], "alice",
+                      "find /var/lib/cidag -type f | while read f; do case $f in *.json) "
+                      "python3 -c 'import json,sys; json.load(open(sys.argv[1]))' $f || echo BROKEN $f;; "
+                      "*) echo ODD $f;; esac; done")
+    assert "BROKEN" not in listing and "ODD" not in listing, listing
