@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test bench venv clean check
+.PHONY: demo test vm-test bench venv clean check
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,14 @@ venv: $(STAMP)
 demo: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh
 
+# Includes the QEMU boot tests (tests/vm) where the machine can run them (root, QEMU,
+# mmdebstrap, xorriso); CIDAG_VM_TESTS=0 skips them.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Only the boot tests, and a missing tool is an error rather than a skip.
+vm-test: $(STAMP)
+	CIDAG_VM_TESTS=1 $(BIN)/python -m pytest -q tests/vm
 
 bench: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python bench/run.py

@@ -188,6 +188,9 @@ def image(variant: str = "cidag") -> Image:
         _run(["tar", "-xf", str(b.tarball), "-C", str(tree)])
         if variant == "cidag":
             _install_cidag(tree)
+        elif variant == "bare":
+            # No tool makes host keys there: the image carries them, as an installed system does.
+            _run(["chroot", str(tree), "ssh-keygen", "-A"], stdout=subprocess.DEVNULL)
         _install_report(tree, variant)
         part = work / "image.raw"
         _run(["mkfs.ext4", "-q", "-F", "-L", "root", "-d", str(tree), str(part), IMAGE_SIZE], stdout=subprocess.DEVNULL)

@@ -151,7 +151,9 @@ def test_openstack_http_without_config_drive(cidag_image, workdir, keys, guests,
 
 def test_ec2_imdsv2(cidag_image, workdir, keys, guests, metadata_service):
     g, st = _http_cloud(cidag_image, workdir, keys, guests, metadata_service, "ec2")
-    assert st["instance_id"].startswith("i-"), st
+    assert st["instance_id"] == "iid-ec2-1", st
+    record = json.loads(g.root(keys["user"][0], "alice", "cat /var/lib/cidag/last-run.json"))
+    assert record["capabilities"]["instance-id"]["provider"] == "source:ec2", record["capabilities"]
     assert_provisioned(g, keys, "vm-ec2")
 
 
