@@ -118,13 +118,14 @@ def plan_skips(cg: CompiledGraph, opts: RunOptions, state: StateDir | None,
 
 def deferred_sources(cg: CompiledGraph, skips: dict, done_guess: set[str]) -> list[str]:
     """Sources needed only by modules that probably already ran for this instance (their
-    marker exists for the last instance id), and not for instance-id itself: they wait
-    until instance-id settles, and are then probed only if a module still needs them."""
+    marker exists for the last instance id): they are held until instance-id settles, and
+    are then probed only if a module still needs them. One that instance-id itself waits
+    for is released at once (plan.py)."""
     if not done_guess or f"cap:{IID}" not in cg.graph:
         return []
     g = cg.graph
     live = [m.node_id for m in cg.manifests.modules if m.node_id not in skips and m.node_id not in done_guess]
-    needed = ancestors(g, live) | ancestors(g, [f"cap:{IID}"]) | {f"cap:{IID}"}
+    needed = ancestors(g, live)
     return [s.node_id for s in cg.manifests.sources
             if s.node_id not in skips and s.node_id not in needed]
 
@@ -278,8 +279,7 @@ class Engine:
                     guess.add(m.node_id)
         skips = plan_skips(self.cg, opts, self.markers)
         overlay = overlay_for(self.cg, opts.strategy, skips) if opts.strategy != "one-step" else Overlay()
-        deferred = deferred_sources(self.cg, skips, guess)
-        overlay.edges = overlay.edges + [(f"cap:{IID}", s, "defer") for s in deferred]
+        overlay.held = frozenset(deferred_sources(self.cg, skips, guess))
         plan = Plan(self.cg, select=self.select, jobs=opts.jobs, skip=skips, clock=self.clock, overlay=overlay)
         plan.done_for_instance = self._done_for_instance
         return plan

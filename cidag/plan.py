@@ -89,6 +89,7 @@ class Overlay:
     lanes: int | None = None  # nodes running at once, sources included (None: no limit)
     order: str = "critical"  # ready modules: (priority, longest path, name) or "name": (priority, name)
     fallback_text: str = "not probed: {} is available"
+    held: frozenset = frozenset()  # sources that start only once instance-id needs them or has settled
 
 
 class Plan:
@@ -161,6 +162,9 @@ class Plan:
             self._iid_sources = set()  # one platform at most: nothing to tell apart
         self.start_order: list[str] = []
         self.end_order: list[str] = []  # every node as it reaches a final status
+        # Held sources (docs/engine.md "A reboot of the same instance"): ready ones wait here.
+        self.held = set(overlay.held)
+        self._held_ready: set[str] = set()
         for node, state in self.nodes.items():
             state.pending = len(self.inputs.get(node, ()))
         for node, entry in (skip or {}).items():
@@ -184,6 +188,8 @@ class Plan:
         for node, state in list(self.nodes.items()):
             if state.status == "waiting" and state.pending == 0:
                 self._evaluate(state)
+        if self.held and IID in self.caps:
+            self._try_settle(self.caps[IID])  # releases the held source instance-id waits for
 
     def is_active(self) -> bool:
         """True while some node has not reached a final status."""
@@ -323,17 +329,22 @@ class Plan:
         chosen, waited = None, []
         if self.select == "first":
             pending = False
+            pending_all_held = True
             for p in providers:
                 st = nodes[p]
                 if p in self._iid_sources and self._other_instance(name, p, ()):
                     continue
                 if not st.final:
                     pending = True
+                    pending_all_held = pending_all_held and p in self.held
                     continue
                 waited.append(p)
                 if st.success and name in st.values and (chosen is None or st.seq < nodes[chosen].seq):
                     chosen = p
             if chosen is None and pending:
+                if name == IID and pending_all_held and self.held:
+                    for p in providers:
+                        self._release(p)  # nothing else can give it: ask them now
                 return
             if chosen is not None:
                 waited = [chosen]
@@ -347,6 +358,8 @@ class Plan:
                     if other is None:
                         return  # settle once instance-id has: it decides whether p counts
                 if not st.final:
+                    if name == IID and p in self.held:
+                        self._release(p)  # instance-id waits for it: it is needed after all
                     return
                 waited.append(p)
                 if st.success and name in st.values:
@@ -368,9 +381,21 @@ class Plan:
             if p.startswith("source:") and nodes[p].status == "running" and self._source_obsolete(p):
                 self.obsolete.append(p)
 
+    def _release(self, node: str) -> None:
+        """A held source may start (it is checked for being needed when it would start)."""
+        self.held.discard(node)
+        if node in self._held_ready:
+            self._held_ready.discard(node)
+            state = self.nodes[node]
+            if state.status != "held":
+                return
+            state.status = "ready"
+            heapq.heappush(self._ready_sources, (self.cg.specs[node].index, node))
+
     def _instance_settled(self, cap: CapState) -> None:
-        """instance-id just settled: judge per-instance markers now, and let capabilities that
-        waited to learn the instance's source settle."""
+        """instance-id just settled: judge per-instance markers now, release the held sources
+        (each starts only if some node still needs it), and let capabilities that waited to
+        learn the instance's source settle."""
         if cap.status == "resolved" and self.done_for_instance is not None:
             iid = self.nodes[cap.provider].values.get(IID)
             for node, spec in self.cg.specs.items():
@@ -380,6 +405,8 @@ class Plan:
                 done = self.done_for_instance(node, iid)
                 if done is not None:
                     self.skip(node, done[0], success=True, values=done[1], code=ALREADY_RAN)
+        for node in list(self.held):
+            self._release(node)
         if self._iid_sources:
             s = cap.provider
             for c in (self.cg.specs[s].capabilities if s in self._iid_sources else ()):
@@ -437,6 +464,10 @@ class Plan:
                     self._finish(state, "skipped", self.overlay.fallback_text.format(chosen.split(":", 1)[1]),
                                  success=False, values={}, code=FALLBACK, cause=chosen)
                     return
+        if node in self.held and self.caps[IID].status == "pending":
+            state.status = "held"
+            self._held_ready.add(node)
+            return
         state.status = "ready"
         spec = self.cg.specs[node]
         if state.kind == "source":
