@@ -5,15 +5,18 @@ metadata service that may be absent, slow, broken or loaded by a fleet:
 
 - one deadline: the probe's `ctx.deadline` (the source's `timeout`, monotonic
   clock) bounds every name lookup, connect, request, retry and sleep;
-- keep-alive: a source's requests reuse its connections (at most
-  `max_parallel`, and one once the service has said it is busy); a connection
-  that timed out or broke is closed, never tried again;
+- keep-alive: a source's requests go one after another on one connection
+  (`max_parallel` > 1: on that many, and on one again once the service has
+  said it is busy); a connection that timed out or broke is closed, never
+  tried again;
 - a retry budget per source (`retries`, shared by all its requests), each
   retry after an exponential backoff with full jitter (sleep uniform in
   [0, min(cap, base * 2**n)], n counting the source's retries), so a fleet
   booting at once does not retry in step;
 - `Retry-After` (429, 503) honoured: the sleep is Retry-After plus a jitter
-  of up to Retry-After * 2**(n-1) (capped), never past the deadline;
+  uniform in [0, min(cap, Retry-After * 2**n)], never past the deadline; n
+  grows with the request's tries and with how often the service said it is
+  busy (+1 per round of 429/503, -1 per answer);
 - connection refused, no route to host, network unreachable and unknown host
   raise `SourceUnavailable` at once: nothing listens there, waiting will not help;
 - a response size cap (default 16 MiB): a larger body fails, it is never buffered;
@@ -67,8 +70,9 @@ CLIENT_SETTINGS = {
                     "description": "cap of the jitter window of one backoff sleep"},
     "max_size": {"type": "integer", "minimum": 1, "default": DEFAULT_MAX_SIZE,
                  "description": "largest response body accepted, in bytes"},
-    "max_parallel": {"type": "integer", "minimum": 1, "default": 8,
-                     "description": "documents fetched at once (1 = one after another, as cloud-init does)"},
+    "max_parallel": {"type": "integer", "minimum": 1, "default": 1,
+                     "description": "documents fetched at once, each on its own connection (1: one "
+                                    "kept-alive connection, one request after another)"},
 }
 
 
@@ -145,6 +149,8 @@ class Client:
         self.source_address = source_address  # local address to connect from (fleet benchmark)
         self.retries_left = retries
         self.busy = False  # the service answered 429/503: one request at a time from here on
+        self._level = 0  # how busy the service says it is: +1 per round of 429/503, -1 per answer
+        self._level_at = 0.0  # when _level last went up
         self._one_lane = threading.Lock()
         self._idle: list = []  # kept-alive connections, free for the next request
         self._addresses: dict[str, str] = {}  # host name -> resolved address, once per session
@@ -215,6 +221,7 @@ class Client:
                 raise HTTPFailure(f"timeout at {url} {attempts.summary()}" + _why(last_error))
             attempts.tries += 1
             retry_after = None
+            sent = time.monotonic()
             try:
                 if self.busy:
                     with self._one_lane:
@@ -227,19 +234,28 @@ class Client:
                 last_error = str(exc)
             else:
                 if resp.status not in RETRY_STATUSES or resp.status in no_retry or not retry:
+                    with self._lock:
+                        self._level = max(0, self._level - 1)  # an answer: the service is less busy
                     return resp
                 last_error = f"HTTP {resp.status} {resp.reason}".rstrip()
                 if resp.status in BUSY_STATUSES:
-                    self.busy = True
                     self._count("throttled")
                     retry_after = _retry_after(resp.headers.get("retry-after"))
+                    with self._lock:
+                        self.busy = True
+                        # One step per round: refusals of requests sent before the last step are old news.
+                        if sent >= self._level_at:
+                            self._level += 1
+                            self._level_at = time.monotonic()
             if not retry:
                 raise HTTPFailure(f"{last_error} at {url} {attempts.summary()}")
             with self._lock:
                 spent = self.retries_left <= 0
                 if not spent:
                     self.retries_left -= 1
-                n = self.retries - self.retries_left  # this source's retries so far, this one included
+            # The backoff grows with this request's failures, or with how busy the service has
+            # said it is (429/503), whichever is more; the budget is the source's.
+            n = max(attempts.tries, self._level)
             if spent:
                 raise HTTPFailure(f"{last_error} at {url} {attempts.summary()}; "
                                   f"retry budget of the source ({self.retries}) spent")
@@ -249,8 +265,9 @@ class Client:
                 if retry_after >= left:
                     raise HTTPFailure(f"{last_error} at {url} {attempts.summary()}; Retry-After "
                                       f"{retry_after:g}s would pass the deadline ({left:.2f}s left)")
-                # Honour Retry-After, and spread the fleet behind it: the window grows as we retry.
-                window = min(self.max_backoff, retry_after * 2 ** (n - 1))
+                # Honour Retry-After, and spread the fleet behind it: a window of twice Retry-After
+                # at first (a fleet refused at once comes back over 2R, not in one instant), doubling.
+                window = min(self.max_backoff, retry_after * 2 ** n)
                 sleep = retry_after + random.uniform(0, min(window, left - retry_after))
             else:
                 # Full jitter: uniform in [0, min(cap, base * 2**n)].

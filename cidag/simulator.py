@@ -224,7 +224,9 @@ class Simulator:
         self.gate = _Gate(self.capacity)
         self.passwords: list[bytes] = []
         self.requests: list[tuple[float, str, str, int]] = []  # (t, method, path, status)
+        self.clients: list[str] = []  # the client address of each entry of `requests`
         self.connections = 0  # connections accepted
+        self.open_connections = self.peak_connections = 0
         self.log = log  # a callable taking one line, or None
         self.stopping = threading.Event()
         self._tokens: set[str] = set()
@@ -483,6 +485,16 @@ class _Handler(BaseHTTPRequestHandler):
         sim: Simulator = self.server.sim  # type: ignore[attr-defined]
         with sim._lock:
             sim.connections += 1
+            sim.open_connections += 1
+            sim.peak_connections = max(sim.peak_connections, sim.open_connections)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            sim: Simulator = self.server.sim  # type: ignore[attr-defined]
+            with sim._lock:
+                sim.open_connections -= 1
 
     def do_GET(self) -> None:
         self._serve("GET")
@@ -541,6 +553,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         with sim._lock:
             sim.requests.append((self._started, self._method, path, status))
+            sim.clients.append(self.client_address[0])
         if sim.log:
             took = time.monotonic() - self._started
             sim.log(f"{self._method} {path} -> {status if status else 'no answer'} ({took:.2f}s)")

@@ -1,8 +1,8 @@
 """OpenStack metadata API over HTTP (type `openstack-http`), with a `post-password` operation.
 
 `GET /openstack` lists the versions; then meta_data.json, user_data,
-vendor_data.json and network_data.json of the chosen version are fetched at
-once (two round trips in all). `post-password` POSTs to
+vendor_data.json and network_data.json of the chosen version are fetched on
+the same kept-alive connection (`max_parallel` > 1: that many at once). `post-password` POSTs to
 `/openstack/2013-04-04/password` as cloudbase-init does; a 409 (the service
 already holds a password) is reported, never retried.
 """
