@@ -219,6 +219,7 @@ class Engine:
         self.now: Callable[[], float] = self.runner.now
         self.running: dict[str, tuple[Context, float]] = {}  # node -> (ctx, deadline)
         self.late: dict[str, Context] = {}  # ended without their answer (timeout, obsolete)
+        self.timed_out: set[str] = set()
         self.contexts: dict[str, Context] = {}  # every started node: its output is read at the end
         self.workers: dict[str, int] = {}
         self._free_lanes: list[int] = list(range(opts.jobs))
@@ -441,6 +442,7 @@ class Engine:
                 self._drop(node, ctx)
                 spec = self.cg.specs[node]
                 why = f"timeout after {spec.timeout:g}s"
+                self.timed_out.add(node)
                 self._end(node, "failed" if spec.kind == "source" else "timeout", why, code=TIMEOUT)
 
     def _drop(self, node: str, ctx: Context) -> None:
@@ -543,7 +545,10 @@ class Engine:
                     self._interrupt(signal.Signals(result).name)
                     break
                 if node in self.running:
-                    self._classify(node, how, result, reason)
+                    if how != "returned" and self.now() >= self.running[node][1]:
+                        self._expire()  # it failed because its deadline passed: a timeout
+                    else:
+                        self._classify(node, how, result, reason)
                 else:
                     self._late_answer(node)
             if self.interrupted:
@@ -610,10 +615,14 @@ class Engine:
         for those a little, so what the commands printed reaches the record."""
         from .process import kill_all
 
+        if not kill_all(dry=True) and not any(n in self.timed_out for n in self.late):
+            return  # nothing is being killed: no output on its way
         deadline = self.now() + self.opts.grace + 0.5
         while self.late and self.now() < deadline:
             alive = kill_all(dry=True)
-            for node, *_ in self.runner.wait(min(0.2, max(0.0, deadline - self.now()))):
+            # Commands still dying: wait for them; once none is left, one short last wait
+            # for the answers that carry their output.
+            for node, *_ in self.runner.wait(min(0.2 if alive else 0.05, max(0.0, deadline - self.now()))):
                 self._late_answer(node)
             if not alive:
                 break

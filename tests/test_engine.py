@@ -1,4 +1,7 @@
-"""The engine with real threads and processes: parallel probes, the facade, timeouts, make -k."""
+"""The engine with real threads and processes: parallel probes, the facade, timeouts, make -k.
+
+The scheduling scenarios (proposal timing, select modes, strategies) run on the fake runner
+in test_engine_fake.py; the proposal scenario runs for real in test_sources_scenario.py."""
 from __future__ import annotations
 
 import time
@@ -22,41 +25,6 @@ def static(name, caps, delay=0, available=True, data=None, **kw):
 def exec_mod(name, command, **kw):
     kw.setdefault("frequency", "per-boot")
     return {"name": name, "type": "exec", "settings": {"command": command}, **kw}
-
-
-PROPOSAL_SOURCES = {"version": 1, "sources": [
-    static("configdrive", ["instance-id", "hostname", "public-keys"], delay=0.3),
-    static("openstack", ["instance-id", "hostname", "admin-password", "post-password"], delay=1.5),
-    {"name": "ec2", "type": "exec", "capabilities": ["instance-id", "local-ipv4"], "settings": {"command": "exit 3"}},
-]}
-
-
-def test_proposal_scenario_two_sources_one_run(tmp_path):
-    cg = compile_text(PROPOSAL_SOURCES, {"version": 1, "modules": [
-        exec_mod("create-user", "echo {}", priority=0, wants=["public-keys"], provides=["default-user"],
-                 frequency="per-instance"),
-        exec_mod("set-hostname", 'printf %s "$CIDAG_CAP_HOSTNAME" > hostname', priority=1, needs=["hostname"]),
-        exec_mod("set-password", 'printf %s "$CIDAG_CAP_POST_PASSWORD" > post', needs=["admin-password"],
-                 wants=["post-password"], depends_on=["create-user"]),
-    ]})
-    result = run(cg, opts(tmp_path))
-    rec = result.record
-    n = nodes_by_id(rec)
-    assert rec["result"] == "ok" and result.exit_code == 0
-    # Every source starts at time zero, in the same step of the loop.
-    assert len({n[s]["start_s"] for s in ("source:configdrive", "source:openstack", "source:ec2")}) == 1
-    # Modules that need only config-drive capabilities finish before the OpenStack probe ends.
-    assert n["module:set-hostname"]["end_s"] < n["source:openstack"]["end_s"]
-    assert n["module:create-user"]["end_s"] < n["source:openstack"]["end_s"]
-    assert n["module:set-password"]["start_s"] >= n["source:openstack"]["end_s"]
-    caps = rec["capabilities"]
-    assert caps["hostname"]["provider"] == "source:configdrive"
-    assert caps["post-password"]["provider"] == "source:openstack"
-    assert (tmp_path / "root/hostname").read_text() == "configdrive-hostname"
-    assert (tmp_path / "root/post").read_text() == "openstack-post-password"
-    assert n["source:ec2"]["status"] == "unavailable"
-    assert rec["critical_path_s"] <= rec["makespan_s"] + 1e-6
-    assert rec["critical_path"][0] == "source:openstack" and rec["critical_path"][-1] == "module:set-password"
 
 
 def test_a_want_on_a_slow_source_does_not_wait_for_an_unrelated_slow_source(tmp_path):
@@ -234,15 +202,3 @@ def test_exec_module_stdout_json_gives_its_provides(tmp_path):
     assert rec["capabilities"]["default-user"]["provider"] == "module:user"
 
 
-def test_select_first_and_strategies_on_the_same_manifests(tmp_path):
-    sources = {"version": 1, "sources": [static("slow", ["hostname"], delay=1.0), static("fast", ["hostname"], delay=0.05)]}
-    modules = {"version": 1, "modules": [exec_mod("h", 'printf %s "$CIDAG_CAP_HOSTNAME" > h', needs=["hostname"])]}
-    cg = compile_text(sources, modules)
-    run(cg, opts(tmp_path, select="first"))
-    assert (tmp_path / "root/h").read_text() == "fast-hostname"
-    run(cg, opts(tmp_path))
-    assert (tmp_path / "root/h").read_text() == "slow-hostname"
-    rec = run(cg, opts(tmp_path, strategy="serial")).record
-    n = nodes_by_id(rec)
-    assert n["source:fast"]["status"] == "skipped" and n["source:fast"]["reason"] == "not probed: serial strategy uses slow"
-    assert rec["strategy"] == "serial"
