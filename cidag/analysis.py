@@ -313,3 +313,53 @@ def count_statuses(nodes: Iterable[dict]) -> dict[str, int]:
     for n in nodes:
         counts[n.get("status") or ""] = counts.get(n.get("status") or "", 0) + 1
     return counts
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    """The p-th percentile of `values` (nearest rank: a value that occurred); None when empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def fleet_blame(records: list[dict]) -> dict:
+    """Blame over many runs (a fleet's boots): per node and per capability, percentiles.
+
+    nodes: one row per node id that started in some run: runs (how many it
+    started in), p50_s, p90_s, p99_s, max_s of its duration, statuses {status:
+    count}, and retries (sum of its `counters.retries`, 0 if none); by p99, longest first.
+    caps: per capability, when it settled (settled_s percentiles) over the runs that settled it.
+    """
+    durations: dict[str, list[float]] = {}
+    statuses: dict[str, dict[str, int]] = {}
+    retries: dict[str, float] = {}
+    settled: dict[str, list[float]] = {}
+    for record in records:
+        for n in record.get("nodes", []):
+            status = n.get("status") or ""
+            counts = statuses.setdefault(n["id"], {})
+            counts[status] = counts.get(status, 0) + 1
+            if started(n):
+                durations.setdefault(n["id"], []).append(duration(n))
+            counted = (n.get("counters") or {}).get("retries")
+            if isinstance(counted, (int, float)):
+                retries[n["id"]] = retries.get(n["id"], 0) + counted
+        for name, cap in (record.get("capabilities") or {}).items():
+            if isinstance(cap, dict) and cap.get("settled_s") is not None:
+                settled.setdefault(name, []).append(float(cap["settled_s"]))
+    rows = [
+        {"id": nid, "runs": len(values), "p50_s": percentile(values, 50), "p90_s": percentile(values, 90),
+         "p99_s": percentile(values, 99), "max_s": max(values), "statuses": statuses[nid],
+         "retries": retries.get(nid, 0)}
+        for nid, values in durations.items()
+    ]
+    rows.sort(key=lambda r: (-r["p99_s"], r["id"]))
+    caps = [
+        {"id": f"cap:{name}", "runs": len(values), "p50_s": percentile(values, 50), "p90_s": percentile(values, 90),
+         "p99_s": percentile(values, 99), "max_s": max(values)}
+        for name, values in settled.items()
+    ]
+    caps.sort(key=lambda r: (-r["p99_s"], r["id"]))
+    return {"runs": len(records), "nodes": rows, "caps": caps}

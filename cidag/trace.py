@@ -3,8 +3,14 @@
 One track (tid) per worker from the record's `worker` field, one complete ("X")
 span per node that ran, and one instant ("i") event per capability settlement on
 a track of its own. Times are microseconds from the run's start.
+
+Many records (a fleet's boots) make one trace with a process per run: its
+tracks as above, its times shifted by when it started (`started_at`, wall
+clock) after the first run of the set.
 """
 from __future__ import annotations
+
+from datetime import datetime
 
 from .analysis import timeline
 
@@ -86,3 +92,39 @@ def to_trace(record: dict) -> dict:
             "not_started": len(skipped),
         },
     }
+
+
+def fleet_trace(records: list[tuple[str, dict]]) -> dict:
+    """One trace of many runs: `records` is [(label, record)], each run a process named by its label."""
+    starts = [_started(record) for _, record in records]
+    known = [t for t in starts if t is not None]
+    first = min(known, default=0.0)
+    events: list[dict] = []
+    runs = []
+    for pid, ((label, record), start) in enumerate(zip(records, starts), 1):
+        one = to_trace(record)
+        shift = _us(start - first) if start is not None else 0.0
+        for event in one["traceEvents"]:
+            event = {**event, "pid": pid}
+            if event["ph"] == "M":
+                if event["name"] == "process_name":
+                    event["args"] = {"name": " ".join(filter(None, [label, record.get("result")]))}
+            else:
+                event["ts"] = round(event["ts"] + shift, 3)
+            events.append(event)
+        events.append({"name": "process_sort_index", "ph": "M", "pid": pid, "tid": 0, "args": {"sort_index": pid}})
+        runs.append({"label": label, "result": one["otherData"]["result"], "started_s": (start - first) if start is not None else None,
+                     "makespan_s": one["otherData"]["makespan_s"]})
+    events.sort(key=lambda e: (e["ph"] != "M", e.get("ts", 0), e["pid"], e["tid"]))
+    return {"traceEvents": events, "displayTimeUnit": "ms", "otherData": {"runs": runs}}
+
+
+def _started(record: dict) -> float | None:
+    """Wall-clock seconds of the record's `started_at` (ISO 8601, UTC), or None when absent or unreadable."""
+    text = record.get("started_at")
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None

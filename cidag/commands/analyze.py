@@ -1,4 +1,8 @@
-"""`cidag analyze blame|critical-chain|plot|trace [RECORD]`: read a run record, explain the boot."""
+"""`cidag analyze blame|critical-chain|plot|trace [RECORD]`: read a run record, explain the boot.
+
+`blame` and `trace` also take many records (a fleet's boots): percentiles per
+node, one trace with a process per run.
+"""
 from __future__ import annotations
 
 import json
@@ -14,13 +18,44 @@ from ..errors import UsageError
 DEFAULT_STATE_DIR = "/var/lib/cidag"
 
 
-def record_options(func: Callable) -> Callable:
-    """RECORD argument and --state-dir, shared by every subcommand."""
+def record_options(func: Callable, many: bool = False) -> Callable:
+    """RECORD argument (RECORD... when `many`) and --state-dir, shared by every subcommand."""
     func = click.option(
         "--state-dir", type=click.Path(file_okay=False), default=DEFAULT_STATE_DIR, show_default=True,
         help="State directory whose last-run.json is read when RECORD is not given.",
     )(func)
+    if many:
+        return click.argument("record_path", metavar="[RECORD]...", nargs=-1, type=click.Path())(func)
     return click.argument("record_path", metavar="[RECORD]", required=False, type=click.Path(dir_okay=False))(func)
+
+
+def many_records(func: Callable) -> Callable:
+    """record_options for the subcommands that read a fleet: RECORD... (files or directories of them)."""
+    return record_options(func, many=True)
+
+
+def _load_many(record_paths: tuple[str, ...], state_dir: str) -> list[tuple[str, dict]]:
+    """[(label, record)] for each RECORD (a directory: every *.json in it, by name); labels are
+    the runs' instance ids where those tell the runs apart, else the file paths."""
+    from ..analysis import load_record
+
+    if not record_paths:
+        return [("", _load(None, state_dir))]
+    paths: list[Path] = []
+    for given in record_paths:
+        path = Path(given)
+        if path.is_dir():
+            found = sorted(p for p in path.glob("*.json") if p.is_file())
+            if not found:
+                raise UsageError(f"{path}: no run record (*.json) in this directory")
+            paths += found
+        else:
+            paths.append(path)
+    loaded = [(str(p), load_record(p)) for p in paths]
+    ids = [r.get("instance_id") for _, r in loaded]
+    if all(ids) and len(set(ids)) == len(ids):
+        return [(str(i), r) for i, (_, r) in zip(ids, loaded)]
+    return loaded
 
 
 def _load(record_path: str | None, state_dir: str) -> dict:
@@ -41,19 +76,45 @@ def analyze() -> None:
 
 
 @analyze.command()
-@record_options
+@many_records
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def blame(record_path: str | None, state_dir: str, fmt: str) -> None:
-    """Nodes by how long they ran, longest first."""
+def blame(record_path: tuple[str, ...], state_dir: str, fmt: str) -> None:
+    """Nodes by how long they ran, longest first; over many RECORDs, percentiles per node."""
     from ..analysis import blame as blame_rows
 
-    rows = blame_rows(_load(record_path, state_dir))
+    runs = _load_many(record_path, state_dir)
+    if len(runs) > 1:
+        _fleet_blame([r for _, r in runs], fmt)
+        return
+    rows = blame_rows(runs[0][1])
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
         return
     width = max([len(r["id"]) for r in rows] + [4])
     for r in rows:
         click.echo(f"{r['duration_s']:9.3f}s  {r['id']:<{width}}  {r['status']}")
+
+
+def _fleet_blame(records: list[dict], fmt: str) -> None:
+    from ..analysis import fleet_blame
+
+    fb = fleet_blame(records)
+    if fmt == "json":
+        click.echo(json.dumps(fb, indent=2))
+        return
+    width = max([len(r["id"]) for r in fb["nodes"] + fb["caps"]] + [4])
+    click.echo(f"{fb['runs']} runs; duration of each node (p50, p90, p99, max), longest p99 first:")
+    click.echo(f"{'p50':>9} {'p90':>9} {'p99':>9} {'max':>9}  {'node':<{width}}  runs  statuses")
+    for r in fb["nodes"]:
+        statuses = ", ".join(f"{n} {s}" for s, n in sorted(r["statuses"].items(), key=lambda x: -x[1]))
+        retries = f"; {r['retries']:g} retries" if r["retries"] else ""
+        click.echo(f"{r['p50_s']:8.3f}s {r['p90_s']:8.3f}s {r['p99_s']:8.3f}s {r['max_s']:8.3f}s  "
+                   f"{r['id']:<{width}}  {r['runs']:>4}  {statuses}{retries}")
+    if fb["caps"]:
+        click.echo("when each capability settled (seconds from the run's start):")
+        for r in fb["caps"]:
+            click.echo(f"{r['p50_s']:8.3f}s {r['p90_s']:8.3f}s {r['p99_s']:8.3f}s {r['max_s']:8.3f}s  "
+                       f"{r['id']:<{width}}  {r['runs']:>4}")
 
 
 @analyze.command("critical-chain")
@@ -100,12 +161,15 @@ def plot(record_path: str | None, state_dir: str, output: str) -> None:
 
 
 @analyze.command()
-@record_options
+@many_records
 @click.option("-o", "--output", required=True, metavar="FILE.json", help="Where to write the trace ('-' for stdout).")
-def trace(record_path: str | None, state_dir: str, output: str) -> None:
-    """Chrome trace events (Perfetto, chrome://tracing): a track per worker, a span per node."""
-    from ..trace import to_trace
+def trace(record_path: tuple[str, ...], state_dir: str, output: str) -> None:
+    """Chrome trace events (Perfetto, chrome://tracing): a track per worker, a span per node;
+    many RECORDs: one process per run, on a common clock."""
+    from ..trace import fleet_trace, to_trace
 
-    write_output(output, json.dumps(to_trace(_load(record_path, state_dir))) + "\n")
+    runs = _load_many(record_path, state_dir)
+    trace = fleet_trace(runs) if len(runs) > 1 else to_trace(runs[0][1])
+    write_output(output, json.dumps(trace) + "\n")
     if output != "-":
         click.echo(f"wrote {output}", err=True)
