@@ -304,13 +304,54 @@ def _peak(times: list[float]) -> float:
     return round(best / WINDOW, 1)
 
 
+def service_check(n: int) -> dict:
+    """Can the service hold n concurrent clients? n real Clients connect at once, each from its
+    own address, send one request and keep the connection open until all have had their answer."""
+    service = Service({})  # no capacity limit: this measures the server itself
+    answered: list[float] = []
+    ended = threading.Semaphore(0)
+    go, release = threading.Barrier(n + 1), threading.Event()
+
+    def one(i: int) -> None:
+        with cidag_http.Client(service.url, deadline=time.monotonic() + DEADLINE,
+                               source_address=(_address(i), 0), retries=0) as client:
+            go.wait()
+            try:
+                if client.get("openstack").status == 200:
+                    answered.append(time.monotonic())
+            except Exception:  # not answered: counted below
+                pass
+            ended.release()
+            release.wait(DEADLINE)  # the connection stays open until every client is done
+
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(n)]
+    for th in threads:
+        th.start()
+    go.wait()
+    t0 = time.monotonic()
+    for _ in range(n):
+        ended.acquire()
+    release.set()
+    for th in threads:
+        th.join(10)
+    seen = service.stop()
+    done = sorted(a - t0 for a in answered)
+    return {"clients": n, "answered": len(done), "all_answered_s": round(done[-1], 3) if done else None,
+            "p50_s": _pct(done, 50), "peak_connections": seen["peak_connections"]}
+
+
+def service_line(check: dict) -> str:
+    return (f"Service check: {check['clients']} concurrent keep-alive clients, {check['answered']} answered "
+            f"(p50 {check['p50_s']} s, all by {check['all_answered_s']} s), "
+            f"{check['peak_connections']} connections open at once (thread per connection).")
+
+
 def default_capacity() -> dict:
     return {"concurrency": CONCURRENCY, "service_time": SERVICE_TIME, "service_jitter": SERVICE_JITTER,
             "queue": QUEUE, "status": 503, "retry_after": 1}
 
 
 def run_fleets(sizes: list[int], sample: int) -> list[dict]:
-    threading.stack_size(512 << 10)  # thousands of guest threads: small stacks
     cidag_http.Client.from_settings = classmethod(_with_own_address)
     results = []
     for n in sizes:
@@ -366,10 +407,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default=None, help="comma-separated fleet sizes (default 100,1000)")
     ap.add_argument("--sample", type=int, default=None, help="guests run as whole cidag processes (default 10)")
     ap.add_argument("--quick", action="store_true", help="sizes 100 and 300, 3 processes")
+    ap.add_argument("--clients", type=int, default=1000, help="concurrent clients of the service check (default 1000)")
     ap.add_argument("--json", action="store_true", help="print the raw figures as JSON too")
     args = ap.parse_args(argv)
     sizes = [int(x) for x in (args.sizes or ("100,300" if args.quick else "100,1000")).split(",")]
     sample = args.sample if args.sample is not None else (3 if args.quick else 10)
+    threading.stack_size(512 << 10)  # thousands of guest threads: small stacks
+    check = service_check(args.clients)
+    print(service_line(check))
     results = run_fleets(sizes, sample)
     text, targets = report(results)
     print(text)

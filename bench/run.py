@@ -2,7 +2,7 @@
 
     python bench/run.py                 # everything (about 2 minutes on 2 cores)
     python bench/run.py --quick         # small sizes, 3 s deadline: a smoke test
-    python bench/run.py --only dag      # one section: proposal, deadline, real, dag, startup
+    python bench/run.py --only dag      # one section: proposal, deadline, real, dag, startup, fleet
     python bench/run.py --update-readme # also rewrite the figures block of bench/README.md
     CIDAG_BENCH_UPDATE_README=1 make bench   # the same through make
 
@@ -29,7 +29,7 @@ from bench import dag, scenarios, startup  # noqa: E402
 OUT = REPO / "bench" / "out"
 README = REPO / "bench" / "README.md"
 BEGIN, END = "<!-- figures:begin -->", "<!-- figures:end -->"
-SECTIONS = ("proposal", "deadline", "real", "dag", "startup")
+SECTIONS = ("proposal", "deadline", "real", "dag", "startup", "fleet")
 
 
 def yes(ok: bool) -> str:
@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", action="append", choices=SECTIONS, help="run only this section (repeatable)")
     ap.add_argument("--sizes", default=None, help="comma-separated DAG sizes (default 100,1000,5000)")
     ap.add_argument("--deadline", type=float, default=None, help="deadline of the absent source (default 30)")
+    ap.add_argument("--fleet-sizes", default=None, help="comma-separated fleet sizes (default 100,1000; quick 100)")
     ap.add_argument("--update-readme", action="store_true", help="rewrite the figures block of bench/README.md")
     args = ap.parse_args(argv)
     args.update_readme = args.update_readme or os.environ.get("CIDAG_BENCH_UPDATE_README") == "1"
@@ -223,8 +224,25 @@ def main(argv: list[str] | None = None) -> int:
         targets.extend(t)
         section("(c) start-up", text)
 
+    def do_fleet() -> None:
+        import threading
+
+        from bench import fleet
+
+        threading.stack_size(512 << 10)  # a thousand guest threads: small stacks
+        fleet_sizes = ([int(x) for x in args.fleet_sizes.split(",")] if args.fleet_sizes
+                       else [100] if args.quick else [100, 1000])
+        check = fleet.service_check(300 if args.quick else 1000)
+        res = fleet.run_fleets(fleet_sizes, 3 if args.quick else 10)
+        threading.stack_size(0)
+        raw["fleet"] = {"service_check": check, "fleets": res}
+        text, t = fleet.report(res)
+        targets.extend(t)
+        section(f"(d) a fleet booting at once against one metadata service (bench/fleet.py; sizes "
+                f"{', '.join(map(str, fleet_sizes))})", fleet.service_line(check) + "\n\n" + text)
+
     steps = {"proposal": do_proposal, "deadline": do_deadline, "real": do_real, "dag": do_dag,
-             "startup": do_startup}
+             "startup": do_startup, "fleet": do_fleet}
     for name in SECTIONS:
         if name in sections:
             guarded(name, steps[name])
