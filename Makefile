@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test vm-test bench venv clean check
+.PHONY: demo test fuzz vm-test bench venv clean check
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ demo: $(STAMP)
 # mmdebstrap, xorriso); CIDAG_VM_TESTS=0 skips them.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The fuzz suite with many more cases than `make test` runs (tests/test_fuzz.py).
+FUZZ_EXAMPLES ?= 20000
+fuzz: $(STAMP)
+	CIDAG_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q tests/test_fuzz.py
 
 # Only the boot tests, and a missing tool is an error rather than a skip.
 vm-test: $(STAMP)

@@ -71,7 +71,7 @@ class Context:
     instance_id: str | None
     log: logging.Logger
     deadline: float
-    cancelled: threading.Event
+    cancelled: threading.Event  # or runner.CancelEvent: the same interface (set, is_set, wait)
     state_dir: Path
     env: MutableMapping[str, str] = field(default_factory=dict)  # extra env for commands (CIDAG_*)
     output: list[str] = field(default_factory=list)  # text kept in the run record (capped)

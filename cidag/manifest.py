@@ -138,6 +138,8 @@ def expand_env(doc: Document, env: dict[str, str] | None = None) -> list[Diagnos
     memo: dict[int, Any] = {}
 
     def sub(value: Any, path: tuple) -> Any:
+        if type(value) is str and "$" not in value:
+            return value
         if isinstance(value, (str, dict, list)):
             key = id(value)
             if key not in memo:

@@ -66,8 +66,14 @@ def load_text(text: str, file: str) -> Document:
             tag = re.search(r"'([^']*)'", exc.problem)
             problem = f"unsupported YAML tag {tag.group(0) if tag else '?'} (only plain YAML is allowed)"
         raise ManifestError([Diagnostic(file, line, col, f"YAML: {problem}", code="yaml-syntax")]) from None
-    except yaml.YAMLError as exc:
-        raise ManifestError([Diagnostic(file, 1, 1, f"YAML: {exc}", code="yaml-syntax")]) from None
+    except yaml.YAMLError as exc:  # a ReaderError (bad character): no mark, a position
+        pos = getattr(exc, "position", None)
+        line, col = 1, 1
+        if isinstance(pos, int):
+            line = text.count("\n", 0, pos) + 1
+            col = pos - (text.rfind("\n", 0, pos) + 1) + 1
+        first = (str(exc).strip().splitlines() or ["invalid YAML"])[0]
+        raise ManifestError([Diagnostic(file, line, col, f"YAML: {first}", code="yaml-syntax")]) from None
     finally:
         loader.dispose()
     if doc.data is None and not doc.marks:
@@ -232,9 +238,34 @@ def _mark1(mark) -> tuple[int, int]:
     return mark.line + 1, mark.column + 1
 
 
+_cache: dict[tuple, Document] = {}
+
+
 def load_file(path: str | os.PathLike) -> Document:
-    """Read and parse a manifest file; every failure is a one-line ManifestError."""
+    """Read and parse a manifest file; every failure is a one-line ManifestError.
+
+    The same unchanged file is parsed once per process (`check` looks at a file's kind,
+    then loads it): callers get their own Document, sharing the parsed values, which
+    nobody changes in place (expand_env builds new ones)."""
     name = os.fspath(path)
+    try:
+        st = os.stat(name)
+        key = (os.path.abspath(name), st.st_mtime_ns, st.st_size, st.st_ino)
+    except OSError:
+        key = None
+    if key is not None and key in _cache:
+        doc = _cache[key]
+        return Document(doc.file, doc.data, doc.marks, doc.key_marks)
+    doc = _load_file(name)
+    if key is not None:
+        while len(_cache) >= 4:  # a process reads two manifests; keep a few
+            del _cache[next(iter(_cache))]
+        _cache[key] = doc
+        return Document(doc.file, doc.data, doc.marks, doc.key_marks)
+    return doc
+
+
+def _load_file(name: str) -> Document:
     try:
         with open(name, "rb") as fh:
             raw = fh.read(MAX_BYTES + 1)

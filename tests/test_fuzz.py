@@ -1,0 +1,198 @@
+"""Fuzzing: hostile manifests and user-data (hypothesis). The invariant: the outcome is a
+result, never a crash: manifests give a compiled graph or one-line diagnostics (exit 2),
+runs end with a record that tells the truth (exit 0, 1 or 2), memory stays bounded.
+
+In-process, so a few thousand cases fit in the normal run; `make fuzz` sets
+CIDAG_FUZZ_EXAMPLES for many more.
+"""
+from __future__ import annotations
+
+import os
+import resource
+import string
+
+import yaml
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from cidag.engine import RunOptions, run
+from cidag.errors import CidagError, ManifestError
+from cidag.runner import FakeRunner
+from cidag.userdata import parse
+from cidag.values import ValueRefused, canonical
+from cidag.yamldoc import load_text
+
+EXAMPLES = int(os.environ.get("CIDAG_FUZZ_EXAMPLES", "0"))
+MEMORY_LIMIT_KB = 1_500_000  # a case that grew the process past this is a memory bug
+
+
+def fuzz_settings(default: int):
+    return settings(max_examples=EXAMPLES or default, deadline=None, database=None,
+                    suppress_health_check=list(HealthCheck))
+
+
+def peak_kb() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+# -- YAML text: mutated manifests, aliases, nesting, numbers ----------------------------------
+
+SCALARS = st.one_of(
+    st.text(alphabet=string.ascii_letters + string.digits + "-_.${}:$ ", max_size=20),
+    st.integers(min_value=-10**30, max_value=10**30),
+    st.sampled_from(["1" + "0" * 400, "1e999", "-.inf", ".nan", "~", "true", "500ms", "2m", "10s", "0",
+                     "$$", "${HOME}", "${NOPE:-x}", "${NOPE}", "&a x", "*a", "!!python/object:os.system x",
+                     "[*a]", "{a: *a}", "<<: *a"]),
+)
+
+KEYS = st.sampled_from(["version", "select", "sources", "modules", "name", "type", "capabilities", "timeout",
+                        "needs", "wants", "provides", "depends_on", "after", "priority", "frequency",
+                        "settings", "secrets", "command", "data", "delay", "nope"])
+
+
+def yaml_values(depth: int):
+    if depth <= 0:
+        return SCALARS
+    inner = yaml_values(depth - 1)
+    return st.one_of(SCALARS, st.lists(inner, max_size=4), st.dictionaries(KEYS, inner, max_size=4))
+
+
+BASE_SOURCES = {"version": 1, "sources": [
+    {"name": "a", "type": "static", "capabilities": ["instance-id", "hostname"],
+     "settings": {"data": {"instance-id": "i-1", "hostname": "h"}}},
+    {"name": "b", "type": "static", "capabilities": ["hostname", "user-data"]}]}
+BASE_MODULES = {"version": 1, "modules": [
+    {"name": "m1", "type": "exec", "settings": {"command": "true"}, "wants": ["hostname"]},
+    {"name": "m2", "type": "exec", "frequency": "per-boot", "settings": {"command": "true"},
+     "depends_on": ["m1"], "needs": ["hostname"]}]}
+
+
+@st.composite
+def mutated(draw, base):
+    """`base` with a few values replaced, keys added or removed, anywhere in the tree."""
+    doc = yaml.safe_load(yaml.safe_dump(base))
+    for _ in range(draw(st.integers(1, 4))):
+        paths = []
+
+        def walk(node, path):
+            paths.append(path)
+            if isinstance(node, dict):
+                for k, v in node.items():
+                    walk(v, path + (k,))
+            elif isinstance(node, list):
+                for i, v in enumerate(node):
+                    walk(v, path + (i,))
+        walk(doc, ())
+        path = draw(st.sampled_from(paths))
+        value = draw(yaml_values(2))
+        if not path:
+            continue
+        parent = doc
+        for step in path[:-1]:
+            parent = parent[step]
+        action = draw(st.sampled_from(["replace", "delete", "add"]))
+        if action == "replace":
+            parent[path[-1]] = value
+        elif action == "delete":
+            del parent[path[-1]]
+        elif isinstance(parent, dict):
+            parent[draw(KEYS)] = value
+        else:
+            parent.append(value)
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+TRICKS = st.sampled_from([
+    "", "x: &a [*a]\n", "- " * 300 + "x\n", "[" * 200 + "]" * 200 + "\n", "a: !!python/object/apply:os.system [ls]\n",
+    "a: &a ['$$$$$$$$', '$$$$$$$$']\nb: &b [*a, *a, *a, *a]\nc: &c [*b, *b, *b, *b]\nd: [*c, *c, *c, *c]\n",
+    "version: 1\nversion: 2\n", "\t- tab\n", "%YAML 1.1\n---\na: 1\n---\nb: 2\n", "? [a]\n: b\n",
+    "timeout: " + "9" * 500 + "\n", "a: 1e99999\n", "\x85\u2028\n",
+])
+
+
+def run_manifests(tmp_path, sources_text: str, modules_text: str):
+    """Load, compile and run in fake time; returns the record or the diagnostics."""
+    from cidag.compiler import compile_manifests
+    from cidag.manifest import load_manifests
+
+    s, m = tmp_path / "sources.yaml", tmp_path / "modules.yaml"
+    s.write_text(sources_text)
+    m.write_text(modules_text)
+    try:
+        cg = compile_manifests(load_manifests(str(s), str(m), env={"HOME": "/root"}))
+    except ManifestError as exc:
+        for d in exc.diagnostics:
+            line = d.format()
+            assert "\n" not in line and "Traceback" not in line and len(line) < 2000, line
+        return None
+    runner = FakeRunner(lambda node, ctx: (0.01, FakeRunner.CALL) if node.startswith("source:") else (0.01, {}))
+    try:
+        result = run(cg, RunOptions(root=tmp_path / "root", handle_signals=False, runner=runner))
+    except CidagError as exc:  # a usage error (e.g. the state dir): one line
+        assert "\n" not in str(exc)
+        return None
+    rec = result.record
+    assert result.exit_code in (0, 1), rec["result"]
+    assert all(n["status"] not in ("waiting", "ready", "running", "held") for n in rec["nodes"])
+    return rec
+
+
+@fuzz_settings(600)
+@given(st.data())
+def test_mutated_manifests_compile_or_fail_in_one_line_and_runs_tell_the_truth(tmp_path_factory, data):
+    tmp = tmp_path_factory.mktemp("fuzz")
+    sources = data.draw(mutated(BASE_SOURCES))
+    modules = data.draw(mutated(BASE_MODULES))
+    if data.draw(st.booleans()):
+        modules = modules + data.draw(TRICKS)
+    run_manifests(tmp, sources, modules)
+    assert peak_kb() < MEMORY_LIMIT_KB
+
+
+@fuzz_settings(600)
+@given(st.text(max_size=300) | TRICKS)
+def test_any_yaml_text_loads_or_is_one_diagnostic(text):
+    try:
+        load_text(text, "fuzz.yaml")
+    except ManifestError as exc:
+        assert len(exc.diagnostics) == 1 and "\n" not in exc.diagnostics[0].message
+    assert peak_kb() < MEMORY_LIMIT_KB
+
+
+# -- user-data -----------------------------------------------------------------------------------
+
+USER_DATA_PIECES = st.sampled_from([
+    "#cloud-config\n", "#!/bin/sh\necho hi\n", "Content-Type: multipart/mixed; boundary=X\nMIME-Version: 1.0\n\n--X\n"
+    "Content-Type: text/cloud-config\n\nfoo: 1\n--X--\n", "foo: &a [*a]\n", "a: &a [x, x, x, x, x, x, x, x, x]\n"
+    "b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+    "d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\n"
+    "f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]\ng: [*f, *f, *f, *f, *f, *f, *f, *f, *f]\n",
+    "[" * 1500 + "]" * 1500, "write_files: [{path: /etc/x, content: y}]\n", "users: [default, {name: u}]\n",
+    "\x1f\x8b\x08\x00", "runcmd: [[ls, -l], 'echo $x']\n", "!!binary AAAA\n", "x: 1e99999\n",
+])
+
+
+@fuzz_settings(600)
+@given(st.lists(USER_DATA_PIECES | st.text(max_size=60), min_size=1, max_size=5), st.booleans())
+def test_user_data_never_crashes_and_stays_bounded(pieces, as_bytes):
+    text = "".join(pieces)
+    ud = parse(text.encode("utf-8", "surrogatepass") if as_bytes else text)
+    for line in ud.errors + ud.warnings:
+        assert "\n" not in line.strip() or line.count("\n") <= 1
+    canonical(ud.cloud_config)  # what reached the run is within the value limits
+    assert peak_kb() < MEMORY_LIMIT_KB
+
+
+@fuzz_settings(600)
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10) | st.binary(max_size=10),
+                    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=5) | st.integers(), c, max_size=4),
+                    max_leaves=40))
+def test_canonical_values_are_json_or_refused(value):
+    import json
+
+    try:
+        out = canonical(value)
+    except ValueRefused as exc:
+        assert "\n" not in str(exc)
+        return
+    assert json.loads(json.dumps(out, allow_nan=False)) == out
+    assert canonical(out) == out  # canonical is a fixed point: a marker gives back the same value
