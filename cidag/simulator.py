@@ -73,13 +73,7 @@ class Fault:
     @classmethod
     def from_dict(cls, spec: Mapping[str, Any]) -> "Fault":
         """Build from a fixture entry; raise ValueError naming an unknown key or bad value."""
-        unknown = set(spec) - _FAULT_KEYS
-        if unknown:
-            raise ValueError(f"fault {dict(spec)!r}: unknown key(s) {', '.join(sorted(unknown))}")
-        kw = dict(spec)
-        for key in ("delay", "jitter"):
-            if key in kw:
-                kw[key] = parse_duration(kw[key])
+        kw = _keywords(spec, _FAULT_KEYS, ("delay", "jitter"), f"fault {dict(spec)!r}")
         if kw.get("method"):
             kw["method"] = str(kw["method"]).upper()
         return cls(**kw)
@@ -114,14 +108,7 @@ class Capacity:
     @classmethod
     def from_dict(cls, spec: Mapping[str, Any]) -> "Capacity":
         """Build from a fixture's `capacity:`; raise ValueError naming an unknown key or bad value."""
-        unknown = set(spec) - _CAPACITY_KEYS
-        if unknown:
-            raise ValueError(f"capacity: unknown key(s) {', '.join(sorted(unknown))}")
-        kw = dict(spec)
-        for key in ("service_time", "service_jitter"):
-            if key in kw:
-                kw[key] = parse_duration(kw[key])
-        cap = cls(**kw)
+        cap = cls(**_keywords(spec, _CAPACITY_KEYS, ("service_time", "service_jitter"), "capacity"))
         if cap.concurrency is not None and (not isinstance(cap.concurrency, int) or cap.concurrency < 1):
             raise ValueError(f"capacity: concurrency must be a positive integer, not {cap.concurrency!r}")
         if cap.status not in (429, 503):
@@ -652,6 +639,18 @@ def load_fixture(path: str | Path | None) -> dict:
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{source}: {exc}") from None
     return data
+
+
+def _keywords(spec: Mapping[str, Any], known: set[str], durations: tuple[str, ...], what: str) -> dict:
+    """`spec` as keyword arguments, durations in seconds; ValueError naming `what` on an unknown key."""
+    unknown = set(spec) - known
+    if unknown:
+        raise ValueError(f"{what}: unknown key(s) {', '.join(sorted(unknown))}")
+    kw = dict(spec)
+    for key in durations:
+        if key in kw:
+            kw[key] = parse_duration(kw[key])
+    return kw
 
 
 def _json(value: Any) -> bytes:
