@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test fuzz vm-test bench venv clean check
+.PHONY: demo test fuzz vm-test bench bench-boot venv clean check
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ vm-test: $(STAMP)
 
 bench: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python bench/run.py
+
+# cidag against Debian's cloud-init on real boots of the same guest (root, QEMU; ~15 min).
+bench-boot: $(STAMP)
+	$(BIN)/python bench/boot.py
 
 check: $(STAMP)
 	$(BIN)/cidag check

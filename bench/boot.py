@@ -99,6 +99,10 @@ def boot(variant: str, scenario: str, work: Path, key: tuple[Path, str], reboot:
             out["provisioned_s"] = rep.host_seconds
             out["uptime_s"] = rep.uptime
             out["tool_run_s"], out["tool_cpu_s"] = _unit_seconds(rep)
+            if variant != "bare" and scenario != "nocloud-none":
+                # Where the boot's time went, for bench/README.md.
+                out["systemd_analyze"] = g.root(key[0], "alice", "systemd-analyze; systemd-analyze blame | head -12;"
+                                                " systemd-analyze critical-chain vm-report.service")
             if reboot:
                 g.root(key[0], "alice", "systemctl reboot")
                 t0 = time.monotonic()

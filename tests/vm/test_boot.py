@@ -14,7 +14,7 @@ from conftest import seed_iso, write_fixture
 PASSWORD = "vm-Test-passw0rd"
 
 
-def user_data(hostname: str, key_user: str, default: bool = True) -> str:
+def user_data(hostname: str, key_user: str, default: bool = True, host_keys: tuple | None = None) -> str:
     users = (["default"] if default else []) + [{
         "name": "alice", "shell": "/bin/bash", "sudo": "ALL=(ALL) NOPASSWD:ALL",
         "ssh_authorized_keys": [key_user],
@@ -27,12 +27,15 @@ def user_data(hostname: str, key_user: str, default: bool = True) -> str:
                          "permissions": "0640"}],
         "runcmd": [["sh", "-c", "cat /etc/vm-test/hello > /var/tmp/runcmd-saw-file; hostname > /var/tmp/runcmd-host"]],
     }
+    if host_keys is not None:
+        # An RSA host key takes 10-20 s to make under emulation: only the config drive test pays it.
+        doc["ssh_genkeytypes"] = list(host_keys)
     return "#cloud-config\n" + json.dumps(doc)
 
 
-def instance(iid: str, hostname: str, keys, default: bool = True) -> dict:
+def instance(iid: str, hostname: str, keys, default: bool = True, host_keys: tuple | None = ("ed25519",)) -> dict:
     return {"instance-id": iid, "hostname": hostname, "public-keys": [keys["meta"][1]],
-            "user-data": user_data(hostname, keys["user"][1], default), "vendor-data": ""}
+            "user-data": user_data(hostname, keys["user"][1], default, host_keys), "vendor-data": ""}
 
 
 def status_of(report) -> dict:
@@ -70,19 +73,30 @@ def assert_provisioned(guest, keys, hostname: str, default_user: str | None = "c
         assert meta.returncode == 0 and meta.stdout.strip() == "0", meta.stderr
 
 
-def test_config_drive_then_reboot_then_new_instance(cidag_image, workdir, keys, guests):
-    cd1 = seed_iso(workdir, write_fixture(workdir / "i1.yaml", instance("iid-vm-1", "vm-one", keys)),
-                   "configdrive")
-    g = guests(cidag_image, workdir / "g", disks=[cd1]).start()
+def test_config_drive_then_reboot_then_new_instance(cidag_image, workdir, keys, guests, metadata_service):
+    # An OpenStack guest with a config drive, whose metadata service accepts and never answers.
+    fixture = write_fixture(workdir / "i1.yaml", instance("iid-vm-1", "vm-one", keys, host_keys=None))
+    cd1 = seed_iso(workdir, fixture, "configdrive")
+    stalled = metadata_service(fixture, {"path": "*", "stall": True})
+    g = guests(cidag_image, workdir / "g", disks=[cd1], metadata_port=stalled, dmi="openstack").start()
     report = g.wait_report(1)
     assert_first_login(g, keys["user"][0], "alice")
     st = status_of(report)
     assert report.rc == 0 and st["status"] == "done", report.status
-    assert st["instance_id"] == "iid-vm-1"
+    assert st["instance_id"] == "iid-vm-1" and st["result"] == "ok", report.status
+    # The config drive is this instance's source: the stalled service is never waited for.
+    first = json.loads(g.root(keys["user"][0], "alice", "cat /var/lib/cidag/last-run.json"))
+    openstack = {n["id"]: n for n in first["nodes"]}["source:openstack"]
+    assert openstack["status"] == "skipped", openstack
     assert_provisioned(g, keys, "vm-one")
     # disable_root: root's copy of the metadata key only says which user to use.
     root = g.ssh(keys["meta"][0], "root", "id")
     assert "Please login as the user \"cidag\"" in root.stdout + root.stderr
+    # cloud-init's default host key types, made for this instance.
+    assert g.root(keys["user"][0], "alice", "cd /etc/ssh && ls ssh_host_*_key").split() == [
+        "ssh_host_ecdsa_key", "ssh_host_ed25519_key", "ssh_host_rsa_key"]
+    fingerprint = "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub"
+    first_fingerprint = g.root(keys["user"][0], "alice", fingerprint)
 
     # Reboot, same instance: per-instance work is not done again, per-boot work is.
     g.root(keys["user"][0], "alice", "echo tampered > /etc/vm-test/hello; systemctl reboot")
@@ -94,6 +108,9 @@ def test_config_drive_then_reboot_then_new_instance(cidag_image, workdir, keys, 
     assert nodes["module:create-user"]["status"] == "skipped"
     assert nodes["module:user-data"]["status"] == "ok"  # per-boot
     assert nodes["module:final-message"]["status"] == "ok"
+    # Only per-instance work (done) could have wanted the HTTP source: it is not probed at all.
+    assert nodes["source:openstack"]["status"] == "skipped" and nodes["source:openstack"]["start_s"] is None
+    assert record["result"] == "ok"
     assert g.root(keys["user"][0], "alice", "cat /etc/vm-test/hello").strip() == "tampered"
     g.kill()
 
@@ -106,8 +123,9 @@ def test_config_drive_then_reboot_then_new_instance(cidag_image, workdir, keys, 
     assert st2["instance_id"] == "iid-vm-2"
     assert_first_login(g2, keys["user"][0], "alice")
     assert_provisioned(g2, keys, "vm-two")
-    host_keys = g2.root(keys["user"][0], "alice", "ls /etc/ssh/ | grep -c '^ssh_host_.*_key$'")
-    assert int(host_keys) == 3
+    # A new instance gets new host keys, the old ones deleted (ssh_deletekeys), only the types asked for.
+    assert g2.root(keys["user"][0], "alice", "cd /etc/ssh && ls ssh_host_*_key").split() == ["ssh_host_ed25519_key"]
+    assert g2.root(keys["user"][0], "alice", fingerprint) != first_fingerprint
 
 
 def test_nocloud_seed_with_own_users_only(cidag_image, workdir, keys, guests):
