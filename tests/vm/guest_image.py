@@ -14,6 +14,8 @@ Needs root (files keep their owners) and mmdebstrap, e2fsprogs, qemu-utils.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
@@ -74,6 +76,14 @@ def cache_dir() -> Path:
     return path
 
 
+@contextlib.contextmanager
+def _building():
+    """One builder at a time per cache (pytest workers and the benchmark may start together)."""
+    with open(cache_dir() / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def _digest(*parts: str | bytes) -> str:
     h = hashlib.sha256()
     for part in parts:
@@ -104,6 +114,11 @@ class Base:
 
 def base(variant: str) -> Base:
     """The cached bookworm base for `variant`, built with mmdebstrap on first use."""
+    with _building():
+        return _base(variant)
+
+
+def _base(variant: str) -> Base:
     packages = VARIANT_PACKAGES[variant]
     key = _digest(SUITE, MIRROR, ",".join(packages), BASE_CUSTOMIZE)
     out = cache_dir() / f"base-{'cloud-init' if variant == 'cloud-init' else 'cidag'}-{key}"
@@ -170,7 +185,12 @@ def _install_report(tree: Path, variant: str) -> None:
 
 def image(variant: str = "cidag") -> Image:
     """The cached bootable image of `variant` (cidag, cloud-init or bare) for this checkout."""
-    b = base(variant)
+    with _building():
+        return _image(variant)
+
+
+def _image(variant: str) -> Image:
+    b = _base(variant)
     inputs = [b.tarball.parent.name, variant, _tree_digest(HERE, ("units/*", "guest_image.py"))]
     if variant == "cidag":
         inputs.append(_tree_digest(REPO, ("cidag/**/*", "setup.cfg", "pyproject.toml")))
@@ -179,8 +199,10 @@ def image(variant: str = "cidag") -> Image:
     img = Image(variant, out, b.kernel, b.initrd)
     if out.exists():
         return img
-    for stale in cache_dir().glob(f"image-{variant}-*.raw"):
-        stale.unlink()  # one image per variant: the checkout moves on
+    # The checkout moves on: keep the newest few (a running guest may still stand on one).
+    older = sorted(cache_dir().glob(f"image-{variant}-*.raw"), key=lambda p: p.stat().st_mtime)
+    for stale in older[:-2]:
+        stale.unlink()
     work = Path(tempfile.mkdtemp(prefix="cidag-vm-", dir=cache_dir()))
     try:
         tree = work / "tree"
