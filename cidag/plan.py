@@ -291,13 +291,35 @@ class Plan:
             if kind == "exports" or kind == "provides":
                 self._try_settle(caps[succ[4:]], finished=state.id)
             else:  # depends_on / after / gate / fallback
-                self._input_done(succ)
+                self._input_done(succ, doomed=kind == "depends_on" and not success)
+        if state.kind == "module" and not success and state.start is None:
+            self._drop_unread_sources(state.id)
 
-    def _input_done(self, node: str) -> None:
+    def _input_done(self, node: str, doomed: bool = False) -> None:
+        """One input of `node` ended or settled; `doomed`: it was a failed hard input.
+
+        A node with a hard input that failed (a `needs` unavailable, a `depends_on` not ok)
+        is skipped at once, not when its last soft input settles (spec §3.3): what it
+        still waited for may be a stalled source that nothing else needs.
+        """
         state = self.nodes[node]
         state.pending -= 1
-        if state.pending == 0 and state.status == "waiting":
+        if state.status != "waiting":
+            return
+        if state.pending == 0:
             self._evaluate(state)
+        elif doomed:
+            self._skip_if_doomed(state)
+
+    def _drop_unread_sources(self, node: str) -> None:
+        """`node` will never run: a running source that only it was waiting for is obsolete."""
+        for u, kind in self.inputs.get(node, ()):
+            if kind not in ("needs", "wants") or self.caps[u[4:]].status != "pending":
+                continue
+            for p in self.cg.providers.get(u[4:], ()):
+                if (p.startswith("source:") and self.nodes[p].status == "running" and p not in self.obsolete
+                        and self._source_obsolete(p)):
+                    self.obsolete.append(p)
 
     def _other_instance(self, cap: str, p: str, earlier: list[str]) -> bool | None:
         """Whether provider `p` of `cap` is another platform's source for it: instance-id
@@ -375,10 +397,12 @@ class Plan:
             cap.reason = self._why_unavailable(name, providers)
         if name == IID:
             self._instance_settled(cap)  # before its consumers see it: markers settle them cheaply
-        for consumer, _ in self.outputs.get(f"cap:{name}", ()):
-            self._input_done(consumer)
+        unavailable = cap.status == "unavailable"
+        for consumer, kind in self.outputs.get(f"cap:{name}", ()):
+            self._input_done(consumer, doomed=unavailable and kind == "needs")
         for p in providers:
-            if p.startswith("source:") and nodes[p].status == "running" and self._source_obsolete(p):
+            if (p.startswith("source:") and nodes[p].status == "running" and p not in self.obsolete
+                    and self._source_obsolete(p)):
                 self.obsolete.append(p)
 
     def _release(self, node: str) -> None:
@@ -439,24 +463,31 @@ class Plan:
                 parts.append(f"{name} {st.status}" + (f" ({st.reason})" if st.reason else ""))
         return "; ".join(parts)
 
-    def _evaluate(self, state: NodeState) -> None:
-        node = state.id
-        if state.kind == "gate":
-            self._finish(state, "done", "", success=True, values={})
-            return
-        for u, kind in self.inputs[node]:
+    def _skip_if_doomed(self, state: NodeState) -> bool:
+        """Skip `state` if a hard input has failed (the first in input order names the cause)."""
+        for u, kind in self.inputs[state.id]:
             if kind == "needs" and self.caps[u[4:]].status == "unavailable":
                 cap = self.caps[u[4:]]
                 self._finish(state, "skipped", f"capability {cap.name} unavailable: {cap.reason}",
                              success=False, values={}, code=CAP_UNAVAILABLE, cause=u)
-                return
-            if kind == "depends_on" and not self.nodes[u].success:
+                return True
+            if kind == "depends_on" and self.nodes[u].final and not self.nodes[u].success:
                 dep = self.nodes[u]
                 what = _WHICH.get(dep.status, dep.status)
                 why = f" ({dep.reason})" if dep.reason else ""
                 self._finish(state, "skipped", f"depends on {u[7:]}, which {what}{why}",
                              success=False, values={}, code=DEPENDENCY, cause=u)
-                return
+                return True
+        return False
+
+    def _evaluate(self, state: NodeState) -> None:
+        node = state.id
+        if state.kind == "gate":
+            self._finish(state, "done", "", success=True, values={})
+            return
+        if self._skip_if_doomed(state):
+            return
+        for u, kind in self.inputs[node]:
             if kind == "fallback":
                 prev = self.nodes[u]
                 if prev.success or prev.code == FALLBACK:

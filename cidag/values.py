@@ -171,12 +171,37 @@ class SecretPolicy:
         return {k: v for k, v in values.items() if not self.is_secret(k) and not callable(v)}
 
 
+# Keys whose values are secret inside a secret document (cloud-config's password,
+# passwd, hashed_passwd, chpasswd, ssh_keys.*_private, tokens). Only these leaves are
+# scrubbed: scrubbing every word of a cloud-config ("sh", "-c", a host name) would
+# make every log unreadable and protect nothing.
+_SECRET_KEY_PARTS = ("passw", "secret", "token", "private")
+_NOT_SECRET_KEYS = frozenset({"name", "type"})  # chpasswd.users[].name / .type
+
+
+def _secret_key(key: str) -> bool:
+    key = key.lower()
+    return any(part in key for part in _SECRET_KEY_PARTS)
+
+
 def _texts(value: Any) -> list[str]:
-    """Every text inside a canonical value (a secret may be a mapping of texts)."""
+    """The texts to scrub for one secret value: a text whole; in a document, its secret leaves."""
     if isinstance(value, str):
         return [value] if value else []
+    return _secret_leaves(value, under_secret=False)
+
+
+def _secret_leaves(value: Any, under_secret: bool) -> list[str]:
+    if isinstance(value, str):
+        if not under_secret or not value:
+            return []
+        # A multi-line secret (chpasswd's `list`) is also scrubbed line by line.
+        lines = [ln.strip() for ln in value.splitlines() if ln.strip()]
+        parts = [p.partition(":")[2] for p in lines if ":" in p]  # user:password lines
+        return [value, *lines, *(p for p in parts if p)]
     if isinstance(value, dict):
-        return [t for v in value.values() for t in _texts(v)]
+        return [t for k, v in value.items() if str(k) not in _NOT_SECRET_KEYS
+                for t in _secret_leaves(v, under_secret or _secret_key(str(k)))]
     if isinstance(value, list):
-        return [t for v in value for t in _texts(v)]
+        return [t for v in value for t in _secret_leaves(v, under_secret)]
     return []

@@ -100,6 +100,40 @@ def test_skip_reason_names_the_first_cause():
     assert not plan.is_active()
 
 
+def test_unavailable_need_skips_at_once_and_its_only_source_is_dropped():
+    # The first real boot with a stalled metadata service: set-password needs admin-password
+    # (the config drive has none) and wants post-password (only the HTTP source offers it).
+    # It must be skipped the moment admin-password is unavailable, not when the stalled
+    # source times out; then nothing needs that source any more, and what runs after
+    # set-password starts at once.
+    cg = compile_text(
+        {"version": 1, "sources": [src("configdrive", ["instance-id", "admin-password"]),
+                                   src("openstack", ["instance-id", "admin-password", "post-password"])]},
+        {"version": 1, "modules": [mod("set-password", needs=["admin-password"], wants=["post-password"]),
+                                   mod("runcmd", after=["set-password"])]})
+    plan = Plan(cg, clock=FakeClock())
+    plan.start()
+    assert sorted(plan.next_to_start()) == ["source:configdrive", "source:openstack"]
+    plan.finished("source:configdrive", "available", values={"instance-id": "i-1"})
+    assert plan.nodes["module:set-password"].status == "skipped"
+    assert plan.nodes["module:set-password"].reason.startswith("capability admin-password unavailable")
+    assert plan.obsolete == ["source:openstack"]
+    assert plan.next_to_start() == ["module:runcmd"]
+
+
+def test_failed_dependency_skips_at_once():
+    cg = compile_text(
+        {"version": 1, "sources": [src("a", ["x"]), src("slow", ["y"])]},
+        {"version": 1, "modules": [mod("first", needs=["x"]), mod("second", depends_on=["first"], wants=["y"]),
+                                   mod("third", after=["second"])]})
+    plan = Plan(cg, clock=FakeClock())
+    plan.start()
+    plan.next_to_start()
+    plan.finished("source:a", "unavailable", reason="not here")
+    assert plan.nodes["module:second"].status == "skipped"  # y has not settled: no need to wait for it
+    assert plan.next_to_start() == ["module:third"]
+
+
 def test_wants_waits_but_does_not_skip():
     cg = compile_text({"version": 1, "sources": [src("a", ["instance-id", "post-password"])]},
                       {"version": 1, "modules": [mod("pw", wants=["post-password"])]})
