@@ -65,9 +65,11 @@ def write_manifests(directory: Path, n: int) -> tuple[Path, Path]:
 
 def compile_time(sp: Path, mp: Path) -> tuple[float, object]:
     """Seconds to load + validate + compile + lint both manifests (what `cidag check` does)."""
+    from cidag import yamldoc
     from cidag.compiler import compile_manifests
     from cidag.manifest import load_manifests
 
+    yamldoc._cache.clear()  # each measurement parses the files, as a new process would
     t = time.perf_counter()
     cg = compile_manifests(load_manifests(str(sp), str(mp)))
     return time.perf_counter() - t, cg
@@ -78,6 +80,7 @@ def compile_phases(sp: Path, mp: Path) -> dict:
     positions, ${VAR} expansion, validation and type loading, graph + lint."""
     from cidag import compiler, manifest, yamldoc
 
+    yamldoc._cache.clear()
     t0 = time.perf_counter()
     ds, dm = yamldoc.load_file(str(sp)), yamldoc.load_file(str(mp))
     t1 = time.perf_counter()
@@ -148,6 +151,20 @@ def check_subprocess_time(sp: Path, mp: Path) -> float:
     return wall
 
 
+def peak_memory_mb(sp: Path, mp: Path, root: Path) -> float:
+    """Peak resident memory (MiB) of one `cidag run` process over these manifests (load,
+    compile, run, record), from the kernel's rusage of that child alone."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    proc = subprocess.Popen([sys.executable, "-m", "cidag", "run", "-q", "--sources", str(sp), "--modules", str(mp),
+                             "--root", str(root), "-j", str(JOBS)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"cidag run exited {proc.returncode}")
+    return usage.ru_maxrss / 1024.0
+
+
 def breakdown(cg, root: Path) -> dict:
     """Where a run's time goes, without threads: `plan_skips()` (what is needed), and the
     Plan's own bookkeeping driven synchronously (every node ends at once, -j 4)."""
@@ -197,7 +214,8 @@ def bench_size(n: int, repeats: int = 3, slow_s: float = 5.0) -> dict:
         except Exception as exc:  # internal API moved: the headline figures still stand
             parts = {"breakdown_error": f"{type(exc).__name__}: {exc}"}
         check_s = check_subprocess_time(sp, mp)
-        return {"nodes": n, "graph_nodes": cg.graph.number_of_nodes(), "edges": cg.graph.number_of_edges(),
+        peak = peak_memory_mb(sp, mp, tmp / "root-memory")
+        return {"peak_mb": peak, "nodes": n, "graph_nodes": cg.graph.number_of_nodes(), "edges": cg.graph.number_of_edges(),
                 "compile_s": min(compiles), "run_s": min(runs), "run_repeats": len(runs),
                 "baseline_s": min(bases), "ratio": min(runs) / min(bases),
                 "check_subprocess_s": check_s, "manifest_bytes": mp.stat().st_size, **parts}

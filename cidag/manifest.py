@@ -32,13 +32,12 @@ MODULE_KEYS = ("name", "type", "needs", "wants", "provides", "depends_on", "afte
                "priority", "frequency", "timeout", "secrets", "settings")
 
 
-@dataclass
-class SourceSpec:
-    """One entry of sources.yaml; `index` is its preference rank (0 = most preferred)."""
+@dataclass(kw_only=True)
+class _NodeSpec:
+    """What sources and modules share: where they were written, their secrets, their code."""
 
     name: str
     type: str
-    capabilities: list[str]
     timeout: float
     needs: list[str]
     settings: dict
@@ -48,39 +47,34 @@ class SourceSpec:
     secrets: frozenset = frozenset()
     call: Any = field(default=None, repr=False)
 
-    kind = "source"
+    kind = ""
 
     @property
     def node_id(self) -> str:
-        return f"source:{self.name}"
+        return f"{self.kind}:{self.name}"
 
 
-@dataclass
-class ModuleSpec:
+@dataclass(kw_only=True)
+class SourceSpec(_NodeSpec):
+    """One entry of sources.yaml; `index` is its preference rank (0 = most preferred)."""
+
+    capabilities: list[str]
+
+    kind = "source"
+
+
+@dataclass(kw_only=True)
+class ModuleSpec(_NodeSpec):
     """One entry of modules.yaml."""
 
-    name: str
-    type: str
-    needs: list[str]
     wants: list[str]
     provides: list[str]
     depends_on: list[str]
     after: list[str]
     priority: int
     frequency: str
-    timeout: float
-    settings: dict
-    index: int
-    doc: Document = field(repr=False)
-    path: tuple = ()
-    secrets: frozenset = frozenset()
-    call: Any = field(default=None, repr=False)
 
     kind = "module"
-
-    @property
-    def node_id(self) -> str:
-        return f"module:{self.name}"
 
 
 @dataclass

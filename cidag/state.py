@@ -33,7 +33,11 @@ def atomic_write(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> Non
         except OSError:
             pass
         raise
-    dfd = os.open(path.parent, os.O_RDONLY)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    dfd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dfd)
     finally:
@@ -114,12 +118,31 @@ class StateDir:
         data = (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
         path = self.path / "runs" / name
         atomic_write(path, data, mode)
-        atomic_write(self.path / "last-run.json", data, mode)
+        # last-run.json is the same file: a hard link renamed into place (atomic, and no
+        # second copy to write and fsync); a copy where links are not possible.
+        tmp = self.path / f".last-run.json.{os.getpid()}.tmp"
+        try:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            os.link(path, tmp)
+            os.replace(tmp, self.path / "last-run.json")
+            _fsync_dir(self.path)
+        except OSError:
+            atomic_write(self.path / "last-run.json", data, mode)
         return path
 
     def write_instance_data(self, public: dict, sensitive: dict) -> None:
-        write_json(self.path / "instance-data.json", public, mode=0o644)
-        write_json(self.path / "instance-data-sensitive.json", sensitive, mode=0o600)
+        # One capability per line: readable, and json's C encoder (indent= is pure Python).
+        encode = json.JSONEncoder(separators=(", ", ": "), default=str).encode
+        for name, value, mode in (("instance-data.json", public, 0o644),
+                                  ("instance-data-sensitive.json", sensitive, 0o600)):
+            caps = value.get("capabilities", {})
+            lines = ",\n  ".join(encode(k) + ": " + encode(v) for k, v in caps.items())
+            head = json.dumps({k: v for k, v in value.items() if k != "capabilities"})[:-1]
+            text = head + (", " if head != "{" else "") + '"capabilities": {' + ("\n  " + lines + "\n" if lines else "") + "}}\n"
+            atomic_write(self.path / name, text.encode(), mode)
 
 
 def _read_small_json(path: Path) -> Any:
