@@ -432,10 +432,11 @@ class Plan:
         for node in list(self.held):
             self._release(node)
         if self._iid_sources:
-            s = cap.provider
-            for c in (self.cg.specs[s].capabilities if s in self._iid_sources else ()):
-                if c in self.caps:
-                    self._try_settle(self.caps[c])
+            # Every capability that waited to learn the instance's source, not only those the
+            # instance's source declares: one only other platforms' sources offer is now settled.
+            for c in list(self.caps.values()):
+                if c.status == "pending":
+                    self._try_settle(c)
 
     def _source_obsolete(self, source: str) -> bool:
         """A source is obsolete when none of its capabilities is still pending for a node

@@ -121,6 +121,18 @@ def test_unavailable_need_skips_at_once_and_its_only_source_is_dropped():
     assert plan.next_to_start() == ["module:runcmd"]
 
 
+def test_capability_only_other_platforms_offer_settles_once_the_instance_is_known():
+    # Found by hypothesis: hostname is offered only by sources that are not this
+    # instance's; it waited for instance-id, and nothing asked it again.
+    cg = compile_text(
+        {"version": 1, "sources": [src("s0", ["instance-id"]), src("s1", ["instance-id", "hostname"]),
+                                   src("s2", ["instance-id", "hostname"])]},
+        {"version": 1, "modules": [mod("m0", wants=["instance-id", "hostname"])]})
+    plan, _ = simulate(cg, {"s0": ["instance-id"], "s1": ["instance-id"], "s2": None}, jobs=1)
+    assert plan.caps["hostname"].status == "unavailable"
+    assert plan.nodes["module:m0"].status == "ok"
+
+
 def test_failed_dependency_skips_at_once():
     cg = compile_text(
         {"version": 1, "sources": [src("a", ["x"]), src("slow", ["y"])]},
