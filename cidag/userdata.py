@@ -327,6 +327,29 @@ def check_sections(config: dict, keys: dict[str, dict] | None = None) -> list[tu
     return problems
 
 
+def unsupported_paths(schema: Any, value: Any, path: tuple = ()):
+    """Yield (path, note) for each node of `value` whose schema is marked `{"unsupported": note}`:
+    a cloud-init setting cidag accepts but does not apply (reported, never silently dropped)."""
+    if not isinstance(schema, dict):
+        return
+    if "unsupported" in schema:
+        yield path, schema["unsupported"]
+        return
+    if isinstance(value, dict):
+        props = schema.get("properties") or {}
+        for key, item in value.items():
+            if key in props:
+                yield from unsupported_paths(props[key], item, path + (key,))
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for i, item in enumerate(value):
+            yield from unsupported_paths(schema["items"], item, path + (i,))
+
+
+def unsupported_message(path: tuple, note: str) -> str:
+    """One line for a cloud-init setting inside a section that cidag does not apply."""
+    return f"cloud-config {format_path(path)} is not supported by cidag: ignored" + (f" ({note})" if note else "")
+
+
 def _drop(tree: Any, path: tuple) -> bool:
     """Remove the mapping key at `path` inside `tree`; False when it is no mapping key (dropping a
     list item would shift the paths of the next errors)."""
@@ -416,6 +439,11 @@ def validate_user_data_file(path: str | os.PathLike, *, encoding: str | None = N
                 diags.append(Diagnostic(fname, line + (offset or 0), col, cloudconfig_keys.message(str(key)),
                                         "warning", code="unsupported-key"))
         keys = {k: s for k, (_, s) in schemas.items()}
+        for key, schema in keys.items():
+            for pth, note in unsupported_paths(schema, doc.get(key), (key,)) if key in doc else ():
+                line, col = _yaml_line(text, pth) if offset is not None else (0, 0)
+                diags.append(Diagnostic(fname, line + (offset or 0), col, unsupported_message(pth, note),
+                                        "warning", code="unsupported-key"))
         for pth, message in check_sections(doc, keys):
             line, col = _yaml_line(text, pth) if offset is not None else (0, 0)
             owner = schemas[str(pth[0])][0]
@@ -500,6 +528,9 @@ def cloud_config_sections(ctx, schemas: dict[str, dict]) -> dict:
     if not isinstance(cc, dict):
         raise ValueError("cloud-config capability is not a mapping")
     problems = check_sections(cc, schemas)
+    for key, schema in schemas.items():
+        for path, note in unsupported_paths(schema, cc.get(key), (key,)) if key in cc else ():
+            ctx.log.warning("%s", unsupported_message(path, note))
     if problems:
         path, message = problems[0]
         where = format_path(path)

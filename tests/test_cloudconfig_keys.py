@@ -91,3 +91,25 @@ def test_cloud_init_examples(example):
     for line in out.splitlines():  # every error is one line naming a key path, the file and a line
         if ": error" in line or ("unknown setting" in line):
             assert line.startswith(str(example)), line
+
+
+def test_cloud_init_user_settings_are_reported_not_fatal(tmp_path, caplog):
+    """A user written for cloud-init (ssh_import_id, lock-passwd...) is made; each setting cidag
+    does not apply is one warning, at run time and from check; a typo stays an error."""
+    from cidag.testing import make_context
+    from modules_common import make_root, passwd
+
+    users = [{"name": "ann", "ssh_import_id": ["gh:ann"], "lock-passwd": False, "shell": "/bin/bash"}]
+    ctx, run = make_context("module", "users", {"default_user": None, "backend": "files"},
+                            caps={"cloud-config": {"users": users}}, root=make_root(tmp_path))
+    run(ctx)
+    assert passwd(ctx.root)["ann"][6] == "/bin/bash"
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "cloud-config users[0].ssh_import_id is not supported by cidag: ignored " \
+           "(cidag fetches nothing named in user-data)" in warned
+    assert "cloud-config users[0].lock-passwd is not supported by cidag: ignored (spelt lock_passwd in cidag)" in warned
+    ud = tmp_path / "ud"
+    ud.write_text("#cloud-config\nusers:\n  - name: ann\n    selinux_user: staff_u\n    shel: /bin/sh\n")
+    diags = userdata.validate_user_data_file(ud)
+    assert [(d.severity, d.line) for d in diags] == [("warning", 4), ("error", 5)]
+    assert "users[0].selinux_user is not supported" in diags[0].message and "'shel'" in diags[1].message

@@ -53,11 +53,28 @@ USER_SCHEMA = {
 }
 DEFAULT_USER_SCHEMA = dict(USER_SCHEMA, required=[])
 
+# cloud-init's user settings cidag does not apply: accepted, and reported one line each by
+# `check --user-data` and at run time (userdata.unsupported_paths), so user-data written for
+# cloud-init still makes its users. A typo is still an error.
+_SPELT = "spelt {} in cidag"
+UNSUPPORTED_USER_KEYS = {
+    "ssh_import_id": "cidag fetches nothing named in user-data",
+    "ssh_redirect_user": "", "selinux_user": "", "snapuser": "", "inactive": "", "doas": "",
+    "no_log_init": "",
+    "plain_text_passwd": "give a hash in passwd, or a password in chpasswd",
+    **{k.replace("_", "-"): _SPELT.format(k) for k in (
+        "lock_passwd", "no_create_home", "no_user_group", "primary_group", "create_groups",
+        "hashed_passwd", "ssh_authorized_keys", "ssh_import_id", "ssh_redirect_user", "selinux_user",
+        "no_log_init", "plain_text_passwd")},
+}
+CC_USER_PROPERTIES = {**USER_SCHEMA["properties"], **{k: {"unsupported": v} for k, v in UNSUPPORTED_USER_KEYS.items()}}
+
 CLOUD_CONFIG = {
-    "users": {"type": ["array", "string"], "items": dict(USER_SCHEMA, type=["string", "object"]),
+    "users": {"type": ["array", "string"],
+              "items": dict(USER_SCHEMA, type=["string", "object"], properties=CC_USER_PROPERTIES),
               "description": "'default', names, or user mappings"},
     "groups": {"type": ["array", "object", "string"]},
-    "user": dict(DEFAULT_USER_SCHEMA, type=["string", "object"]),
+    "user": dict(DEFAULT_USER_SCHEMA, type=["string", "object"], properties=CC_USER_PROPERTIES),
 }
 
 SETTINGS = {
@@ -101,8 +118,8 @@ def plan(ctx: Context) -> tuple[list[dict], dict[str, list[str]], str | None]:
         if "user" in cc:
             override = cc["user"]
             override = {"name": override} if isinstance(override, str) else dict(override)
-            validate(DEFAULT_USER_SCHEMA, override, ("user",))
-            default.update(override)
+            validate(CLOUD_CONFIG["user"], override, ("user",))
+            default.update(_applied(override))
         raw_users = cc.get("users", ["default"])
         if isinstance(raw_users, str):
             raw_users = _as_list(raw_users)
@@ -118,7 +135,7 @@ def plan(ctx: Context) -> tuple[list[dict], dict[str, list[str]], str | None]:
                 item = {"name": item}
             if not isinstance(item, dict):
                 raise ValueError(f"cloud-config users[{i}] must be a name or a mapping")
-            users.append(validate(USER_SCHEMA, dict(item), ("users", i)))
+            users.append(_applied(validate(CLOUD_CONFIG["users"]["items"], dict(item), ("users", i))))
         groups = _groups(cc.get("groups"))
     except SettingsError as exc:
         where = userdata.format_path(exc.path)
@@ -127,6 +144,11 @@ def plan(ctx: Context) -> tuple[list[dict], dict[str, list[str]], str | None]:
         _check_user(u)
     default_name = users[0]["name"] if users and users[0].get("_default") else None
     return users, groups, default_name
+
+
+def _applied(user: dict) -> dict:
+    """A user mapping without the cloud-init settings cidag reports and ignores."""
+    return {k: v for k, v in user.items() if k not in UNSUPPORTED_USER_KEYS}
 
 
 def _valid_name(name: str) -> bool:
