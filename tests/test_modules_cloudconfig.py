@@ -374,3 +374,63 @@ def test_power_state_never_acts_on_another_root(tmp_path, monkeypatch):
     assert spawned == [] and "`shutdown -P +5 bye` not run" in "".join(ctx.output)
     assert power_state.shutdown_command({"mode": "reboot"}) == ["shutdown", "-r", "now"]
     assert power_state.shutdown_command({"mode": "halt", "delay": 10}) == ["shutdown", "-H", "+10"]
+
+
+# --- the shipped manifest, end to end ---
+
+def test_shipped_manifest_runs_the_cloud_config_modules(tmp_path, server):
+    """`cidag run` with the shipped modules.yaml on a temp root: bootcmd before every other
+    cloud-config module, the new modules applied, power_state not acting, all ok."""
+    import json
+    import subprocess
+    import sys
+    import textwrap
+
+    from conftest import REPO, cli_env
+
+    srv, handler = server
+    root = make_root(tmp_path)
+    (root / "usr/share/zoneinfo/Asia").mkdir(parents=True)
+    (root / "usr/share/zoneinfo/Asia/Tokyo").write_bytes(b"TZif2")
+    ud = textwrap.dedent(f"""\
+        #cloud-config
+        bootcmd: ['echo boot >> "$CIDAG_ROOT/boot.log"']
+        timezone: Asia/Tokyo
+        locale: en_GB.UTF-8
+        ntp: {{ntp_client: systemd-timesyncd, servers: [ntp.example.com]}}
+        mounts: [[vdb, /srv/data]]
+        phone_home: {{url: "http://127.0.0.1:{srv.server_port}/$INSTANCE_ID", post: [instance_id], tries: 2}}
+        power_state: {{mode: reboot, delay: now}}
+        apt: {{preserve_sources_list: true}}
+        """)
+    src = tmp_path / "sources.yaml"
+    src.write_text(textwrap.dedent(f"""\
+        version: 1
+        sources:
+          - name: meta
+            type: static
+            capabilities: [instance-id, hostname, user-data]
+            settings: {{data: {{instance-id: iid-e2e, hostname: e2e, user-data: {json.dumps(ud)}}}}}
+        """))
+    res = subprocess.run([sys.executable, "-m", "cidag", "run", "--root", str(root), "--sources", str(src),
+                          "--modules", str(REPO / "modules.yaml"), "-j", "4"],
+                         capture_output=True, text=True, env=cli_env({"CIDAG_NETWORK_WAIT_ONLINE": "false"}),
+                         timeout=120)
+    record = json.loads((root / "var/lib/cidag/last-run.json").read_text())
+    nodes = {n["name"]: n for n in record["nodes"] if n["kind"] == "module"}
+    bad = {k: (n["status"], n.get("reason")) for k, n in nodes.items()
+           if n["status"] != "ok" and k != "set-password"}  # needs admin-password: none here
+    assert res.returncode == 0 and not bad, (bad, res.stderr[-2000:])
+    assert "cloud-config key 'apt' is not supported by cidag" in res.stderr
+    boot_end = nodes["bootcmd"]["end_s"]
+    for name in ("timezone", "locale", "ntp", "mounts", "packages", "create-user", "write-files", "runcmd"):
+        assert nodes[name]["start_s"] >= boot_end, name
+    assert nodes["ntp"]["start_s"] >= nodes["packages"]["end_s"]
+    assert nodes["power-state"]["start_s"] >= nodes["final-message"]["end_s"]
+    assert (root / "boot.log").read_text() == "boot\n"
+    assert os.readlink(root / "etc/localtime") == "/usr/share/zoneinfo/Asia/Tokyo"
+    assert (root / "etc/locale.conf").read_text() == "LANG=en_GB.UTF-8\n"
+    assert "NTP=ntp.example.com" in (root / "etc/systemd/timesyncd.conf.d/cidag.conf").read_text()
+    assert "/dev/vdb\t/srv/data\t" in (root / "etc/fstab").read_text()
+    assert [p[0] for p in handler.posts] == ["/iid-e2e"]
+    assert "not /: `shutdown -r " in nodes["power-state"]["output"]  # (the record scrubs cloud-config values: "now")
