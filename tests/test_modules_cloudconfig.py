@@ -8,10 +8,14 @@ chroot (as root only: chroot needs it). Host-side tools that act on a device
 from __future__ import annotations
 
 import http.server
+import json
 import logging
 import os
 import shutil
 import stat
+import subprocess
+import sys
+import textwrap
 import threading
 import urllib.parse
 from pathlib import Path
@@ -20,6 +24,7 @@ import pytest
 
 from cidag.modules import _blockdev, _run, mounts, power_state
 from cidag.testing import make_context
+from conftest import REPO, cli_env
 from modules_common import IS_ROOT, chroot_root, make_root, tool_calls
 
 
@@ -381,13 +386,6 @@ def test_power_state_never_acts_on_another_root(tmp_path, monkeypatch):
 def test_shipped_manifest_runs_the_cloud_config_modules(tmp_path, server):
     """`cidag run` with the shipped modules.yaml on a temp root: bootcmd before every other
     cloud-config module, the new modules applied, power_state not acting, all ok."""
-    import json
-    import subprocess
-    import sys
-    import textwrap
-
-    from conftest import REPO, cli_env
-
     srv, handler = server
     root = make_root(tmp_path)
     (root / "usr/share/zoneinfo/Asia").mkdir(parents=True)
