@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,15 @@ from pathlib import Path
 import pytest
 
 from cidag import cloudconfig_keys, userdata
-from conftest import REPO, cidag
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cidag(*args: str) -> subprocess.CompletedProcess:
+    """`python -m cidag ARGS` from this checkout, as a user runs it."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env.pop("CIDAG_CONFIG_DIR", None)
+    return subprocess.run([sys.executable, "-m", "cidag", *args], capture_output=True, text=True, env=env, timeout=60)
 
 EXAMPLES = sorted((REPO / "tests/data/cloud-init-examples").glob("cloud-config*.txt"))
 

@@ -24,8 +24,9 @@ import pytest
 
 from cidag.modules import _blockdev, _run, mounts, power_state
 from cidag.testing import make_context
-from conftest import REPO, cli_env
 from modules_common import IS_ROOT, chroot_root, make_root, tool_calls
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def module(type_name, root, cloud_config, settings=None, **kw):
@@ -412,7 +413,7 @@ def test_shipped_manifest_runs_the_cloud_config_modules(tmp_path, server):
         """))
     res = subprocess.run([sys.executable, "-m", "cidag", "run", "--root", str(root), "--sources", str(src),
                           "--modules", str(REPO / "modules.yaml"), "-j", "4"],
-                         capture_output=True, text=True, env=cli_env({"CIDAG_NETWORK_WAIT_ONLINE": "false"}),
+                         capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO), CIDAG_NETWORK_WAIT_ONLINE="false"),
                          timeout=120)
     record = json.loads((root / "var/lib/cidag/last-run.json").read_text())
     nodes = {n["name"]: n for n in record["nodes"] if n["kind"] == "module"}
