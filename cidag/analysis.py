@@ -23,7 +23,7 @@ def load_record(path: str | Path) -> dict:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise UsageError(f"{path}: no run record (has cidag run yet? use --state-dir or give a RECORD path)") from None
+        raise UsageError(f"{path}: no run record (has cidag run yet? use --root or --state-dir, or give a RECORD path)") from None
     except IsADirectoryError:
         raise UsageError(f"{path}: is a directory, not a run record") from None
     except (OSError, UnicodeDecodeError) as exc:

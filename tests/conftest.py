@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+os.environ.pop("CIDAG_ROOT", None)  # also for the tests that call cidag.cli.main() in-process
 
 
 def cli_env(extra: dict | None = None) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env.pop("CIDAG_CONFIG_DIR", None)
+    env.pop("CIDAG_ROOT", None)  # the default of --root; a user's `export CIDAG_ROOT=demo-root` stays out
     env.update(extra or {})
     return env
 

@@ -150,7 +150,7 @@ def test_real_run_chain_and_trace(real_state, tmp_path, capsys):
 def test_missing_record_is_one_line(tmp_path, capsys, sub):
     rc, out, err = cli(capsys, "analyze", sub, "--state-dir", str(tmp_path))
     assert rc == 2 and out == ""
-    assert err.strip() == f"{tmp_path / 'last-run.json'}: no run record (has cidag run yet? use --state-dir or give a RECORD path)"
+    assert err.strip() == f"{tmp_path / 'last-run.json'}: no run record (has cidag run yet? use --root or --state-dir, or give a RECORD path)"
 
 
 def test_corrupt_record_is_one_line(tmp_path, capsys):

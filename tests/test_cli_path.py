@@ -85,3 +85,27 @@ def test_dry_run_lists_what_markers_would_skip(tmp_path, manifests):
     text = cidag("run", "--dry-run", "--sources", s, "--modules", m, "--root", str(root)).stdout.splitlines()
     assert text[:2] == ["  1. source:cd", "  2. module:every"] and text[2] == "skipped:"
     assert any(line.split()[:2] == ["module:first", "already"] for line in text[3:])
+
+
+def test_commands_that_read_state_take_root_and_cidag_root(tmp_path, manifests):
+    s, m = manifests(SOURCES.replace("[hostname]", "[instance-id, hostname]").replace("{hostname: h9}",
+                                                                                     "{instance-id: i-7, hostname: h9}"),
+                     MODULES)
+    root = tmp_path / "root"
+    assert cidag("run", "-q", "--sources", s, "--modules", m, "--root", str(root)).returncode == 0
+    reads = [("status",), ("query", "hostname"), ("analyze", "blame"), ("analyze", "critical-chain"),
+             ("analyze", "plot", "-o", str(tmp_path / "t.svg")), ("analyze", "trace", "-o", str(tmp_path / "t.json"))]
+    for args in reads:
+        by_option = cidag(*args, "--root", str(root))
+        by_env = cidag(*args, env={"CIDAG_ROOT": str(root)})
+        assert by_option.returncode == by_env.returncode == 0, (args, by_option.stderr, by_env.stderr)
+        assert by_option.stdout == by_env.stdout
+    assert cidag("query", "hostname", env={"CIDAG_ROOT": str(root)}).stdout == "h9\n"
+    # --state-dir still wins, and the error says where it looked
+    other = tmp_path / "elsewhere"
+    proc = cidag("analyze", "blame", "--state-dir", str(other), env={"CIDAG_ROOT": str(root)})
+    assert proc.returncode == 2 and proc.stderr.startswith(f"{other}/last-run.json: no run record")
+    # cidag run itself honours CIDAG_ROOT: a second root gets its own state
+    second = tmp_path / "second"
+    assert cidag("run", "-q", "--sources", s, "--modules", m, env={"CIDAG_ROOT": str(second)}).returncode == 0
+    assert (second / "var/lib/cidag/last-run.json").is_file()

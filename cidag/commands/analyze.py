@@ -5,25 +5,28 @@ node, one trace with a process per run.
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Callable
 
 import click
 
-from .common import write_output
+from .common import state_options, state_path, write_output
 
 from ..errors import UsageError
 
-DEFAULT_STATE_DIR = "/var/lib/cidag"
-
 
 def record_options(func: Callable, many: bool = False) -> Callable:
-    """RECORD argument (RECORD... when `many`) and --state-dir, shared by every subcommand."""
-    func = click.option(
-        "--state-dir", type=click.Path(file_okay=False), default=DEFAULT_STATE_DIR, show_default=True,
-        help="State directory whose last-run.json is read when RECORD is not given.",
-    )(func)
+    """RECORD argument (RECORD... when `many`), --state-dir and --root (as `status` and
+    `query`), shared by every subcommand; the command gets the state dir they name."""
+    command = func
+
+    @functools.wraps(command)
+    def with_state(*args, state_dir: str | None, root: str, **kwargs):
+        return command(*args, state_dir=str(state_path(state_dir, root)), **kwargs)
+
+    func = state_options("Target root whose STATE_DIR/last-run.json is read when RECORD is not given.")(with_state)
     if many:
         return click.argument("record_path", metavar="[RECORD]...", nargs=-1, type=click.Path())(func)
     return click.argument("record_path", metavar="[RECORD]", required=False, type=click.Path(dir_okay=False))(func)

@@ -27,13 +27,20 @@ def state_options(root_help: str):
     `state_dir` and `root` and calls state_path() with them."""
 
     def wrap(func):
-        func = click.option("--root", type=click.Path(file_okay=False), default="/", show_default=True,
-                            help=root_help)(func)
+        func = root_option(root_help)(func)
         func = click.option("--state-dir", type=click.Path(file_okay=False), default=None,
-                            help="State directory  [default: ROOT/var/lib/cidag, i.e. /var/lib/cidag]")(func)
+                            help="State directory  [default: ROOT/var/lib/cidag]")(func)
         return func
 
     return wrap
+
+
+def root_option(help_text: str):
+    """--root DIR, defaulting to $CIDAG_ROOT, else / (docs/state-and-record.md): so after
+    `export CIDAG_ROOT=demo-root` every command reads the demo's state, and a command that
+    a module runs (cidag sets CIDAG_ROOT for it) reads the state of the root being provisioned."""
+    return click.option("--root", type=click.Path(file_okay=False), default="/", envvar="CIDAG_ROOT",
+                        help=f"{help_text}  [default: $CIDAG_ROOT, else /]")
 
 
 def state_path(state_dir: str | None, root: str) -> Path:

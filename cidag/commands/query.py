@@ -37,7 +37,7 @@ def read_instance_data(state_dir: str | Path, secrets: bool = False) -> dict:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise UsageError(f"{path}: no resolved metadata (has cidag run? use --state-dir)") from None
+        raise UsageError(f"{path}: no resolved metadata (has cidag run? use --root or --state-dir)") from None
     except PermissionError:
         raise UsageError(f"{path}: permission denied: only root may read secrets (--secrets)"
                          if secrets else f"{path}: permission denied") from None

@@ -7,13 +7,12 @@ from pathlib import Path
 
 import click
 
-from .common import manifest_options, verbose_option
+from .common import manifest_options, root_option, verbose_option
 
 
 @click.command()
 @manifest_options
-@click.option("--root", default="/", show_default=True, type=click.Path(file_okay=False),
-              help="Target root the modules act on.")
+@root_option("Target root the modules act on.")
 @click.option("--state-dir", type=click.Path(file_okay=False),
               help="Markers and run records [default: ROOT/var/lib/cidag].")
 @click.option("-j", "--jobs", type=click.IntRange(1, 1024), default=4, show_default=True,

@@ -139,7 +139,7 @@ def current_status(state_dir: str | Path, root: str | Path = "/", cmdline: str |
         out["previous"] = _summary(previous, record_path)
         return out
     if not record_path.exists():
-        out.update(status="not-run", exit_code=EXIT_NOT_RUN, reason=f"no run recorded in {state_dir}")
+        out.update(status="not-run", exit_code=EXIT_NOT_RUN, reason=f"no run recorded in {state_dir}; use --root or --state-dir")
         return out
     record = _load_record(record_path)
     out.update(status="done", **_summary(record, record_path))
