@@ -1,15 +1,27 @@
 #!/usr/bin/env bash
 # make demo: start the loopback metadata simulator, run the shipped manifests against it
-# and a temporary root, stop it, and show which source served which capability.
+# and a target root, stop it, and show which source served which capability.
 #
 # The scenario (issue 3): a config drive answering at once, the OpenStack HTTP API
 # answering after ~2 s (1 s per GET, two round trips), EC2 unreachable (nothing listens
 # at its URL; the fake DMI says OpenStack, so its platform check rules it out first).
+#
+# What the README's commands read afterwards is kept in ./demo (CIDAG_DEMO_DIR): the
+# target root demo/root with its state in demo/root/var/lib/cidag, and the pictures.
+# Each run replaces it. The simulator's files live in a temporary folder removed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+demo="${CIDAG_DEMO_DIR:-$PWD/demo}"
+case "$demo" in /*) ;; *) demo="$PWD/$demo" ;; esac
+if [ -e "$demo" ] && [ ! -e "$demo/.cidag-demo" ] && [ -n "$(ls -A "$demo" 2>/dev/null)" ]; then
+  echo "demo: $demo exists and was not made by make demo; remove it or set CIDAG_DEMO_DIR" >&2
+  exit 2
+fi
+rm -rf "$demo"
+mkdir -p "$demo/root"
+echo "state of make demo: the README's commands read it (see README.md, After the demo)" > "$demo/.cidag-demo"
+root="$demo/root"
 work=$(mktemp -d "${TMPDIR:-/tmp}/cidag-demo.XXXXXX")
-root="$work/root"
-mkdir -p "$root"
 sim_pid=
 stop_simulator() {
   if [ -n "$sim_pid" ] && kill -0 "$sim_pid" 2>/dev/null; then
@@ -17,7 +29,11 @@ stop_simulator() {
   fi
   sim_pid=
 }
-trap stop_simulator EXIT
+cleanup() {
+  stop_simulator
+  rm -rf "$work"
+}
+trap cleanup EXIT
 
 echo "== cidag serve-metadata (config drive in $work/config-2, OpenStack HTTP 1 s per request)"
 mkfifo "$work/sim.url"
@@ -71,18 +87,31 @@ echo "== files the run wrote under $root"
 (cd "$root" && find . -path ./var/lib/cidag -prune -o -type f -print | sort | head -40)
 echo
 echo "== cidag graph --dot (the compiled DAG)"
-cidag graph --dot > "$work/graph.dot"
-if command -v dot >/dev/null; then
-  dot -Tsvg "$work/graph.dot" -o "$work/graph.svg" && echo "rendered $work/graph.svg"
+cidag graph --dot > "$demo/graph.dot"
+if command -v dot >/dev/null && dot -Tsvg "$demo/graph.dot" -o "$demo/graph.svg"; then
+  echo "picture: $demo/graph.svg (Graphviz source: $demo/graph.dot)"
+else
+  echo "Graphviz source: $demo/graph.dot (no 'dot' here to draw it; install Graphviz, or: cidag graph --mermaid)"
 fi
-cat "$work/graph.dot"
 echo
-echo "== cidag analyze critical-chain (what set the makespan)"
-cidag analyze critical-chain "$root/var/lib/cidag/last-run.json"
-cidag analyze plot "$root/var/lib/cidag/last-run.json" -o "$work/timeline.svg" && echo "timeline: $work/timeline.svg"
+echo "== cidag analyze critical-chain --root $root (what set the makespan)"
+cidag analyze critical-chain --root "$root"
+cidag analyze plot --root "$root" -o "$demo/timeline.svg" 2>/dev/null && echo "timeline: $demo/timeline.svg"
 echo
 echo "== simulator log"
 sed -n '1,20p' "$work/simulator.log"
 echo
-echo "run record: $root/var/lib/cidag/last-run.json"
+bin=$(dirname "$(command -v cidag)")
+case "$bin" in "$PWD"/*) bin="${bin#"$PWD"/}" ;; esac
+echo "== the demo's state is kept in $demo (the next make demo replaces it; rm -rf it when done)"
+echo "  target root  $root"
+echo "  run record   $root/var/lib/cidag/last-run.json"
+echo "For the README's commands, put cidag on your PATH and point them at the demo's root:"
+if [ -f "$bin/activate" ]; then
+  echo "  . $bin/activate"
+else
+  echo "  export PATH=\"$bin:\$PATH\""
+fi
+echo "  export CIDAG_ROOT=$root"
+echo "  cidag status; cidag query hostname; cidag analyze blame"
 exit $rc
