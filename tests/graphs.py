@@ -16,14 +16,14 @@ _counter = itertools.count()
 
 def compile_text(sources: str | dict, modules: str | dict):
     """Compile two manifests given as YAML text or dicts."""
-    d = Path(tempfile.mkdtemp(prefix="cidag-graph-"))
-    paths = []
-    for name, body in (("sources.yaml", sources), ("modules.yaml", modules)):
-        text = yaml.safe_dump(body, sort_keys=False) if isinstance(body, dict) else textwrap.dedent(body).lstrip()
-        p = d / name
-        p.write_text(text)
-        paths.append(str(p))
-    return compile_manifests(load_manifests(*paths))
+    with tempfile.TemporaryDirectory(prefix="cidag-graph-") as tmp:  # the files are read once, here
+        paths = []
+        for name, body in (("sources.yaml", sources), ("modules.yaml", modules)):
+            text = yaml.safe_dump(body, sort_keys=False) if isinstance(body, dict) else textwrap.dedent(body).lstrip()
+            p = Path(tmp) / name
+            p.write_text(text)
+            paths.append(str(p))
+        return compile_manifests(load_manifests(*paths))
 
 
 class FakeClock:

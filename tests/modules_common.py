@@ -51,9 +51,11 @@ def _rsa_key() -> tuple[str, Path]:
     """A fresh ssh-rsa public key and its private key file (skips when ssh-keygen is missing)."""
     if shutil.which("ssh-keygen") is None:
         pytest.skip("ssh-keygen not installed")
+    import atexit
     import tempfile
 
-    d = Path(tempfile.mkdtemp())
+    d = Path(tempfile.mkdtemp(prefix="cidag-rsa-"))
+    atexit.register(shutil.rmtree, d, True)  # one key for the whole session, removed at its end
     subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-N", "", "-m", "PEM", "-f", str(d / "k")],
                    check=True)
     return (d / "k.pub").read_text().strip(), d / "k"
