@@ -10,6 +10,7 @@ language, unless the line just before its fence is a marker `<!-- snippet: KIND 
 | `sh` | run by bash (`set -e`) after the demo, with `.venv/bin` (a stand-in) and the demo's state |
 | `yaml` with `sources:` or `modules:` | a manifest: `cidag check`, then `cidag run` on an empty root, paired with a generated other half that provides (or wants) exactly its capabilities |
 | other `yaml`, `json`, `ini`, `python` | must parse (python: compile) |
+| `text` | a diagram or plain text: nothing to check |
 | marker `output` | a session: each `$ ` line is run as a command, exit 0 (the output shown is an example) |
 | marker `synopsis` | a usage line: every `--option` in it exists in the command's `--help` |
 | marker `serves` | a command that serves until stopped: it prints its URL, then SIGTERM stops it cleanly |
@@ -17,7 +18,8 @@ language, unless the line just before its fence is a marker `<!-- snippet: KIND 
 | marker `partial` | a fragment: must still parse (yaml, json) but is not run |
 | marker `not-run: WHY` | a command that must not run here (installs on this machine, is the set-up itself): `bash -n` only |
 
-A fence with no language and no marker fails the test, so a new snippet gets one.
+A fence with no language and no marker fails the test, so a new snippet gets one (`text` if
+nothing in it can be run or parsed).
 """
 from __future__ import annotations
 
