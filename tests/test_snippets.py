@@ -7,7 +7,7 @@ language, unless the line just before its fence is a marker `<!-- snippet: KIND 
 
 | snippet | test |
 | --- | --- |
-| `sh` | run by bash (`set -e`) after the demo, with `.venv/bin` (a stand-in) and the demo's state |
+| `sh` | run by bash (`set -e`) after the demo, with `.venv/bin` (a stand-in), the demo's state, and `fleet/` (the demo's run records) |
 | `yaml` with `sources:` or `modules:` | a manifest: `cidag check`, then `cidag run` on an empty root, paired with a generated other half that provides (or wants) exactly its capabilities |
 | other `yaml`, `json`, `ini`, `python` | must parse (python: compile) |
 | `text` | a diagram or plain text: nothing to check |
@@ -106,6 +106,10 @@ def after_demo(tmp_path_factory):
     assert "digraph" not in proc.stdout  # the picture's path, not 130 lines of DOT
     assert f"export CIDAG_ROOT={home / 'demo/root'}" in proc.stdout
     assert (home / "demo/root/var/lib/cidag/last-run.json").is_file()
+    # docs/analyze.md reads a fleet's records from fleet/: the demo's run stands in for one
+    (home / "fleet").mkdir()
+    for record in (home / "demo/root/var/lib/cidag/runs").glob("*.json"):
+        (home / "fleet" / record.name).write_bytes(record.read_bytes())
     user_env = dict(env, CIDAG_ROOT=str(home / "demo/root"))
     del user_env["CIDAG_DEMO_DIR"]
     return home, user_env, proc.stdout
