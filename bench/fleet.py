@@ -28,6 +28,7 @@ itself, which no client can spread without delaying its boot), and the
 completion time against the physical limit = requests needed ÷ C.
 
 Run: python3 bench/fleet.py [--sizes 100,1000] [--sample 10] [--quick]
+     python3 bench/fleet.py --issue   # the issue's case: 60 guests, 4 at once, 0.5 s each, no queue, 120 s
 """
 from __future__ import annotations
 
@@ -351,12 +352,17 @@ def default_capacity() -> dict:
             "queue": QUEUE, "status": 503, "retry_after": 1}
 
 
-def run_fleets(sizes: list[int], sample: int) -> list[dict]:
+# Issue 11's measurement: one OpenStack service serving 4 requests at a time, 0.5 s each,
+# 503 with Retry-After: 1 beyond that, and a 120 s source timeout.
+ISSUE_CAPACITY = {"concurrency": 4, "service_time": 0.5, "queue": 0, "status": 503, "retry_after": 1}
+
+
+def run_fleets(sizes: list[int], sample: int, capacity: dict | None = None) -> list[dict]:
     cidag_http.Client.from_settings = classmethod(_with_own_address)
     results = []
     for n in sizes:
         for kind in ("cidag", "baseline"):
-            results.append(fleet(kind, n, sample, default_capacity()))
+            results.append(fleet(kind, n, sample, capacity or default_capacity()))
     return results
 
 
@@ -408,8 +414,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sample", type=int, default=None, help="guests run as whole cidag processes (default 10)")
     ap.add_argument("--quick", action="store_true", help="sizes 100 and 300, 3 processes")
     ap.add_argument("--clients", type=int, default=1000, help="concurrent clients of the service check (default 1000)")
+    ap.add_argument("--issue", action="store_true",
+                    help="issue 11's case: 60 guests, 4 requests at once, 0.5 s each, no queue, 120 s timeout")
     ap.add_argument("--json", action="store_true", help="print the raw figures as JSON too")
     args = ap.parse_args(argv)
+    if args.issue:
+        global DEADLINE
+        DEADLINE = 120.0
+        threading.stack_size(512 << 10)
+        text, _ = report(run_fleets([60], args.sample if args.sample is not None else 10, ISSUE_CAPACITY))
+        print(text.split("\n\nService:")[0])
+        print("\nService: 4 at once, 0.5 s each, no queue, then 503 Retry-After: 1; C = 8 requests/s; "
+              "source timeout 120 s.")
+        return 0
     sizes = [int(x) for x in (args.sizes or ("100,300" if args.quick else "100,1000")).split(",")]
     sample = args.sample if args.sample is not None else (3 if args.quick else 10)
     threading.stack_size(512 << 10)  # thousands of guest threads: small stacks
