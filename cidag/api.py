@@ -79,6 +79,7 @@ class Context:
     run_started: float | None = None  # monotonic time the run started
     run_result: Callable[[], str] | None = None  # the run's result so far: ok / degraded / failed
     is_secret: Callable[[str], bool] = field(default=lambda name: default_is_secret(name))  # the run's policy
+    commands: dict | None = None  # the run's live commands (pid -> Popen), killed when it ends
 
     def remaining(self) -> float:
         """Seconds left before the node's deadline (never negative)."""
@@ -111,4 +112,5 @@ class Context:
             input=input,
             deadline=self.deadline,
             cancelled=self.cancelled,
+            registry=self.commands,
         )

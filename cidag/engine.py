@@ -220,6 +220,7 @@ class Engine:
         self.running: dict[str, tuple[Context, float]] = {}  # node -> (ctx, deadline)
         self.late: dict[str, Context] = {}  # ended without their answer (timeout, obsolete)
         self.timed_out: set[str] = set()
+        self.commands: dict = {}  # this run's live command processes (process.py), by pid
         self.contexts: dict[str, Context] = {}  # every started node: its output is read at the end
         self.workers: dict[str, int] = {}
         self._free_lanes: list[int] = list(range(opts.jobs))
@@ -343,6 +344,7 @@ class Engine:
             run_started=self.t0,
             run_result=lambda: result_of(self.plan, bool(self.interrupted)),
             is_secret=self.secrets.is_secret,
+            commands=self.commands,
         )
 
     def _start(self, node: str) -> None:
@@ -494,7 +496,10 @@ class Engine:
                 error = exc
                 self._stop_all(f"cidag internal error: {describe_exception(exc)}")
             finally:
-                self.runner.abort(grace=0.0 if error is None else self.opts.grace)
+                # A normal end kills what is left of this run's commands (a timed-out node's);
+                # a failed loop kills every command of the process: it is going down.
+                self.runner.abort(grace=0.0 if error is None else self.opts.grace,
+                                  commands=self.commands if error is None else None)
             record = self._record(started_at, self.clock(),
                                   error=f"internal error: {type(error).__name__}: {describe_exception(error)}"
                                   if error is not None else None)
@@ -629,11 +634,11 @@ class Engine:
         for those a little, so what the commands printed reaches the record."""
         from .process import kill_all
 
-        if not kill_all(dry=True) and not any(n in self.timed_out for n in self.late):
+        if not kill_all(dry=True, registry=self.commands) and not any(n in self.timed_out for n in self.late):
             return  # nothing is being killed: no output on its way
         deadline = self.now() + self.opts.grace + 0.5
         while self.late and self.now() < deadline:
-            alive = kill_all(dry=True)
+            alive = kill_all(dry=True, registry=self.commands)
             # Commands still dying: wait for them; once none is left, one short last wait
             # for the answers that carry their output.
             for node, *_ in self.runner.wait(min(0.2 if alive else 0.05, max(0.0, deadline - self.now()))):

@@ -24,11 +24,12 @@ _live: dict[int, subprocess.Popen] = {}
 _live_lock = threading.Lock()
 
 
-def kill_all(grace: float = DEFAULT_GRACE, dry: bool = False) -> int:
-    """SIGTERM (then SIGKILL after `grace`) every live command group; returns how many there
-    were. `dry`: only count them."""
+def kill_all(grace: float = DEFAULT_GRACE, dry: bool = False, registry: dict | None = None) -> int:
+    """SIGTERM (then SIGKILL after `grace`) every live command group (of `registry`, a run's
+    own, when given; else of the whole process); returns how many there were. `dry`: only
+    count them."""
     with _live_lock:
-        procs = list(_live.values())
+        procs = list((_live if registry is None else registry).values())
     alive = [p for p in procs if p.poll() is None]
     if dry or not procs:
         return len(alive)
@@ -146,6 +147,7 @@ def run_command(
     cancelled: threading.Event | None = None,
     output_cap: int = DEFAULT_OUTPUT_CAP,
     grace: float = DEFAULT_GRACE,
+    registry: dict | None = None,
 ) -> CommandResult:
     """Run `command` until it exits, `deadline` (monotonic) passes or `cancelled` is set.
 
@@ -164,11 +166,15 @@ def run_command(
     )
     with _live_lock:
         _live[proc.pid] = proc
+        if registry is not None:
+            registry[proc.pid] = proc  # the run's own: what its end kills (engine.py)
     try:
         return _supervise(proc, argv, input, deadline, cancelled, output_cap, grace, started)
     finally:
         with _live_lock:
             _live.pop(proc.pid, None)
+            if registry is not None:
+                registry.pop(proc.pid, None)
 
 
 def _supervise(proc, argv, input, deadline, cancelled, output_cap, grace, started) -> CommandResult:

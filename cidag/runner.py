@@ -7,7 +7,7 @@ The engine's loop talks only to this interface:
 - `wait(timeout)`: the answers that arrived, waiting at most `timeout` seconds
   for the first one (an empty list when none came);
 - `post(event)`: queue an event from elsewhere (a signal handler);
-- `abort()`: cancel every node still running and kill the commands they started.
+- `abort(grace, commands)`: cancel every node still running and kill the commands they started.
 
 `ThreadRunner` runs each node on a worker thread; `FakeRunner` (with a
 `FakeClock`) answers from a script in simulated time, so timeouts, signals
@@ -167,17 +167,18 @@ class ThreadRunner:
         """The engine ended `node` without its answer (timeout, obsolete): its late answer is dropped."""
         self.running.pop(node, None)
 
-    def abort(self, grace: float = 0.0) -> None:
-        """Cancel every running node; after `grace` seconds kill what their commands left."""
+    def abort(self, grace: float = 0.0, commands: dict | None = None) -> None:
+        """Cancel every running node; after `grace` seconds kill what their commands left
+        (`commands`: the run's own registry, process.py; None: every command of this process)."""
         from .process import kill_all
 
         for ctx in list(self.running.values()):
             ctx.cancelled.set()
-        if grace > 0 and kill_all(grace=0.0, dry=True):
+        if grace > 0 and kill_all(grace=0.0, dry=True, registry=commands):
             deadline = time.monotonic() + grace
-            while kill_all(grace=0.0, dry=True) and time.monotonic() < deadline:
+            while kill_all(grace=0.0, dry=True, registry=commands) and time.monotonic() < deadline:
                 time.sleep(0.02)
-        kill_all(grace=0.0)
+        kill_all(grace=0.0, registry=commands)
         for _ in range(self._threads):
             self._jobs.put(None)  # a hung worker never reads its None; it is a daemon
 
@@ -266,7 +267,7 @@ class FakeRunner:
     def forget(self, node: str) -> None:
         self.running.pop(node, None)
 
-    def abort(self, grace: float = 0.0) -> None:
+    def abort(self, grace: float = 0.0, commands: dict | None = None) -> None:
         for node, (_, ctx, _) in list(self.running.items()):
             ctx.cancelled.set()
             self.aborted.append(node)

@@ -424,3 +424,22 @@ def test_status_knows_a_live_run_after_a_wall_clock_step(tmp_path):
     ident["start_ticks"] += 1
     (state / "running.json").write_text(json.dumps({"pid": os.getpid(), "started_at": "x", **ident}))
     assert status_mod.current_status(state, tmp_path, cmdline=tmp_path / "no-cmdline")["status"] == "killed"
+
+
+def test_the_end_of_one_run_kills_only_its_own_commands(tmp_path):
+    """Two runs in one process (a library user, the bench): the first to end must not kill
+    the other's commands when it cleans up after itself."""
+    slow = compile_text({"version": 1, "sources": []}, {"version": 1, "modules": [
+        exec_mod("slow", 'sleep 1; echo done > "$CIDAG_ROOT/slow"')]})
+    quick = compile_text({"version": 1, "sources": []}, {"version": 1, "modules": [exec_mod("quick", "true")]})
+    out = {}
+    t = threading.Thread(target=lambda: out.update(rec=run(slow, RunOptions(root=tmp_path / "a", handle_signals=False)).record))
+    t.start()
+    deadline = time.monotonic() + 10
+    while not list((tmp_path / "a/var/lib/cidag").glob("running.json")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)  # the slow command is running now
+    assert run(quick, RunOptions(root=tmp_path / "b", handle_signals=False)).record["result"] == "ok"
+    t.join(20)
+    assert nodes_by_id(out["rec"])["module:slow"]["status"] == "ok"
+    assert (tmp_path / "a/slow").read_text() == "done\n"
