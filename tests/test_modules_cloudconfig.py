@@ -78,7 +78,7 @@ def test_packages_apt_inside_the_target(tmp_path):
 
 def test_packages_dnf_and_failures_go_on(tmp_path):
     root = chroot_root(tmp_path, {"dnf": 'case "$*" in *makecache*) echo "no mirror" >&2; exit 1;; esac'})
-    with pytest.raises(RuntimeError, match=r"dnf 1 of 2 step\(s\) failed: .*makecache: exit 1: no mirror"):
+    with pytest.raises(RuntimeError, match=r"1 of 2 dnf step\(s\) failed: .*makecache: exit 1: no mirror"):
         module("packages", root, {"packages": [["httpd", "2.4.57"]]})
     assert tool_calls(root) == ["dnf --assumeyes --quiet makecache", "dnf --assumeyes --quiet install httpd-2.4.57"]
 

@@ -95,16 +95,17 @@ def label_of(command) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def run_commands(ctx: Context, commands: list, env: dict[str, str]) -> None:
-    """Run user commands in order, each even if one before failed (make -k), their output kept;
-    raise RuntimeError naming the first failure. A timeout or an interrupt stops the rest."""
+def run_each(ctx: Context, items: list, start, what: str) -> None:
+    """`start(out, item)` (a one-line failure or None) for each item in order, each even if one
+    before failed (make -k), output kept; raise RuntimeError naming the first failure. A timeout
+    or an interrupt stops the rest. `what` names the items in messages ("command(s)")."""
     out = Output(ctx)
     failures = []
-    for cmd in commands:
+    for item in items:
         if ctx.cancelled.is_set():
             failures.append("interrupted")
             break
-        problem = run_one(ctx, out, label_of(cmd), cmd, env)
+        problem = start(out, item)
         if problem:
             ctx.log.error("%s", problem)
             failures.append(problem)
@@ -112,8 +113,13 @@ def run_commands(ctx: Context, commands: list, env: dict[str, str]) -> None:
                 break
     out.close()
     if failures:
-        raise RuntimeError(f"{len(failures)} of {len(commands)} command(s) failed: {failures[0]}")
-    ctx.log.info("%d command(s) ran", len(commands))
+        raise RuntimeError(f"{len(failures)} of {len(items)} {what} failed: {failures[0]}")
+    ctx.log.info("%d %s ran", len(items), what)
+
+
+def run_commands(ctx: Context, commands: list, env: dict[str, str]) -> None:
+    """Run user commands in order (run_each): a string under /bin/sh -c, a list as argv."""
+    run_each(ctx, commands, lambda out, cmd: run_one(ctx, out, label_of(cmd), cmd, env), "command(s)")
 
 
 def drop_capability_env(ctx: Context) -> None:

@@ -97,18 +97,8 @@ def run(ctx: Context) -> dict | None:
         raise RuntimeError(f"no package manager (apt-get or dnf) in the target {ctx.root}")
     names = package_names(wanted, manager)
     steps = [("update", [])] + ([("upgrade", [])] if upgrade else []) + ([("install", names)] if names else [])
-    out = _run.Output(ctx)
-    failures = []
-    for step, extra in steps:
-        if ctx.cancelled.is_set():
-            failures.append("interrupted")
-            break
-        problem = _run.run_in_target(ctx, out, COMMANDS[manager][step] + extra, env=ENV[manager])
-        if problem:
-            ctx.log.error("%s", problem)
-            failures.append(problem)
-    out.close()
-    if failures:
-        raise RuntimeError(f"{manager} {len(failures)} of {len(steps)} step(s) failed: {failures[0]}")
-    ctx.log.info("%s: %s", manager, ", ".join(s for s, _ in steps) + (f" ({len(names)} package(s))" if names else ""))
+    _run.run_each(ctx, steps, lambda out, step: _run.run_in_target(
+        ctx, out, COMMANDS[manager][step[0]] + step[1], env=ENV[manager]), f"{manager} step(s)")
+    if names:
+        ctx.log.info("%s: %d package(s) installed", manager, len(names))
     return None
