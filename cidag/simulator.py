@@ -466,6 +466,7 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server_version = "cidag-simulator"
     protocol_version = "HTTP/1.1"  # keep-alive: a client may send all its requests on one connection
+    timeout = 60  # an idle kept-alive connection is closed after a minute, as real servers do
 
     def setup(self) -> None:
         super().setup()
@@ -588,7 +589,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header(key, value)
             self.end_headers()
             self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
             pass
         return status
 
@@ -610,7 +611,7 @@ class _Handler(BaseHTTPRequestHandler):
                 piece = chunk[: total - sent]
                 self.wfile.write(piece)
                 sent += len(piece)
-        except (BrokenPipeError, ConnectionResetError):
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
             pass
         return 200
 
