@@ -34,6 +34,8 @@ def load_record(path: str | Path) -> dict:
         raise UsageError(f"{path}: not a run record: invalid JSON ({exc})") from None
     problem = check_record(record)
     if problem:
+        # One line, whatever the record holds (an id may contain a newline).
+        problem = problem.replace("\r", "\\r").replace("\n", "\\n")
         raise UsageError(f"{path}: not a run record: {problem}")
     return record
 
