@@ -34,8 +34,8 @@ def load_record(path: str | Path) -> dict:
         raise UsageError(f"{path}: not a run record: invalid JSON ({exc})") from None
     problem = check_record(record)
     if problem:
-        # One line, whatever the record holds (an id may contain a newline).
-        problem = problem.replace("\r", "\\r").replace("\n", "\\n")
+        # One line, whatever the record holds (an id may hold a newline or U+2028).
+        problem = "".join(c if c.isprintable() else repr(c)[1:-1] for c in problem)
         raise UsageError(f"{path}: not a run record: {problem}")
     return record
 
