@@ -391,7 +391,7 @@ def report(results: list[dict]) -> tuple[str, list[tuple[str, bool, str]]]:
                  f"{SERVICE_JITTER * 1000:.0f}] ms each, queue {QUEUE}, then 503 Retry-After: 1; "
                  f"C = {c:.0f} requests/s. Limit = N × {REQUESTS_PER_GUEST} requests ÷ C.")
     targets = []
-    big = [r for r in results if r["kind"] == "cidag"]
+    big = [r for r in results if r["kind"] == "cidag" and r["n"] >= 1000]  # the goals are set at N = 1,000
     if big:
         r = max(big, key=lambda r: r["n"])
         n = r["n"]
