@@ -213,6 +213,8 @@ def _image(variant: str) -> Image:
         elif variant == "bare":
             # No tool makes host keys there: the image carries them, as an installed system does.
             _run(["chroot", str(tree), "ssh-keygen", "-A"], stdout=subprocess.DEVNULL)
+            # ... and the network a tool would bring up: DHCP on the NIC, as installed systems have.
+            (tree / "etc/systemd/network/50-dhcp.network").write_text("[Match]\nName=en*\n\n[Network]\nDHCP=yes\n")
         _install_report(tree, variant)
         part = work / "image.raw"
         _run(["mkfs.ext4", "-q", "-F", "-L", "root", "-d", str(tree), str(part), IMAGE_SIZE], stdout=subprocess.DEVNULL)
