@@ -157,19 +157,25 @@ def _prefix(mask: Any, version: int, where: str) -> int:
     return n
 
 
-def interface_address(address: Any, netmask: Any, where: str, default_v6: int = 64) -> IPInterface:
-    """`10.0.0.5/24`, or `10.0.0.5` with a netmask (IPv6 without one: /64)."""
-    text = _str(address, where).strip()
+def _with_prefix(text: str, netmask: Any, where: str) -> tuple[IPAddress, int | None]:
+    """`ADDR/LEN` or `ADDR` plus a netmask: the address and its prefix length (None if neither)."""
     host, _, plen = text.partition("/")
     addr = ip(host, where)
     if plen:
-        n = _prefix(plen, addr.version, where)
-    elif netmask is not None:
-        n = _prefix(netmask, addr.version, f"{where} netmask")
-    elif addr.version == 6:
+        return addr, _prefix(plen, addr.version, where)
+    if netmask is not None:
+        return addr, _prefix(netmask, addr.version, f"{where} netmask")
+    return addr, None
+
+
+def interface_address(address: Any, netmask: Any, where: str, default_v6: int = 64) -> IPInterface:
+    """`10.0.0.5/24`, or `10.0.0.5` with a netmask (IPv6 without one: /64)."""
+    text = _str(address, where).strip()
+    addr, n = _with_prefix(text, netmask, where)
+    if n is None:
+        if addr.version != 6:
+            raise NetworkConfigError(f"{where}: IPv4 address {text!r} has no prefix length or netmask")
         n = default_v6
-    else:
-        raise NetworkConfigError(f"{where}: IPv4 address {text!r} has no prefix length or netmask")
     return ipaddress.ip_interface(f"{addr}/{n}")
 
 
@@ -178,13 +184,8 @@ def network(dest: Any, netmask: Any, where: str) -> IPNetwork | None:
     text = _str(dest, where).strip()
     if text == "default":
         return None
-    host, _, plen = text.partition("/")
-    addr = ip(host, where)
-    if plen:
-        n = _prefix(plen, addr.version, where)
-    elif netmask is not None:
-        n = _prefix(netmask, addr.version, f"{where} netmask")
-    else:
+    addr, n = _with_prefix(text, netmask, where)
+    if n is None:
         n = addr.max_prefixlen
     try:
         net = ipaddress.ip_network(f"{addr}/{n}", strict=False)

@@ -317,9 +317,13 @@ class Plan:
             if kind not in ("needs", "wants") or self.caps[u[4:]].status != "pending":
                 continue
             for p in self.cg.providers.get(u[4:], ()):
-                if (p.startswith("source:") and self.nodes[p].status == "running" and p not in self.obsolete
-                        and self._source_obsolete(p)):
-                    self.obsolete.append(p)
+                self._mark_if_obsolete(p)
+
+    def _mark_if_obsolete(self, p: str) -> None:
+        """Queue `p` for cancelling if it is a running source nothing can use any more."""
+        if (p.startswith("source:") and self.nodes[p].status == "running" and p not in self.obsolete
+                and self._source_obsolete(p)):
+            self.obsolete.append(p)
 
     def _other_instance(self, cap: str, p: str, earlier: list[str]) -> bool | None:
         """Whether provider `p` of `cap` is another platform's source for it: instance-id
@@ -401,9 +405,7 @@ class Plan:
         for consumer, kind in self.outputs.get(f"cap:{name}", ()):
             self._input_done(consumer, doomed=unavailable and kind == "needs")
         for p in providers:
-            if (p.startswith("source:") and nodes[p].status == "running" and p not in self.obsolete
-                    and self._source_obsolete(p)):
-                self.obsolete.append(p)
+            self._mark_if_obsolete(p)
 
     def _release(self, node: str) -> None:
         """A held source may start (it is checked for being needed when it would start)."""
