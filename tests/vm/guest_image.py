@@ -166,9 +166,10 @@ def _install_cidag(tree: Path) -> None:
     # Byte-compiled by the guest's own interpreter, as a .deb's postinst does: not at every boot.
     _run(["chroot", str(tree), "python3", "-m", "compileall", "-q", "/usr/lib/python3/dist-packages/cidag"])
     data = site / "cidag/data"
-    for unit in ("cidag.service", "cidag.target"):
+    units = sorted(p.name for p in data.iterdir() if p.suffix in (".service", ".target"))
+    for unit in units:
         shutil.copy(data / unit, tree / "etc/systemd/system" / unit)
-    _run(["chroot", str(tree), "systemctl", "enable", "cidag.service", "cidag.target"],
+    _run(["chroot", str(tree), "systemctl", "enable", *units],
          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
