@@ -1,6 +1,7 @@
 """The state directory (docs/state-and-record.md): markers, records, the running file. Writes are atomic."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -157,28 +158,41 @@ class StateDir:
             atomic_write(self.path / name, text.encode(), mode)
 
 
-def read_regular(path: str | os.PathLike, limit: int) -> bytes | None:
-    """Up to `limit` + 1 bytes of a regular file, or None (absent, unreadable, not a regular
-    file). Opened non-blocking: a FIFO or device where a state file belongs never hangs us."""
+def read_bytes(path: str | os.PathLike, limit: int) -> bytes:
+    """A regular file's bytes, at most `limit`. Opened non-blocking, so a FIFO or a device
+    where a state file or manifest belongs never hangs the reader. Raises OSError with a
+    one-line `strerror`: FileNotFoundError, IsADirectoryError, PermissionError, and
+    EINVAL "not a regular file (a FIFO)" or EFBIG "larger than N bytes"."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            return fh.read(limit + 1)
-    except OSError:
-        return None
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, "is a directory", str(path))
+        if not stat.S_ISREG(mode):
+            what = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+            raise OSError(errno.EINVAL, f"not a regular file ({what})", str(path))
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            raw = fh.read(limit + 1)
     finally:
         os.close(fd)
+    if len(raw) > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit} bytes", str(path))
+    return raw
+
+
+def read_regular(path: str | os.PathLike, limit: int) -> bytes | None:
+    """Up to `limit` bytes of a regular file, or None (absent, unreadable, too large, not a
+    regular file)."""
+    try:
+        return read_bytes(path, limit)
+    except OSError:
+        return None
 
 
 def read_json(path: str | os.PathLike, limit: int = MAX_STATE_FILE) -> Any:
     """A JSON file of at most `limit` bytes, or None (absent, too big, not JSON, not a file)."""
     raw = read_regular(path, limit)
-    if raw is None or len(raw) > limit:
+    if raw is None:
         return None
     try:
         return json.loads(raw)

@@ -18,7 +18,7 @@ import click
 from .common import state_options, state_path
 
 from ..errors import UsageError
-from ..state import PROC, pid_alive  # noqa: F401 - re-exported (tests, callers)
+from ..state import PROC, pid_alive, read_json  # noqa: F401 - PROC, pid_alive: re-exported (tests)
 
 EXIT_NOT_RUN = 3  # as LSB `status` does for "not running"
 EXIT_TIMEOUT = 124  # as timeout(1)
@@ -29,10 +29,7 @@ CMDLINE = "/proc/cmdline"  # tests point this elsewhere
 
 
 def _read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None
+    data = read_json(path)  # non-blocking, bounded, never raises
     return data if isinstance(data, dict) else None
 
 
@@ -50,7 +47,7 @@ def current_status(state_dir: str | Path, root: str | Path = "/", cmdline: str |
         out.update(status="disabled", reason=reason, exit_code=0)
         return out
     running_path = state_dir / "running.json"
-    running = _read_json(running_path) if running_path.exists() else None
+    running = _read_json(running_path) if running_path.exists() or running_path.is_symlink() else None
     if running is not None and pid_alive(running.get("pid"), running.get("started_at"),
                                          running.get("start_ticks"), running.get("boot_id")):
         out.update(status="running", pid=running.get("pid"), started_at=running.get("started_at"),
