@@ -16,6 +16,7 @@ from .errors import Diagnostic, ManifestError, SettingsError
 from .yamldoc import Document, load_file
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*\Z")
+MAX_NAME = 200  # names of sources, modules, capabilities, milestones
 ENV_RE = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\})")
 # Variables cidag sets for commands at run time; ${...} of these is left to the command's shell.
 RUNTIME_VARS = frozenset({"CIDAG_ROOT", "CIDAG_INSTANCE_ID", "CIDAG_NODE", "CIDAG_STATE_DIR"})
@@ -202,6 +203,11 @@ class _Checker:
     def name(self, value: Any, path: tuple, what: str) -> str | None:
         if not isinstance(value, str) or not NAME_RE.match(value):
             self.error(path, f"invalid {what} {_short(value)}: use lower case letters, digits, '.', '_' and '-', starting with a letter or digit", code="bad-name")
+            return None
+        if len(value) > MAX_NAME:
+            # A module's name is its marker's file name (NAME.json, at most 255 bytes): one
+            # limit for check and run, so a name that passes check never fails at run time.
+            self.error(path, f"{what} {_short(value)} is {len(value)} characters long; at most {MAX_NAME}", code="bad-name")
             return None
         return value
 
