@@ -79,15 +79,17 @@ def test_secrets_when_readable(tmp_path, capsys):
 
 
 def test_secrets_refused_without_read_access(state, capsys, monkeypatch):
-    real = pathlib.Path.read_text
+    import cidag.state
 
-    def read_text(self, *a, **k):
-        if self.name == "instance-data-sensitive.json":
+    real = cidag.state.read_bytes
+
+    def read_bytes(path, limit):
+        if pathlib.Path(path).name == "instance-data-sensitive.json":
             raise PermissionError(13, "Permission denied")
-        return real(self, *a, **k)
+        return real(path, limit)
 
     # As root (CI) a 0600 file is readable, so deny the read the way the kernel would for a user.
-    monkeypatch.setattr(pathlib.Path, "read_text", read_text)
+    monkeypatch.setattr(cidag.state, "read_bytes", read_bytes)
     rc, out, err = cli(capsys, "query", "--secrets", "--state-dir", str(state))
     assert rc == 2 and out == ""
     assert err.strip().endswith("permission denied: only root may read secrets (--secrets)")
