@@ -751,6 +751,8 @@ class Engine:
             secret = self.secrets.is_secret(name) and not callable(self.plan.nodes[cap.provider].values.get(name))
             if "password" in name and secret:
                 value = "<secret>"  # passwords are never kept at rest, not even in the 0600 file
+            elif secret:
+                value = self.secrets.without_passwords(value)  # nor those inside documents
             sensitive[name] = {"provider": cap.provider, "value": value}
             public[name] = {"provider": cap.provider, "value": "<secret>" if secret else value}
         iid = self.instance_id()
