@@ -387,6 +387,9 @@ class Engine:
             self._free_lanes.sort()
         if values:
             self.secrets.learn(values)
+        ctx = self.contexts.get(node)
+        if ctx is not None and ctx.faults:  # items that failed inside a node that went on
+            self.faults.extend(f"{node}: {self.scrub(f)}" for f in ctx.faults)
         if node in self.log_gate.held:
             self.log_gate.release(node, self.loggers.get(node))
         self.plan.finished(node, status, reason=self.scrub(reason) if reason else "", values=values, code=code)
