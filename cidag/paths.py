@@ -174,11 +174,14 @@ def write_file(
     append: bool = False,
     dir_mode: int = 0o755,
     follow_symlinks: bool = True,
+    durable: bool = True,
 ) -> Path:
     """Write `data` to `path` inside `root`; return the host path written.
 
     Replaces atomically (temp file in the same directory, fsync, rename, fsync
     of the directory); `append` adds to the end of an existing file instead.
+    `durable=False` skips the fsyncs: for many small files the caller makes
+    durable at once (os.sync) before it reports success.
     The file ends with `mode` and, when running as root, `uid`/`gid`.
     Raises PathRefused or OSError.
     """
@@ -195,8 +198,9 @@ def write_file(
         if append:
             _append(dfd, name, data, mode, uid, gid)
         else:
-            _replace(dfd, name, data, mode, uid, gid)
-        os.fsync(dfd)
+            _replace(dfd, name, data, mode, uid, gid, durable)
+        if durable:
+            os.fsync(dfd)
     finally:
         os.close(dfd)
     return target
@@ -258,7 +262,8 @@ def _append(dfd: int, name: str, data: bytes, mode: int, uid: int | None, gid: i
         os.close(fd)
 
 
-def _replace(dfd: int, name: str, data: bytes, mode: int, uid: int | None, gid: int | None) -> None:
+def _replace(dfd: int, name: str, data: bytes, mode: int, uid: int | None, gid: int | None,
+             durable: bool = True) -> None:
     tmp = f".{name}.cidag-{os.getpid()}-{os.urandom(4).hex()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dfd)
     try:
@@ -267,7 +272,8 @@ def _replace(dfd: int, name: str, data: bytes, mode: int, uid: int | None, gid: 
             # Owner and mode before the rename: the file never exists with the wrong ones.
             _chown(fd, uid, gid)
             os.fchmod(fd, mode)
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         try:

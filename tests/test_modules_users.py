@@ -214,3 +214,19 @@ def test_group_member_injection_refused(tmp_path):
     root = make_root(tmp_path)
     with pytest.raises(ValueError, match="invalid member"):
         run_users(root, {"groups": [{"g": ["ok", "bad:name"]}]}, default_user=None)
+
+
+def test_thousands_of_users_in_one_write(tmp_path):
+    """Issue 15 item 2: the account files are written once per run, whatever the number of
+    users (useradd rewrote them once per user: 5,000 users hit the 2-minute timeout)."""
+    root = make_root(tmp_path)
+    n = 2000
+    ctx, run = make_context("module", "users", {}, caps={"cloud-config": {
+        "users": ["default"] + [{"name": f"u{i}"} for i in range(n)]}}, root=root)
+    run(ctx)
+    pw = passwd(root)
+    assert len([u for u in pw if u.startswith("u")]) == n and "cidag" in pw
+    uids = [int(pw[f"u{i}"][2]) for i in range(n)]
+    assert len(set(uids)) == n and uids == sorted(uids)  # useradd's order: max used + 1
+    assert all((root / f"home/u{i}").is_dir() for i in (0, n - 1))
+    pwck_ok(root)

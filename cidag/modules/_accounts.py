@@ -69,6 +69,13 @@ def login_defs(root: Path) -> dict[str, str]:
     return out
 
 
+def _as_id(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
 class Database:
     """The four files of one root, as lists of fields (comments and blank lines kept)."""
 
@@ -78,6 +85,31 @@ class Database:
         self.dirty: set[str] = set()
         for fname in FILES:
             self.lines[fname] = self._load(fname)
+        # name -> position and id -> count per file: thousands of users stay linear, not quadratic
+        self._pos: dict[str, dict[str, int]] = {}
+        self._ids: dict[str, dict[int, int]] = {}
+        self._defs: dict[str, str] | None = None
+
+    def _index(self, fname: str) -> dict[str, int]:
+        pos = self._pos.get(fname)
+        if pos is None:
+            pos = {}
+            for i, item in enumerate(self.lines[fname]):
+                if isinstance(item, list):
+                    pos.setdefault(item[0], i)  # the first entry of a name wins, as getpwnam
+            self._pos[fname] = pos
+        return pos
+
+    def _id_counts(self, fname: str) -> dict[int, int]:
+        ids = self._ids.get(fname)
+        if ids is None:
+            ids = {}
+            for f in self.entries(fname):
+                n = _as_id(f[2])
+                if n is not None:
+                    ids[n] = ids.get(n, 0) + 1
+            self._ids[fname] = ids
+        return ids
 
     def _load(self, fname: str) -> list[list[str] | str]:
         data = paths.read_file(self.root, f"etc/{fname}")
@@ -97,10 +129,8 @@ class Database:
                 yield item
 
     def find(self, fname: str, name: str) -> list[str] | None:
-        for fields in self.entries(fname):
-            if fields[0] == name:
-                return fields
-        return None
+        i = self._index(fname).get(name)
+        return None if i is None else self.lines[fname][i]
 
     def user(self, name: str) -> User | None:
         f = self.find("passwd", name)
@@ -133,20 +163,28 @@ class Database:
     def set(self, fname: str, fields: list[str]) -> None:
         """Replace the entry with the same name, or append it."""
         self.dirty.add(fname)
-        for i, item in enumerate(self.lines[fname]):
-            if isinstance(item, list) and item[0] == fields[0]:
-                self.lines[fname][i] = fields
-                return
-        self.lines[fname].append(fields)
+        pos = self._index(fname)
+        i = pos.get(fields[0])
+        ids = self._id_counts(fname) if fname in ("passwd", "group") else None
+        if i is not None:
+            old = self.lines[fname][i]
+            if ids is not None:
+                n = _as_id(old[2])
+                if n is not None:
+                    ids[n] -= 1
+                    if not ids[n]:
+                        del ids[n]
+            self.lines[fname][i] = fields
+        else:
+            pos[fields[0]] = len(self.lines[fname])
+            self.lines[fname].append(fields)
+        if ids is not None:
+            n = _as_id(fields[2])
+            if n is not None:
+                ids[n] = ids.get(n, 0) + 1
 
-    def _used(self, fname: str) -> set[int]:
-        out = set()
-        for f in self.entries(fname):
-            try:
-                out.add(int(f[2]))
-            except ValueError:
-                pass
-        return out
+    def _used(self, fname: str) -> set[int] | dict[int, int]:
+        return self._id_counts(fname)  # membership is all callers ask
 
     def free_id(self, fname: str, system: bool, want: int | None = None) -> int:
         """The id useradd/groupadd would pick: max used + 1 in range (system ids count down)."""
@@ -156,7 +194,9 @@ class Database:
                 kind = "uid" if fname == "passwd" else "gid"
                 raise ValueError(f"{kind} {want} is already used in the target root")
             return want
-        defs = login_defs(self.root)
+        if self._defs is None:
+            self._defs = login_defs(self.root)
+        defs = self._defs
         prefix = "UID" if fname == "passwd" else "GID"
         if system:
             lo = int(defs.get(f"SYS_{prefix}_MIN", 100))
