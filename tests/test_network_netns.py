@@ -57,8 +57,8 @@ mount -t sysfs -o ro sysfs /sys
 ip link set lo up
 ip link add eth0 address 52:54:00:12:34:56 type veth peer name peer0
 ip link set peer0 up  # carrier on eth0: networkd configures a link only once it has one
-networkd= peer=
-trap '[ -z "$networkd" ] || kill $networkd; [ -z "$peer" ] || kill $peer' EXIT
+networkd= peer= web=
+trap 'for p in $networkd $peer $web; do kill $p; done' EXIT
 start_networkd() { {networkd} >"$NETDIR/../networkd.log" 2>&1 & networkd=$!; }
 # start_peer FILE: peer0 into namespaces of its own, configured by its own networkd from FILE.
 start_peer() {
@@ -78,6 +78,14 @@ start_peer() {
   for i in $(seq 200); do [ -e "$NETDIR/../peer.ready" ] && break; sleep 0.05; done
   ip link set peer0 netns $peer
 }
+# serve_metadata: an HTTP server in the peer's network namespace (the metadata service).
+serve_metadata() {
+  mkdir -p "$NETDIR/../www/latest"
+  echo "iid-netns" > "$NETDIR/../www/latest/instance-id"
+  nsenter -t $peer -n "$PYTHON" -m http.server 80 --bind 0.0.0.0 --directory "$NETDIR/../www" \
+    >/dev/null 2>&1 &
+  web=$!
+}
 """
 
 PEER_DHCP_SERVER = """\
@@ -91,6 +99,21 @@ DHCPServer=yes
 # A DHCP server that hands out no router: an isolated network.
 PEER_NO_ROUTER = PEER_DHCP_SERVER + "\n[DHCPServer]\nEmitRouter=no\n"
 PEER_STATIC = "[Match]\nName=peer0\n\n[Network]\nAddress=10.9.0.1/24\n"
+# The metadata service behind the link: 169.254.169.254 is the peer's (and 10.9.0.254,
+# a gateway to it).
+# (networkd probes a 169.254/16 address for conflicts for seconds unless told not to.)
+METADATA = "\n[Address]\nAddress=169.254.169.254/32\nDuplicateAddressDetection=none\n"
+PEER_METADATA_ON_LINK = PEER_NO_ROUTER + METADATA
+PEER_METADATA_GATEWAY = PEER_STATIC + "Address=10.9.0.254/24\n" + METADATA
+FETCH = """\
+import sys, time, urllib.request
+for _ in range(50):
+    try:
+        print(urllib.request.urlopen("http://169.254.169.254/latest/instance-id", timeout=5).read().decode().strip())
+        break
+    except ConnectionRefusedError:  # the server is still starting
+        time.sleep(0.1)
+"""
 ENDPOINTS = "169.254.169.254 or fd00:ec2::254"
 
 MODULE = """\
@@ -162,23 +185,28 @@ def test_networkd_applies_the_rendered_static_config(tmp_path):
     assert ("172.16.0.0/12", "192.168.1.254", 50) in routes
 
 
-def real_boot(tmp_path: Path, peer: str, caps: dict | None = None, settings: dict | None = None,
-              online: dict | None = None, networkd: bool = True, timeout: float = 60) -> tuple[dict, str]:
+def real_boot(tmp_path: Path, peer: str, caps: dict | None = None, online: dict | None = None,
+              timeout: float = 60, fetch: bool = False) -> tuple[dict, str]:
     """As the boot goes: the network module writes the files (root /), systemd-networkd starts
-    (the `network` milestone reached), then network-online decides. (its output, the log)."""
+    (the `network` milestone reached), then network-online decides; with `fetch`, the guest
+    then asks the peer's metadata service for its instance-id. (the module's output, plus
+    `fetched`; the log)."""
     netdir = tmp_path / "network"
     netdir.mkdir()
     (tmp_path / "peer.network").write_text(peer)
-    net = json.dumps({"sysfs_root": "/sys", **(settings or {})})
+    (tmp_path / "fetch.py").write_text(FETCH)
+    net = json.dumps({"sysfs_root": "/sys"})
     out, err = in_netns(tmp_path, netdir, f"""\
         start_peer "$NETDIR/../peer.network"
+        {"serve_metadata" if fetch else ":"}
         "$PYTHON" "$MODULE" network '{net}' '{json.dumps(caps or {})}' 30 >/dev/null
-        {"start_networkd" if networkd else ": no networkd"}
+        start_networkd
         "$PYTHON" "$MODULE" network-online '{json.dumps(online or {})}' '{{}}' {timeout}
+        {'"$PYTHON" "$NETDIR/../fetch.py"' if fetch else "echo"}
         ip -j route show table all
         """, timeout=timeout + 60)
-    result, routes = out.split("\n", 1)
-    return json.loads(result), err + "\n" + routes
+    result, fetched, routes = out.split("\n", 2)
+    return {**json.loads(result), "fetched": fetched}, err + "\n" + routes
 
 
 def default_routes(log: str) -> list[dict]:
@@ -201,10 +229,11 @@ def test_dhcp_without_router_on_link_metadata_provides_network_online(tmp_path):
     (an on-link route, as the config drive's network_data.json gives it)."""
     config = {"version": 2, "ethernets": {"eth0": {
         "dhcp4": True, "routes": [{"to": "169.254.169.254/32", "via": "0.0.0.0"}]}}}
-    out, log = real_boot(tmp_path, PEER_NO_ROUTER, caps={"network-config": config})
+    out, log = real_boot(tmp_path, PEER_METADATA_ON_LINK, caps={"network-config": config}, fetch=True)
     assert "error" not in out, out
     online = out["result"]["network-online"]
     assert online is not None and online.startswith("169.254.169.254 on-link dev eth0 src 10.9.0."), (out, log)
+    assert out["fetched"] == "iid-netns"  # the route is usable: the metadata service answers
     assert default_routes(log) == [], log
 
 
@@ -212,9 +241,10 @@ def test_static_host_route_through_a_gateway_provides_network_online(tmp_path):
     """No default route, a host route to the metadata service through a gateway on the link."""
     config = {"version": 2, "ethernets": {"eth0": {
         "addresses": ["10.9.0.5/24"], "routes": [{"to": "169.254.169.254/32", "via": "10.9.0.254"}]}}}
-    out, log = real_boot(tmp_path, PEER_STATIC, caps={"network-config": config})
+    out, log = real_boot(tmp_path, PEER_METADATA_GATEWAY, caps={"network-config": config}, fetch=True)
     assert "error" not in out, out
     assert out["result"] == {"network-online": "169.254.169.254 via 10.9.0.254 dev eth0 src 10.9.0.5"}, log
+    assert out["fetched"] == "iid-netns"  # the route is usable: the metadata service answers
     assert default_routes(log) == [], log
 
 
