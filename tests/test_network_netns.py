@@ -288,3 +288,14 @@ def test_other_network_stack_no_route_ends_ok_after_settle_timeout(tmp_path):
                    "not settled after 1s: no /run/systemd/netif/links"), why
     assert 1 <= result["elapsed"] < 20
     assert (netdir / "10-cidag-ens9.network").exists()
+
+
+def test_ipv6_only_on_link_endpoint_provides_network_online(tmp_path):
+    """An IPv6-only link whose prefix holds EC2's fd00:ec2::254: the IPv4 endpoint has no
+    route, the IPv6 one is on-link."""
+    config = {"version": 2, "ethernets": {"eth0": {"addresses": ["fd00:ec2::5/64"], "accept-ra": False}}}
+    peer = "[Match]\nName=peer0\n\n[Network]\nAddress=fd00:ec2::1/64\nIPv6AcceptRA=no\n"
+    out, log = real_boot(tmp_path, peer, caps={"network-config": config})
+    assert "error" not in out, out
+    online = out["result"]["network-online"]
+    assert online is not None and online.startswith("fd00:ec2::254 on-link dev eth0 src "), (out, log)
