@@ -80,6 +80,7 @@ class Context:
     run_result: Callable[[], str] | None = None  # the run's result so far: ok / degraded / failed
     is_secret: Callable[[str], bool] = field(default=lambda name: default_is_secret(name))  # the run's policy
     commands: dict | None = None  # the run's live commands (pid -> Popen), killed when it ends
+    unprovided: dict[str, str] = field(default_factory=dict)  # capability -> why this module ended ok without it
     faults: list[str] = field(default_factory=list)  # items that failed while the rest was done
 
     def fault(self, message: str) -> None:

@@ -139,8 +139,7 @@ def test_openstack_network_data_rendered(tmp_path):
     # A name on a NIC known by its MAC: udev renames it (from the next boot on).
     assert body(got["10-cidag-eth1.link"]) == "[Match]\nMACAddress=fa:16:3e:00:00:02\n\n[Link]\nName=eth1\n"
     assert (root / NET / "10-cidag-tap0.network").stat().st_mode & 0o777 == 0o644
-    # Not on / : nothing to check, so network-online is not provided.
-    assert out == {"network-online": None}
+    assert out is None  # provides nothing: the network-online module says when the network is up
 
 
 def test_version_1_rendered(tmp_path):
@@ -288,12 +287,11 @@ def fake_sysfs(tmp_path: Path, nics: dict[str, str | None]) -> Path:
 def test_fallback_dhcp_on_the_first_physical_nic(tmp_path):
     sysfs = fake_sysfs(tmp_path, {"lo": None, "br0": None, "eth10": "52:54:00:00:00:10",
                                   "eth2": "52:54:00:00:00:02", "ifb0": None})
-    root, out = render(tmp_path, None, sysfs_root=str(sysfs), wait_online=False)
+    root, out = render(tmp_path, None, sysfs_root=str(sysfs))
     got = files(root)
     assert list(got) == ["10-cidag-eth2.network"]  # natural order: eth2 before eth10; br0, ifb0 are virtual
     assert "from the fallback" in got["10-cidag-eth2.network"].splitlines()[0]
     assert body(got["10-cidag-eth2.network"]) == "[Match]\nMACAddress=52:54:00:00:00:02\n\n[Network]\nDHCP=ipv4\n"
-    assert out == {"network-online": True}  # wait_online: false provides it unchecked
 
 
 def test_fallback_without_sysfs_matches_en_and_eth(tmp_path):
@@ -321,7 +319,8 @@ def test_fallback_keeps_what_a_source_gave_on_an_earlier_boot(tmp_path):
 
 
 def test_in_a_run_network_online_unprovided_on_a_temp_root_skips_what_needs_it(tmp_path):
-    """Through the engine: the module ends ok, but nothing that needs network-online runs."""
+    """Through the engine: network writes the files, network-online ends ok without providing
+    network-online (a temp root's network cannot be checked), and nothing that needs it runs."""
     s, m = tmp_path / "sources.yaml", tmp_path / "modules.yaml"
     s.write_text(yaml.safe_dump({"version": 1, "sources": [
         {"name": "drive", "type": "static", "capabilities": ["network-config"],
@@ -330,15 +329,21 @@ def test_in_a_run_network_online_unprovided_on_a_temp_root_skips_what_needs_it(t
          "settings": {"data": {"hostname": "h"}}}]}))
     m.write_text(yaml.safe_dump({"version": 1, "modules": [
         {"name": "network", "type": "network", "frequency": "per-boot", "wants": ["network-config"],
-         "provides": ["network-online"], "settings": {"sysfs_root": str(tmp_path / "none")}},
+         "settings": {"sysfs_root": str(tmp_path / "none")}},
+        {"name": "network-online", "type": "network-online", "frequency": "per-boot", "after": ["network"],
+         "provides": ["network-online"]},
         {"name": "host", "type": "exec", "frequency": "per-boot", "needs": ["hostname"],
          "settings": {"command": "true"}}]}))
-    rec = run(load_and_compile(str(s), str(m)), RunOptions(root=tmp_path / "root", handle_signals=False)).record
+    result = run(load_and_compile(str(s), str(m)), RunOptions(root=tmp_path / "root", handle_signals=False))
+    rec = result.record
     nodes = {n["id"]: n for n in rec["nodes"]}
-    assert nodes["module:network"]["status"] == "ok"
+    assert rec["result"] == "ok"
+    assert nodes["module:network"]["status"] == nodes["module:network-online"]["status"] == "ok"
+    assert nodes["module:network-online"]["start_s"] >= nodes["module:network"]["end_s"]
     assert rec["capabilities"]["network-online"]["status"] == "unavailable"
     assert nodes["source:http"]["status"] == "skipped"
-    assert "network-online unavailable: network ok but gave no network-online" in nodes["source:http"]["reason"]
+    assert nodes["source:http"]["reason"].startswith("capability network-online unavailable: network-online")
+    assert nodes["module:host"]["status"] == "skipped"
     assert (tmp_path / "root" / NET / "10-cidag-primary.network").exists()
 
 
@@ -354,26 +359,25 @@ def test_netlink_addresses_match_ip_addr():
 
 
 @pytest.mark.skipif(shutil.which("ip") is None, reason="iproute2 not installed")
-def test_routable_agrees_with_ip_route_and_addr():
-    """routable() against the same question asked of `ip`: a default route and a global address on one link."""
-    addrs = json.loads(subprocess.run(["ip", "-j", "addr"], capture_output=True, text=True, check=True).stdout)
-    expect = set()
-    for family, version in (("-4", 4), ("-6", 6)):
-        routes = json.loads(subprocess.run(["ip", "-j", family, "route", "show", "default"],
-                                           capture_output=True, text=True, check=True).stdout)
-        for r in routes:
-            if r.get("type", "unicast") != "unicast":
-                continue
-            for link in addrs:
-                for a in link.get("addr_info", []):
-                    if (link["ifname"] == r.get("dev") and a["scope"] == "global" and not a.get("tentative")
-                            and ipaddress.ip_address(a["local"]).version == version):
-                        expect.add(link["ifname"])
-    what, state = netstate.routable()
-    if expect:
-        assert what is not None and what.split(" on ")[1].split()[0] in expect, state
-    else:
-        assert what is None and "default routes" in state
+@pytest.mark.parametrize("destination", ["169.254.169.254", "fd00:ec2::254", "192.0.2.77", "127.0.0.1", "::1"])
+def test_route_to_agrees_with_ip_route_get(destination):
+    """route_to() asks the kernel what `ip route get` asks it: same device, gateway and source."""
+    res = subprocess.run(["ip", "-j", "route", "get", destination], capture_output=True, text=True)
+    got = netstate.route_to(destination)
+    if res.returncode != 0:  # "Network is unreachable"
+        assert got is None
+        return
+    shown = json.loads(res.stdout)[0]
+    assert got is not None
+    assert (got.ifname, str(got.gateway) if got.gateway else None, str(got.source) if got.source else None) == (
+        shown.get("dev"), shown.get("gateway"), shown.get("prefsrc"))
+    assert (got.kind == netstate.RTN_UNICAST) == (shown.get("type", "unicast") == "unicast")
+
+
+def test_reach_ignores_loopback_and_says_what_is_missing():
+    route, why = netstate.reach(["127.0.0.1", "::1"])  # local routes through lo are not the network
+    assert route is None
+    assert why.endswith("default route") or "default via" in why
 
 
 def test_default_routes_parsed_from_proc(tmp_path):
@@ -404,7 +408,12 @@ def test_shipped_manifests_order_config_drive_network_http():
         assert not g.has_edge(http, "cap:network-config")  # else: a cycle through the network module
     assert g.has_edge("source:configdrive", "cap:network-config")
     assert g.has_edge("cap:network-config", "module:network")
-    assert g.has_edge("module:network", "cap:network-online")
+    # network ends the `network` milestone the network managers wait for: it provides nothing
+    # the HTTP sources wait on; network-online, after it, does.
+    assert [v for _, v in g.out_edges("module:network") if v.startswith("cap:")] == []
+    assert g.has_edge("module:network", "module:network-online")
+    assert g.has_edge("module:network-online", "cap:network-online")
+    assert cg.specs["module:network-online"].frequency == "per-boot"
 
 
 # -- telling systemd-networkd (the decisions; the VM boot tests run the real tools) --------------
@@ -421,10 +430,11 @@ exit 0
 
 @pytest.mark.parametrize("active,changed,dbus,reload_rc,expected", [
     (True, False, False, 0, []),
-    (True, True, False, 0, ["systemctl restart systemd-networkd.service"]),
+    (True, True, False, 0, ["systemctl restart --no-block systemd-networkd.service"]),
     (True, True, True, 0, ["networkctl reload"]),
-    (True, True, True, 1, ["networkctl reload", "systemctl restart systemd-networkd.service"]),
-    (False, False, False, 0, ["systemctl start systemd-networkd.service"]),
+    (True, True, True, 1, ["networkctl reload", "systemctl restart --no-block systemd-networkd.service"]),
+    (False, False, False, 0, ["systemctl start --no-block systemd-networkd.service"]),
+    (False, False, True, 0, ["systemctl start --no-block systemd-networkd.service"]),
 ])
 def test_how_networkd_is_told(tmp_path, monkeypatch, active, changed, dbus, reload_rc, expected):
     from cidag.modules import network
@@ -461,7 +471,7 @@ def test_a_failed_networkd_start_fails_the_module_with_its_message(tmp_path, mon
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     monkeypatch.setattr(network, "BOOTED", str(tmp_path / "booted"))
     ctx, _ = make_context("module", "network", {}, root=tmp_path / "root")
-    with pytest.raises(RuntimeError, match=r"^systemctl start systemd-networkd.service: exit 5: "
+    with pytest.raises(RuntimeError, match=r"^systemctl start --no-block systemd-networkd.service: exit 5: "
                                            r"Unit systemd-networkd.service not found\.$"):
         network._bring_up(ctx, True)
 

@@ -1,11 +1,15 @@
-"""The network module against the real systemd-networkd, in a private network and mount namespace.
+"""The network and network-online modules against the real systemd-networkd, in private
+network and mount namespaces.
 
-`unshare -mn` gives a network namespace with its own veth pair and a mount
-namespace in which a temporary directory is bind-mounted on
+`unshare -mn` gives the guest a network namespace with its own veth pair and a
+mount namespace in which a temporary directory is bind-mounted on
 /etc/systemd/network and a fresh, read-only sysfs shows only the namespace's
 devices (read-only sysfs: networkd does not wait for udev, which is not
-running there). Nothing reaches the host's network or files. Needs root,
-unshare, iproute2 and systemd-networkd; skipped otherwise.
+running there). The other end of the veth goes to a second pair of
+namespaces with a networkd of its own (DHCP server, addresses), so the
+guest's kernel knows only what crosses the link, as behind a hypervisor.
+Nothing reaches the host's network or files. Needs root, unshare, iproute2
+and systemd-networkd; skipped otherwise.
 """
 from __future__ import annotations
 
@@ -53,9 +57,35 @@ mount -t sysfs -o ro sysfs /sys
 ip link set lo up
 ip link add eth0 address 52:54:00:12:34:56 type veth peer name peer0
 ip link set peer0 up  # carrier on eth0: networkd configures a link only once it has one
-networkd=
-trap '[ -z "$networkd" ] || kill $networkd' EXIT
+networkd= peer= web=
+trap 'for p in $networkd $peer $web; do kill $p; done' EXIT
 start_networkd() { {networkd} >"$NETDIR/../networkd.log" 2>&1 & networkd=$!; }
+# start_peer FILE: peer0 into namespaces of its own, configured by its own networkd from FILE.
+start_peer() {
+  mkdir -p "$NETDIR/../peer"
+  cp "$1" "$NETDIR/../peer/50-peer.network"
+  unshare -mn sh -c '
+    set -e
+    mount -t tmpfs tmpfs /run/systemd
+    mkdir -p /run/systemd/netif
+    chown systemd-network:systemd-network /run/systemd/netif 2>/dev/null || true
+    mount --bind "$NETDIR/../peer" /etc/systemd/network
+    mount -t sysfs -o ro sysfs /sys
+    ip link set lo up
+    touch "$NETDIR/../peer.ready"
+    exec {networkd} >"$NETDIR/../peer.log" 2>&1' &
+  peer=$!
+  for i in $(seq 200); do [ -e "$NETDIR/../peer.ready" ] && break; sleep 0.05; done
+  ip link set peer0 netns $peer
+}
+# serve_metadata: an HTTP server in the peer's network namespace (the metadata service).
+serve_metadata() {
+  mkdir -p "$NETDIR/../www/latest"
+  echo "iid-netns" > "$NETDIR/../www/latest/instance-id"
+  nsenter -t $peer -n "$PYTHON" -m http.server 80 --bind 0.0.0.0 --directory "$NETDIR/../www" \
+    >/dev/null 2>&1 &
+  web=$!
+}
 """
 
 PEER_DHCP_SERVER = """\
@@ -66,16 +96,38 @@ Name=peer0
 Address=10.9.0.1/24
 DHCPServer=yes
 """
+# A DHCP server that hands out no router: an isolated network.
+PEER_NO_ROUTER = PEER_DHCP_SERVER + "\n[DHCPServer]\nEmitRouter=no\n"
+PEER_STATIC = "[Match]\nName=peer0\n\n[Network]\nAddress=10.9.0.1/24\n"
+# The metadata service behind the link: 169.254.169.254 is the peer's (and 10.9.0.254,
+# a gateway to it).
+# (networkd probes a 169.254/16 address for conflicts for seconds unless told not to.)
+METADATA = "\n[Address]\nAddress=169.254.169.254/32\nDuplicateAddressDetection=none\n"
+PEER_METADATA_ON_LINK = PEER_NO_ROUTER + METADATA
+PEER_METADATA_GATEWAY = PEER_STATIC + "Address=10.9.0.254/24\n" + METADATA
+FETCH = """\
+import sys, time, urllib.request
+for _ in range(50):
+    try:
+        print(urllib.request.urlopen("http://169.254.169.254/latest/instance-id", timeout=5).read().decode().strip())
+        break
+    except ConnectionRefusedError:  # the server is still starting
+        time.sleep(0.1)
+"""
+ENDPOINTS = "169.254.169.254 or fd00:ec2::254"
 
 MODULE = """\
-import json, sys
+import json, sys, time
 from cidag.testing import make_context
-ctx, call = make_context("module", "network", json.loads(sys.argv[1]),
-                         caps=json.loads(sys.argv[2]), root="/", timeout=float(sys.argv[3]))
+ctx, call = make_context("module", sys.argv[1], json.loads(sys.argv[2]),
+                         caps=json.loads(sys.argv[3]), root="/", timeout=float(sys.argv[4]))
+start = time.monotonic()
 try:
-    print(json.dumps(call(ctx)))
+    out = {"result": call(ctx)}
 except Exception as exc:
-    print(json.dumps({"error": str(exc)}))
+    out = {"error": str(exc)}
+out.update(unprovided=ctx.unprovided, elapsed=time.monotonic() - start)
+print(json.dumps(out))
 """
 
 
@@ -133,32 +185,85 @@ def test_networkd_applies_the_rendered_static_config(tmp_path):
     assert ("172.16.0.0/12", "192.168.1.254", 50) in routes
 
 
-def test_real_boot_fallback_dhcp_then_network_online(tmp_path):
-    """The module as on a real boot (root /): no network-config, so DHCP on en*/eth* (the veth is
-    not a physical NIC); networkd starts once the file is there, gets a lease from the peer's
-    DHCP server, and the module provides network-online from the kernel's state."""
+def real_boot(tmp_path: Path, peer: str, caps: dict | None = None, online: dict | None = None,
+              timeout: float = 60, fetch: bool = False) -> tuple[dict, str]:
+    """As the boot goes: the network module writes the files (root /), systemd-networkd starts
+    (the `network` milestone reached), then network-online decides; with `fetch`, the guest
+    then asks the peer's metadata service for its instance-id. (the module's output, plus
+    `fetched`; the log)."""
     netdir = tmp_path / "network"
     netdir.mkdir()
-    (netdir / "50-peer.network").write_text(PEER_DHCP_SERVER)
-    out, _ = in_netns(tmp_path, netdir, """\
-        "$PYTHON" "$MODULE" '{"sysfs_root": "/sys"}' '{}' 30 > "$NETDIR/../result.json" &
-        module=$!
-        for i in $(seq 100); do [ -e /etc/systemd/network/10-cidag-fallback.network ] && break; sleep 0.1; done
+    (tmp_path / "peer.network").write_text(peer)
+    (tmp_path / "fetch.py").write_text(FETCH)
+    net = json.dumps({"sysfs_root": "/sys"})
+    out, err = in_netns(tmp_path, netdir, f"""\
+        start_peer "$NETDIR/../peer.network"
+        {"serve_metadata" if fetch else ":"}
+        "$PYTHON" "$MODULE" network '{net}' '{json.dumps(caps or {})}' 30 >/dev/null
         start_networkd
-        wait $module
-        cat "$NETDIR/../result.json"
-        """)
-    result = json.loads(out)
-    assert "error" not in result, result
-    online = result["network-online"]
-    assert online.startswith("10.9.0.") and online.endswith(" on eth0 via 10.9.0.1"), online
-    assert "Name=en* eth*" in (netdir / "10-cidag-fallback.network").read_text()
-    assert (netdir / "50-peer.network").read_text() == PEER_DHCP_SERVER  # not ours: untouched
+        "$PYTHON" "$MODULE" network-online '{json.dumps(online or {})}' '{{}}' {timeout}
+        {'"$PYTHON" "$NETDIR/../fetch.py"' if fetch else "echo"}
+        ip -j route show table all
+        """, timeout=timeout + 60)
+    result, fetched, routes = out.split("\n", 2)
+    return {**json.loads(result), "fetched": fetched}, err + "\n" + routes
 
 
-def test_real_boot_never_routable_fails_with_the_state(tmp_path):
-    """A config naming a NIC the machine lacks: a warning at once, then the timeout's reason
-    lists what the kernel has."""
+def default_routes(log: str) -> list[dict]:
+    """The default routes in the `ip -j route show table all` at the end of the log."""
+    return [r for r in json.loads(log.rsplit("\n", 2)[-2]) if r.get("dst") == "default"]
+
+
+def test_dhcp_default_route_provides_network_online(tmp_path):
+    """No network-config: DHCP on en*/eth* (the veth is not a physical NIC); the lease has a
+    router, so the metadata service is reached through the default route."""
+    out, _ = real_boot(tmp_path, PEER_DHCP_SERVER)
+    assert "error" not in out, out
+    online = out["result"]["network-online"]
+    assert online.startswith("169.254.169.254 via 10.9.0.1 dev eth0 src 10.9.0."), online
+    assert "Name=en* eth*" in (tmp_path / "network/10-cidag-fallback.network").read_text()
+
+
+def test_dhcp_without_router_on_link_metadata_provides_network_online(tmp_path):
+    """An isolated network: a lease without a router, and the metadata service on the link
+    (an on-link route, as the config drive's network_data.json gives it)."""
+    config = {"version": 2, "ethernets": {"eth0": {
+        "dhcp4": True, "routes": [{"to": "169.254.169.254/32", "via": "0.0.0.0"}]}}}
+    out, log = real_boot(tmp_path, PEER_METADATA_ON_LINK, caps={"network-config": config}, fetch=True)
+    assert "error" not in out, out
+    online = out["result"]["network-online"]
+    assert online is not None and online.startswith("169.254.169.254 on-link dev eth0 src 10.9.0."), (out, log)
+    assert out["fetched"] == "iid-netns"  # the route is usable: the metadata service answers
+    assert default_routes(log) == [], log
+
+
+def test_static_host_route_through_a_gateway_provides_network_online(tmp_path):
+    """No default route, a host route to the metadata service through a gateway on the link."""
+    config = {"version": 2, "ethernets": {"eth0": {
+        "addresses": ["10.9.0.5/24"], "routes": [{"to": "169.254.169.254/32", "via": "10.9.0.254"}]}}}
+    out, log = real_boot(tmp_path, PEER_METADATA_GATEWAY, caps={"network-config": config}, fetch=True)
+    assert "error" not in out, out
+    assert out["result"] == {"network-online": "169.254.169.254 via 10.9.0.254 dev eth0 src 10.9.0.5"}, log
+    assert out["fetched"] == "iid-netns"  # the route is usable: the metadata service answers
+    assert default_routes(log) == [], log
+
+
+def test_no_route_ends_ok_at_once_without_network_online(tmp_path):
+    """A lease without a router on a subnet without the metadata service: once networkd has
+    configured the link, the module ends ok, network-online not provided, and says which
+    route is missing; well before its settle_timeout and its timeout."""
+    out, _ = real_boot(tmp_path, PEER_NO_ROUTER, online={"settle_timeout": "60s"}, timeout=90)
+    assert "error" not in out, out
+    assert out["result"] == {"network-online": None}
+    why = out["unprovided"]["network-online"]
+    assert why.startswith(f"no route to {ENDPOINTS} (eth0 10.9.0."), why
+    assert "/24, no default route); networkd settled after " in why and why.endswith(": eth0 configured"), why
+    assert out["elapsed"] < 30, out  # decided on networkd's word, not at settle_timeout (60 s)
+
+
+def test_other_network_stack_no_route_ends_ok_after_settle_timeout(tmp_path):
+    """No networkd state (another network manager): the bounded settle_timeout, then ok
+    without network-online. A config naming a NIC the machine lacks is warned about at once."""
     netdir = tmp_path / "network"
     netdir.mkdir()
     sysfs = tmp_path / "sys/class/net/enp0s2"  # what the guest would call its NIC
@@ -167,13 +272,30 @@ def test_real_boot_never_routable_fails_with_the_state(tmp_path):
     (sysfs / "device").symlink_to("../../../devices/pci0000:00/0000:00:02.0")
     settings = json.dumps({"sysfs_root": str(tmp_path / "sys")})
     caps = json.dumps({"network-config": {"version": 2, "ethernets": {"ens9": {"dhcp4": True}}}})
+    (tmp_path / "peer.network").write_text(PEER_STATIC)
     out, err = in_netns(tmp_path, netdir, f"""\
+        start_peer "$NETDIR/../peer.network"
         ip addr add 192.0.2.5/24 dev eth0
         ip link set eth0 up
-        "$PYTHON" "$MODULE" '{settings}' '{caps}' 2
+        "$PYTHON" "$MODULE" network '{settings}' '{caps}' 30 >/dev/null
+        "$PYTHON" "$MODULE" network-online '{{"settle_timeout": 1}}' '{{}}' 30
         """)
     assert "10-cidag-ens9.network matches none of this machine's NICs: enp0s2 (52:54:00:12:34:56)" in err
-    error = json.loads(out)["error"]
-    assert error.startswith("no routable address after "), error
-    assert "eth0: 192.0.2.5/24 global" in error and "default routes: none" in error
+    result = json.loads(out)
+    assert result["result"] == {"network-online": None}
+    why = result["unprovided"]["network-online"]
+    assert why == (f"no route to {ENDPOINTS} (eth0 192.0.2.5/24, no default route); "
+                   "not settled after 1s: no /run/systemd/netif/links"), why
+    assert 1 <= result["elapsed"] < 20
     assert (netdir / "10-cidag-ens9.network").exists()
+
+
+def test_ipv6_only_on_link_endpoint_provides_network_online(tmp_path):
+    """An IPv6-only link whose prefix holds EC2's fd00:ec2::254: the IPv4 endpoint has no
+    route, the IPv6 one is on-link."""
+    config = {"version": 2, "ethernets": {"eth0": {"addresses": ["fd00:ec2::5/64"], "accept-ra": False}}}
+    peer = "[Match]\nName=peer0\n\n[Network]\nAddress=fd00:ec2::1/64\nIPv6AcceptRA=no\n"
+    out, log = real_boot(tmp_path, peer, caps={"network-config": config})
+    assert "error" not in out, out
+    online = out["result"]["network-online"]
+    assert online is not None and online.startswith("fd00:ec2::254 on-link dev eth0 src "), (out, log)

@@ -13,6 +13,7 @@ BUILTIN_MODULES: dict[str, str] = {
     "scripts-user": "cidag.modules.scripts_user",
     "final-message": "cidag.modules.final_message",
     "network": "cidag.modules.network",
+    "network-online": "cidag.modules.network_online",
     "bootcmd": "cidag.modules.bootcmd",
     "packages": "cidag.modules.packages",
     "timezone": "cidag.modules.timezone",

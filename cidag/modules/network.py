@@ -1,7 +1,8 @@
-"""Configure the network with systemd-networkd and provide `network-online` once it is routable.
+"""Configure the network with systemd-networkd: write its files and have it use them.
 
 Capabilities: wants `network-config` (OpenStack network_data.json, or
-cloud-init's version 1 or 2); provides `network-online`.
+cloud-init's version 1 or 2); provides nothing (the `network-online` module
+says when the network is up: network_online.py).
 
 1. Renders network-config (netconfig.py, networkd.py) as
    ROOT/etc/systemd/network/10-cidag-*.network (and .link for a rename),
@@ -10,15 +11,13 @@ cloud-init's version 1 or 2); provides `network-online`.
    SYSFS/class/net (by MAC), or on `en* eth*` when sysfs shows none; but
    files a source gave on an earlier boot are kept. `config: disabled`
    writes nothing.
-2. On a real boot (root `/`, run as root): makes systemd-networkd use them:
-   started when it is not running, else `networkctl reload` (when D-Bus is
-   up) or a restart, only when a file changed.
-3. `network-online`: when the root is `/`, provided once the kernel shows a
-   routable address (netstate.routable), waiting until shortly before the
-   module's timeout and failing with the interfaces' state if it never comes.
-   On another root the target's network cannot be checked, so it is not
-   provided, unless `wait_online: false`, which provides it unchecked (the
-   demo and the tests set it with CIDAG_NETWORK_WAIT_ONLINE=false).
+2. On a real boot (root `/`, run as root): makes systemd-networkd use them,
+   without waiting for any systemd job (cidag runs before the network
+   managers and the module ends the `network` milestone they wait for, see
+   docs/systemd.md): `systemctl start --no-block` when it is not running (it
+   then starts once the milestone is reached), else, only when a file
+   changed, `networkctl reload` (when D-Bus is up) or `systemctl restart
+   --no-block`. The module ends as soon as that is done.
 """
 from __future__ import annotations
 
@@ -44,16 +43,13 @@ SETTINGS = {
     "properties": {
         "sysfs_root": {"type": "string", "default": "/sys",
                        "description": "where the fallback finds the NICs (SYSFS/class/net)"},
-        "wait_online": {"type": "boolean", "default": True,
-                        "description": "provide network-online only once the kernel shows a routable address "
-                                       "(root / only); false: provide it unchecked once the files are written"},
         "apply": {"type": "boolean", "default": True,
                   "description": "on a real boot (root / and run as root), make systemd-networkd use the files"},
     },
 }
 
 
-def run(ctx: Context) -> dict | None:
+def run(ctx: Context) -> None:
     s = ctx.settings
     on_host = os.path.realpath(ctx.root) == "/"
     interfaces, origin = _interfaces(ctx)
@@ -63,14 +59,7 @@ def run(ctx: Context) -> dict | None:
         _warn_unmatched(ctx, interfaces)
     if on_host and os.geteuid() == 0 and s["apply"]:
         _bring_up(ctx, changed)
-    if not s["wait_online"]:
-        ctx.log.info("wait_online is false: network-online provided without a check")
-        return {"network-online": True}
-    if not on_host:
-        ctx.log.info("the root is not /: its network cannot be checked, network-online not provided "
-                     "(wait_online: false provides it unchecked)")
-        return {"network-online": None}
-    return {"network-online": _wait_routable(ctx)}
+    return None
 
 
 # -- what to write -----------------------------------------------------------
@@ -194,6 +183,7 @@ def _tool(ctx: Context, argv: list[str]) -> tuple[bool, str]:
 
 
 def _bring_up(ctx: Context, changed: bool) -> None:
+    """Tell systemd-networkd; never wait for a systemd job (one could wait for cidag itself)."""
     if not os.path.isdir(BOOTED):
         ctx.log.warning("not booted with systemd: files written, no network manager told")
         return
@@ -202,31 +192,16 @@ def _bring_up(ctx: Context, changed: bool) -> None:
         ctx.log.info("systemd-networkd is running and the files are unchanged")
         return
     if active and os.path.exists(DBUS_SOCKET):
+        # A D-Bus call to the running networkd: it reloads and answers, no job involved.
         ok, why = _tool(ctx, ["networkctl", "reload"])
         if ok:
             ctx.log.info("networkctl reload")
             return
         ctx.log.warning("networkctl reload failed (%s): restarting systemd-networkd", why)
-    # No D-Bus this early (cidag runs before it): systemctl talks to systemd over its private socket.
-    argv = ["systemctl", "restart" if active else "start", "systemd-networkd.service"]
+    # No D-Bus this early: systemctl talks to systemd over its private socket. --no-block:
+    # the job waits for network-pre.target, which waits for this run's `network` milestone.
+    argv = ["systemctl", "restart" if active else "start", "--no-block", "systemd-networkd.service"]
     ok, why = _tool(ctx, argv)
     if not ok:
         raise RuntimeError(f"{' '.join(argv)}: {why}")
     ctx.log.info("%s", " ".join(argv))
-
-
-def _wait_routable(ctx: Context) -> str:
-    """Poll the kernel until an address is routable; fail shortly before the module's deadline."""
-    start = time.monotonic()
-    end = ctx.deadline - min(2.0, 0.05 * ctx.remaining())  # fail with a reason, not the engine's timeout
-    pause = 0.05
-    while True:
-        what, state = netstate.routable()
-        if what:
-            ctx.log.info("routable after %.2fs: %s", time.monotonic() - start, what)
-            return what
-        if time.monotonic() >= end or ctx.cancelled.is_set():
-            raise RuntimeError(f"no routable address after {time.monotonic() - start:.0f}s "
-                               f"(wanted: a global address and a default route on one interface); {state}")
-        ctx.cancelled.wait(max(0.0, min(pause, end - time.monotonic())))
-        pause = min(pause * 2, 0.5)
