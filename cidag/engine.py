@@ -452,7 +452,12 @@ class Engine:
                 if bad:
                     self._end(node, "failed", bad)
                 else:
-                    self._end(node, "ok", "", values)
+                    # Why a declared capability was not provided (ctx.unprovided): the reason of
+                    # what is skipped for want of it.
+                    ctx = self.contexts.get(node)
+                    why = "; ".join(w for c, w in (ctx.unprovided.items() if ctx is not None else ())
+                                    if c in spec.provides and c not in values)
+                    self._end(node, "ok", why, values)
 
     def _expire(self) -> None:
         now = self.now()

@@ -461,7 +461,7 @@ class Plan:
             if self._other_instance(cap, p, []):
                 parts.append(f"{name} not asked ({iid.provider.split(':', 1)[1]} is this instance's source)")
             elif st.success:
-                parts.append(f"{name} {st.status} but gave no {cap}")
+                parts.append(f"{name}: {st.reason}" if st.reason else f"{name} {st.status} but gave no {cap}")
             else:
                 parts.append(f"{name} {st.status}" + (f" ({st.reason})" if st.reason else ""))
         return "; ".join(parts)

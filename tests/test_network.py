@@ -342,7 +342,10 @@ def test_in_a_run_network_online_unprovided_on_a_temp_root_skips_what_needs_it(t
     assert nodes["module:network-online"]["start_s"] >= nodes["module:network"]["end_s"]
     assert rec["capabilities"]["network-online"]["status"] == "unavailable"
     assert nodes["source:http"]["status"] == "skipped"
-    assert nodes["source:http"]["reason"].startswith("capability network-online unavailable: network-online")
+    assert nodes["source:http"]["reason"] == (
+        "capability network-online unavailable: network-online: the root is not /: its network "
+        "cannot be checked (wait_online: false provides network-online unchecked)")
+    assert nodes["module:network-online"]["reason"].startswith("the root is not /")
     assert nodes["module:host"]["status"] == "skipped"
     assert (tmp_path / "root" / NET / "10-cidag-primary.network").exists()
 
