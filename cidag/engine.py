@@ -29,13 +29,21 @@ from .plan import (ALREADY_RAN, FAIL_FAST, INTERNAL, INTERRUPTED, NOT_NEEDED, NO
 from .record import build_record, result_of
 from .sdnotify import Notifier
 from .runner import CancelEvent, ThreadRunner, describe_exception
-from .state import StateDir, process_identity
+from .state import LastRunNotUpdated, StateDir, process_identity
 from .strategies import overlay_for
 from .values import SecretPolicy, ValueRefused, at_rest, canonical
 
 MILESTONE = "milestone:"  # gate node of a milestone (docs/manifests.md)
 GRACE_S = 2.0  # SIGTERM -> SIGKILL for commands of interrupted nodes
 IID = "instance-id"
+
+
+class StateError(CidagError):
+    """The run ended but its state could not be written (a full or broken state dir)."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class InternalError(CidagError):
@@ -510,6 +518,7 @@ class Engine:
                              "record": str(self.state.path / "runs" / record_name),
                              **process_identity(), "milestones": {}}
         self.state.begin_run(self.running_info)
+        self.state.reserve()  # room for the record, should the run fill the disk
         restore = self._install_signals()
         error: BaseException | None = None
         try:
@@ -524,16 +533,27 @@ class Engine:
                 # a failed loop kills every command of the process: it is going down.
                 self.runner.abort(grace=0.0 if error is None else self.opts.grace,
                                   commands=self.commands if error is None else None)
+            try:
+                self._write_instance_data()
+            except OSError as exc:  # e.g. a full disk: the record below says so
+                self.faults.append(f"instance data not written ({exc.strerror or exc})")
             record = self._record(started_at, self.clock(),
                                   error=f"internal error: {type(error).__name__}: {describe_exception(error)}"
                                   if error is not None else None)
             mode = 0o600 if self.secrets.any else 0o644
-            path = self.state.write_record(record, record_name, mode=mode)
+            try:
+                path = self.state.write_record(record, record_name, mode=mode)
+            except LastRunNotUpdated as exc:  # the work and its record are kept: one line, go on
+                logging.getLogger("cidag").warning("%s", exc.strerror)
+                path = exc.path
+            except OSError as exc:
+                raise StateError(f"state dir {self.state.path}: the run ended {record['result']} but its record "
+                                 f"could not be written ({exc.strerror or exc})",
+                                 exit_code=record["exit_code"] or 1) from None
             if self.opts.record_path:
                 from .state import write_json
 
                 write_json(self.opts.record_path, record, mode=mode)
-            self._write_instance_data()
         finally:
             self.state.end_run()
             # Whatever happened, systemd hears that the service is up: units ordered after

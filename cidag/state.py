@@ -14,6 +14,8 @@ from typing import Any
 from .errors import UsageError
 
 PROC = Path("/proc")
+RESERVE_FILE = ".record-reserve"
+RESERVE = 1 << 20  # a record without logs is ~300 bytes a node: room for some 3,000 nodes
 RUNNING = "running.json"  # the run in progress: pid, start ticks, boot id, record path, milestones
 SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 MAX_STATE_FILE = 4 << 20  # a marker or instance-data file larger than this is not ours: ignored
@@ -38,6 +40,30 @@ def atomic_write(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> Non
             pass
         raise
     _fsync_dir(path.parent)
+
+
+class LastRunNotUpdated(OSError):
+    """The run's own record is written (`path`) but last-run.json could not be replaced
+    (a directory there, an immutable file): `status` shows the previous run."""
+
+    def __init__(self, message: str, path: Path) -> None:
+        super().__init__(errno.EIO, message)
+        self.path = path
+
+
+def _encode(record: dict) -> bytes:
+    return (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
+
+
+def _compact(record: dict, why: OSError) -> dict:
+    """The record without what can be spared (node logs and outputs), saying so."""
+    out = dict(record)
+    out["nodes"] = [{k: v for k, v in n.items() if k not in ("log", "output")} for n in record.get("nodes", [])]
+    out["faults"] = list(record.get("faults", [])) + [
+        f"state dir full ({why.strerror or why}): node logs and outputs left out of this record"]
+    if out.get("result") == "ok":
+        out["result"] = "degraded"
+    return out
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -124,13 +150,49 @@ class StateDir:
         except FileNotFoundError:
             pass
 
+    def reserve(self, size: int = RESERVE) -> None:
+        """Set aside `size` bytes in the state dir (a file of zeros, allocated for real), given
+        back when the record cannot be written for want of space: a run that fills the disk
+        still leaves a true record. Best effort: no room, no reserve."""
+        path = self.path / RESERVE_FILE
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return
+        try:
+            if os.fstat(fd).st_size < size:
+                try:
+                    os.posix_fallocate(fd, 0, size)
+                except OSError:
+                    os.ftruncate(fd, 0)  # a tmpfs or a full disk: keep nothing half-reserved
+        finally:
+            os.close(fd)
+
+    def _release_reserve(self) -> bool:
+        try:
+            os.unlink(self.path / RESERVE_FILE)
+            return True
+        except OSError:
+            return False
+
     def write_record(self, record: dict, name: str, mode: int = 0o644) -> Path:
         """Write the record to runs/NAME and last-run.json (encoded once, compact: json's
         indenting encoder is pure Python and three times slower on a big run). `mode`:
-        0600 for a run that handled secrets."""
-        data = (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
+        0600 for a run that handled secrets. Out of space, the reserve is given back and the
+        record written again, without node logs and outputs if it must; the record then
+        says so in `faults`. Raises OSError (one line in strerror) when even that fails."""
         path = self.path / "runs" / name
-        atomic_write(path, data, mode)
+        try:
+            atomic_write(path, _encode(record), mode)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not self._release_reserve():
+                raise
+            try:
+                atomic_write(path, _encode(record), mode)
+            except OSError as again:
+                if again.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                atomic_write(path, _encode(_compact(record, again)), mode)
         # last-run.json is the same file: a hard link renamed into place (atomic, and no
         # second copy to write and fsync); a copy where links are not possible.
         tmp = self.path / f".last-run.json.{os.getpid()}.tmp"
@@ -143,7 +205,20 @@ class StateDir:
             os.replace(tmp, self.path / "last-run.json")
             _fsync_dir(self.path)
         except OSError:
-            atomic_write(self.path / "last-run.json", data, mode)
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            last = self.path / "last-run.json"
+            try:
+                if last.is_dir() and not last.is_symlink():
+                    raise IsADirectoryError(errno.EISDIR, "is a directory")
+                atomic_write(last, path.read_bytes(), mode)
+            except OSError as exc:
+                self._release_reserve()
+                raise LastRunNotUpdated(f"{last} not updated ({exc.strerror or exc}); this run's record is {path}",
+                                        path) from None
+        self._release_reserve()
         return path
 
     def write_instance_data(self, public: dict, sensitive: dict) -> None:

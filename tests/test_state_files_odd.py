@@ -61,3 +61,85 @@ def test_a_fifo_given_as_a_manifest(tmp_path, command):
     proc = cidag(command, *args, timeout=20)
     assert proc.returncode == 2
     assert f"{tmp_path / 'modules.yaml'}:1:1: cannot read: not a regular file (a FIFO)" in proc.stdout + proc.stderr
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB tmpfs (root only): the root and state dir of a run that fills it."""
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root to mount a tmpfs")
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)])
+
+
+def test_a_run_that_fills_the_disk_still_leaves_a_true_record(small_disk, manifests):
+    """Issue 15 item 3: before, exit 70 'No space left on device' and `status` said no run."""
+    s, m = manifests("""
+    version: 1
+    sources:
+      - {name: s, type: static, capabilities: [instance-id], settings: {data: {instance-id: i-1}}}
+    """, """
+    version: 1
+    modules:
+      - name: fill
+        type: exec
+        settings: {command: 'head -c 100000000 /dev/zero > "$CIDAG_ROOT/fill"'}
+      - {name: next, type: exec, after: [fill], settings: {command: 'echo next'}}
+    """)
+    root = small_disk / "root"
+    proc = cidag("run", "--sources", s, "--modules", m, "--root", str(root))
+    assert proc.returncode == 1, proc.stderr  # `fill` failed (its shell could not write): exit 1, not 70
+    assert "Traceback" not in proc.stderr
+    status = cidag("status", "--root", str(root))
+    assert status.returncode == 1 and "result: failed" in status.stdout
+    record = (root / "var/lib/cidag/last-run.json").read_text()
+    assert '"module:next"' in record and "No space left on device" in record
+
+
+MT_SOURCES = """
+version: 1
+sources:
+  - {name: s, type: static, capabilities: [instance-id], settings: {data: {instance-id: i-1}}}
+"""
+MT_MODULES = """
+version: 1
+modules:
+  - {name: work, type: exec, settings: {command: 'touch "$CIDAG_ROOT/done"'}}
+"""
+
+
+@pytest.mark.parametrize("odd", ["directory", "immutable"])
+def test_an_odd_last_run_file_loses_no_work(tmp_path, manifests, odd):
+    """Issue 15 item 4: a directory where last-run.json belongs crashed `run` after all its
+    work (IsADirectoryError); an immutable last-run.json too. Now: one line, the run's own
+    exit code, its record kept under runs/."""
+    import subprocess
+
+    s, m = manifests(MT_SOURCES, MT_MODULES)
+    root = tmp_path / "root"
+    last = root / STATE / "last-run.json"
+    if odd == "directory":
+        last.mkdir(parents=True)
+    else:
+        assert cidag("run", "-q", "--sources", s, "--modules", m, "--root", str(root)).returncode == 0
+        if subprocess.run(["chattr", "+i", str(last)], capture_output=True).returncode != 0:
+            pytest.skip("chattr +i not possible here")
+        (root / "done").unlink()
+    try:
+        proc = cidag("run", "--sources", s, "--modules", m, "--root", str(root), "--force-all")
+    finally:
+        if odd == "immutable":
+            subprocess.run(["chattr", "-i", str(last)])
+    assert proc.returncode == 0, proc.stderr
+    assert (root / "done").exists()
+    warning = [line for line in proc.stderr.splitlines() if "not updated" in line]
+    assert len(warning) == 1 and "this run's record is" in warning[0] and "Traceback" not in proc.stderr
+    kept = warning[0].rsplit(" ", 1)[1]
+    assert '"module:work"' in open(kept).read()
