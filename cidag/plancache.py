@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import importlib
 import logging
 import os
 import pickle
 import stat
 import sys
 import tempfile
+import types as pytypes
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Iterator
@@ -76,9 +78,58 @@ def compile_frozen(sources: str, modules: str) -> tuple[CompiledGraph, dict]:
 
     reads = _EnvReads(os.environ)
     cg = load_and_compile(sources, modules, env=reads)
+    header = {"env": {k: _digest_value(v) for k, v in sorted(reads.read.items())}, "files": _plugin_files(cg)}
+    return freeze(cg), header
+
+
+def freeze(cg: CompiledGraph) -> CompiledGraph:
+    """`cg` (changed in place) in the form `cidag run` runs, from the cache or not: its graph
+    a FrozenGraph, each type's function a LazyCall."""
     cg.graph = FrozenGraph.from_graph(cg.graph)
-    return cg, {"env": {k: _digest_value(v) for k, v in sorted(reads.read.items())},
-                "files": _plugin_files(cg)}
+    for spec in cg.specs.values():
+        spec.call = LazyCall.of(spec.call)
+    return cg
+
+
+class LazyCall:
+    """A type's function by name, imported when its node first runs: a run loaded from the
+    cache imports the code of the nodes it starts, not of every type the manifests name
+    (on a reboot most modules are skipped by their markers)."""
+
+    __slots__ = ("module", "qualname", "_func")
+
+    def __init__(self, module: str, qualname: str) -> None:
+        self.module, self.qualname = module, qualname
+        self._func: Any = None
+
+    @classmethod
+    def of(cls, func: Any) -> Any:
+        """A LazyCall for a module-level function; anything else (a bound method of a
+        class-based type, a closure) unchanged."""
+        if not isinstance(func, pytypes.FunctionType) or "<" in func.__qualname__:
+            return func
+        obj: Any = sys.modules.get(func.__module__)
+        for part in func.__qualname__.split("."):
+            obj = getattr(obj, part, None)
+        return cls(func.__module__, func.__qualname__) if obj is func else func
+
+    def resolve(self) -> Any:
+        func = self._func
+        if func is None:
+            func = importlib.import_module(self.module)
+            for part in self.qualname.split("."):
+                func = getattr(func, part)
+            self._func = func
+        return func
+
+    def __call__(self, ctx: Any) -> Any:
+        return self.resolve()(ctx)
+
+    def __reduce__(self) -> tuple:
+        return (LazyCall, (self.module, self.qualname))
+
+    def __repr__(self) -> str:
+        return f"<{self.module}:{self.qualname}>"
 
 
 def compile_to_cache(root: str | os.PathLike, sources: str | None = None, modules: str | None = None,

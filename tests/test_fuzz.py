@@ -139,10 +139,9 @@ def run_manifests(tmp_path, sources_text: str, modules_text: str):
     # FrozenGraph) runs exactly as the networkx graph it was made from.
     import pickle
 
-    from cidag.frozengraph import FrozenGraph
+    from cidag.plancache import freeze
 
-    cg.graph = FrozenGraph.from_graph(cg.graph)
-    cached = pickle.loads(pickle.dumps(cg))
+    cached = pickle.loads(pickle.dumps(freeze(cg)))
     again = run(cached, RunOptions(root=tmp_path / "root2", handle_signals=False, runner=fake_runner())).record
     assert _outcome(again) == _outcome(rec)
     return rec

@@ -149,9 +149,12 @@ def test_hit_then_manifest_edit_recompiles(setup):
     first = load(conf, root)
     assert isinstance(first.graph, FrozenGraph)
     stamp = written(root)
+    sys.modules.pop("cachetest_plugin", None)  # as in a new process
+    cidag.types._cache.clear()
     again = load(conf, root)
     assert written(root) == stamp  # a hit writes nothing
     assert again.specs["module:probe"].priority == 7 and again.specs["module:probe"].call is not None
+    assert "cachetest_plugin" not in sys.modules  # a hit imports a type's code only when its node runs
     (conf / "modules.yaml").write_text((conf / "modules.yaml").read_text().replace("priority: 7", "priority: 8"))
     edited = load(conf, root)
     assert edited.specs["module:probe"].priority == 8
