@@ -1,5 +1,8 @@
 """Compile validated manifests into one networkx DAG and lint it (spec §3.1).
 
+networkx is imported only where a graph is built or linted: `cidag run` with a
+warm compiled-plan cache gets a FrozenGraph (frozengraph.py) and never imports it.
+
 Nodes are `source:NAME`, `cap:NAME`, `module:NAME` with attribute `kind`;
 each edge has `kind` (needs, wants, depends_on, after, provides, exports) and
 the file, line and column that declared it, so a cycle names its edges.
@@ -10,20 +13,26 @@ import difflib
 import itertools
 import os
 from dataclasses import dataclass, field
-
-import networkx as nx
+from typing import TYPE_CHECKING, Any
 
 from .errors import Diagnostic, ManifestError
+from .frozengraph import longest_remaining, topological_order  # noqa: F401 - re-exported
 from .manifest import Manifests, ModuleSpec, SourceSpec
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 SOFT_EDGES = frozenset({"wants", "after"})
 
 
 @dataclass
 class CompiledGraph:
-    """The DAG plus what the planner reads often: specs by node and providers by capability."""
+    """The DAG plus what the planner reads often: specs by node and providers by capability.
 
-    graph: nx.DiGraph
+    `graph` is a networkx DiGraph as compiled, or its FrozenGraph copy (frozengraph.py) in
+    what `cidag run` loads (plancache.py): the run path reads only what both have."""
+
+    graph: Any  # nx.DiGraph | FrozenGraph
     manifests: Manifests
     specs: dict[str, SourceSpec | ModuleSpec]
     providers: dict[str, list[str]]  # capability -> provider node ids, most preferred first
@@ -48,6 +57,8 @@ def compile_manifests(m: Manifests) -> CompiledGraph:
 
 def build_graph(m: Manifests) -> CompiledGraph:
     """Build the graph and collect every diagnostic without raising."""
+    import networkx as nx
+
     g = nx.DiGraph()
     specs: dict[str, SourceSpec | ModuleSpec] = {}
     diags: list[Diagnostic] = list(m.warnings)
@@ -124,6 +135,8 @@ def _edge_where(g: nx.DiGraph, u: str, v: str) -> str:
 def _cycles(g: nx.DiGraph) -> list[Diagnostic]:
     """One diagnostic per strongly connected component that holds a cycle, in file order and
     each starting at its first node in file order: the same text whatever PYTHONHASHSEED is."""
+    import networkx as nx
+
     rank = {n: i for i, n in enumerate(g)}  # insertion order: sources, modules, then capabilities
     out = []
     comps = [sorted(c, key=rank.__getitem__) for c in nx.strongly_connected_components(g)]
@@ -322,13 +335,3 @@ def ancestors(g: nx.DiGraph, starts, skip_kinds: frozenset = frozenset()) -> set
                 seen.add(u)
                 stack.append(u)
     return seen
-
-
-def longest_remaining(g: nx.DiGraph, order: list[str] | None = None) -> dict[str, int]:
-    """For each node, the number of source/module nodes on the longest path from it to a sink
-    (`order`: a topological order of g, if the caller has one)."""
-    out: dict[str, int] = {}
-    for node in reversed(order if order is not None else list(nx.topological_sort(g))):
-        own = 0 if node.startswith("cap:") else 1
-        out[node] = own + max((out[s] for s in g.successors(node)), default=0)
-    return out

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, MutableMapping
+from typing import Any, Callable, Iterable, Mapping, MutableMapping
 
 from . import signals as run_signals
 from .api import Context
@@ -823,8 +823,9 @@ def _utc(ts: float) -> str:
 
 
 def load_and_compile(sources: str | None = None, modules: str | None = None,
-                     config_dir: str | None = None) -> CompiledGraph:
-    """Find, load and compile the manifests (the lookup order of spec §2)."""
+                     config_dir: str | None = None, env: Mapping[str, str] | None = None) -> CompiledGraph:
+    """Find, load and compile the manifests (the lookup order of spec §2); `env` is what their
+    ${VAR}s read (default os.environ). `cidag run` goes through plancache.load_for_run."""
     from .compiler import compile_manifests
     from .manifest import find_manifests, load_manifests
 
@@ -832,7 +833,7 @@ def load_and_compile(sources: str | None = None, modules: str | None = None,
     enabled = gc.isenabled()
     gc.disable()  # loading allocates many containers and frees few: collections only cost
     try:
-        return compile_manifests(load_manifests(s, m))
+        return compile_manifests(load_manifests(s, m, env))
     finally:
         if enabled:
             gc.enable()

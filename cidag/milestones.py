@@ -86,3 +86,29 @@ def _last_record(state_dir: Path, running: dict | None) -> dict | None:
         if isinstance(data, dict):
             return data
     return None
+
+
+def wait_main(milestone: str, state_dir: str, timeout_text: str | None = None, quiet: bool = False) -> int:
+    """`cidag wait`, for the click command and the click-free path alike; returns the exit code.
+    Raises UsageError for a bad --timeout."""
+    from .durations import parse_duration
+    from .errors import UsageError
+
+    timeout = None
+    if timeout_text is not None:
+        try:
+            timeout = parse_duration(timeout_text)
+        except ValueError as exc:
+            raise UsageError(f"--timeout: {exc}") from None
+    got = wait(state_dir, milestone, timeout)
+    if not quiet:
+        print(got.detail, flush=True)
+    return got.exit_code
+
+
+def fast_wait(milestone: str) -> int:
+    """`cidag wait MILESTONE` with no options (cidag-done.service): no click on the boot path."""
+    import os
+
+    root = os.environ.get("CIDAG_ROOT") or "/"
+    return wait_main(milestone, os.path.join(root, "var/lib/cidag"))

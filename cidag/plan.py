@@ -18,7 +18,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .compiler import CompiledGraph, longest_remaining
+from .compiler import CompiledGraph
+from .frozengraph import longest_remaining, topological_order
 
 SOURCE_FINAL = frozenset({"available", "unavailable", "failed", "skipped", "interrupted"})
 MODULE_FINAL = frozenset({"ok", "failed", "timeout", "skipped", "interrupted"})
@@ -135,9 +136,8 @@ class Plan:
         self._ready_modules: list[tuple] = []
         self._running = {"source": 0, "module": 0, "gate": 0}
         self._ended = 0
-        import networkx as nx
-
-        self.order: list[str] = list(nx.topological_sort(self.g))  # also used by the record
+        # networkx's topological_sort order (frozengraph.py), precomputed in a FrozenGraph.
+        self.order: list[str] = topological_order(self.g)  # also used by the record
         self._longest = longest_remaining(self.g, self.order)
         # (neighbour, edge kind) per node, built once: networkx edge views cost a lot per call.
         # g._pred/_succ are networkx's own dict-of-dicts: 5x faster to walk than its views.

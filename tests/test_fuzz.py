@@ -124,16 +124,32 @@ def run_manifests(tmp_path, sources_text: str, modules_text: str):
             line = d.format()
             assert "\n" not in line and "Traceback" not in line and len(line) < 2000, line
         return None
-    runner = FakeRunner(lambda node, ctx: (0.01, FakeRunner.CALL) if node.startswith("source:") else (0.01, {}))
+    def fake_runner() -> FakeRunner:
+        return FakeRunner(lambda node, ctx: (0.01, FakeRunner.CALL) if node.startswith("source:") else (0.01, {}))
+
     try:
-        result = run(cg, RunOptions(root=tmp_path / "root", handle_signals=False, runner=runner))
+        result = run(cg, RunOptions(root=tmp_path / "root", handle_signals=False, runner=fake_runner()))
     except CidagError as exc:  # a usage error (e.g. the state dir): one line
         assert "\n" not in str(exc)
         return None
     rec = result.record
     assert result.exit_code in (0, 1), rec["result"]
     assert all(n["status"] not in ("waiting", "ready", "running", "held") for n in rec["nodes"])
+    # What `cidag run` loads from the compiled-plan cache (a pickled CompiledGraph with a
+    # FrozenGraph) runs exactly as the networkx graph it was made from.
+    import pickle
+
+    from cidag.plancache import freeze
+
+    cached = pickle.loads(pickle.dumps(freeze(cg)))
+    again = run(cached, RunOptions(root=tmp_path / "root2", handle_signals=False, runner=fake_runner())).record
+    assert _outcome(again) == _outcome(rec)
     return rec
+
+
+def _outcome(rec: dict) -> tuple:
+    return ([(n["id"], n["status"], n["reason"], n["start_s"], n["end_s"]) for n in rec["nodes"]],
+            rec["capabilities"], rec["edges"], rec["critical_path"])
 
 
 @fuzz_settings(600)

@@ -216,3 +216,19 @@ def test_graph_draws_milestones(manifests):
     assert reaches == {("module:user", "milestone:login"), ("module:keys", "milestone:login")}
     dot = cidag("graph", "--dot", "--sources", s, "--modules", m).stdout
     assert '"module:keys" -> "milestone:login" [style=dotted];' in dot
+
+
+def test_wait_as_the_unit_runs_it_imports_neither_click_nor_networkx(manifests, tmp_path):
+    """cidag-done.service runs `cidag wait done` on every boot: the click-free path."""
+    s, m = write(manifests, slow=0.1)
+    root = tmp_path / "root"
+    assert cidag("run", "-q", "--sources", s, "--modules", m, "--root", str(root)).returncode == 0
+    code = ("import sys; sys.argv = ['cidag', 'wait', 'login']\n"
+            "from cidag.cli import main\n"
+            "rc = main()\n"
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('click', 'networkx'))\n"
+            "print(rc, heavy)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30,
+                          env=cli_env({"CIDAG_ROOT": str(root)}))
+    assert proc.stdout.strip().splitlines()[-1] == "0 []", proc.stdout + proc.stderr
+    assert "login: reached at" in proc.stdout

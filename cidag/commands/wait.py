@@ -22,23 +22,6 @@ from .common import state_options, state_path
 def wait(ctx: click.Context, milestone: str, state_dir: str | None, root: str, timeout_text: str | None,
          quiet: bool) -> None:
     """Wait until the run in progress reaches MILESTONE (a name from modules.yaml, or `done`)."""
-    code = wait_main(milestone, str(state_path(state_dir, root)), timeout_text, quiet)
-    ctx.exit(code)
+    from ..milestones import wait_main
 
-
-def wait_main(milestone: str, state_dir: str, timeout_text: str | None, quiet: bool) -> int:
-    """What both the click command and the click-free path run; returns the exit code."""
-    from ..durations import parse_duration
-    from ..errors import UsageError
-    from ..milestones import wait as wait_for
-
-    timeout = None
-    if timeout_text is not None:
-        try:
-            timeout = parse_duration(timeout_text)
-        except ValueError as exc:
-            raise UsageError(f"--timeout: {exc}") from None
-    got = wait_for(state_dir, milestone, timeout)
-    if not quiet:
-        print(got.detail, flush=True)
-    return got.exit_code
+    ctx.exit(wait_main(milestone, str(state_path(state_dir, root)), timeout_text, quiet))
