@@ -13,7 +13,7 @@ from typing import Any
 
 from .durations import parse_duration
 from .errors import Diagnostic, ManifestError, SettingsError
-from .yamldoc import Document, load_file
+from .document import Document
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*\Z")
 MAX_NAME = 200  # names of sources, modules, capabilities, milestones
@@ -447,6 +447,8 @@ def load_manifests(sources_path: str, modules_path: str,
                    env: dict[str, str] | None = None) -> Manifests:
     """Read, expand and validate both files; raise ManifestError listing every error."""
     diags: list[Diagnostic] = []
+    from .yamldoc import load_file  # the parser (and yaml) only when manifests are read
+
     docs: list[Document | None] = []
     for p in (sources_path, modules_path):
         try:

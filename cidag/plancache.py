@@ -38,6 +38,9 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 log = logging.getLogger("cidag.plancache")
 
 
+MANIFEST_LIMIT = 8 << 20  # yamldoc.MAX_BYTES; not imported from there: that would import yaml
+
+
 def cache_dir(root: str | os.PathLike) -> Path:
     """Where `cidag run --root ROOT` keeps its compiled plan: ROOT/var/cache/cidag."""
     return Path(root) / "var/cache/cidag"
@@ -200,9 +203,10 @@ def _key(sources: str, modules: str) -> str:
             h.update(b"\0")
 
     add("format", FORMAT, sys.version, sys.implementation.cache_tag, __version__)
+    from .state import read_bytes
+
     for path in (sources, modules):
-        with open(path, "rb") as f:
-            data = f.read()
+        data = read_bytes(path, MANIFEST_LIMIT)  # non-blocking: a FIFO there raises, never hangs
         add(path, os.path.abspath(path), hashlib.sha256(data).hexdigest())
     for entry in _package_files():
         add(*entry)
@@ -344,7 +348,7 @@ def _private_dir(directory: Path) -> bool:
 def _read(path: Path, key: str) -> CompiledGraph | None:
     """The cached CompiledGraph, or None when there is none, it is stale, or it is not to be trusted."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError:
         return None
     try:

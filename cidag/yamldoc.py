@@ -9,11 +9,11 @@ import errno
 
 import os
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
+from .document import Document  # noqa: F401 - re-exported; defined apart so a cached plan needs no yaml
 from .errors import Diagnostic, ManifestError
 
 MAX_BYTES = 8 << 20  # a manifest is text written by a person; 8 MiB holds ~50k nodes
@@ -27,31 +27,6 @@ except AttributeError:  # pragma: no cover - PyYAML built without libyaml
 
 
 
-@dataclass
-class Document:
-    """A parsed YAML file: its value, and where each path in it was written (1-based)."""
-
-    file: str
-    data: Any
-    marks: dict[tuple, tuple[int, int]] = field(default_factory=dict)
-    key_marks: dict[tuple, tuple[int, int]] = field(default_factory=dict)
-
-    def where(self, path: tuple, key: bool = False) -> tuple[int, int]:
-        """Line and column of `path` (its key when `key`), or of its nearest parent."""
-        table = self.key_marks if key else self.marks
-        p = tuple(path)
-        while p:
-            if p in table:
-                return table[p]
-            if p in self.marks:
-                return self.marks[p]
-            p = p[:-1]
-        return self.marks.get((), (1, 1))
-
-    def diag(self, path: tuple, message: str, *, key: bool = False, severity: str = "error",
-             code: str = "") -> Diagnostic:
-        line, col = self.where(path, key)
-        return Diagnostic(self.file, line, col, message, severity, code)
 
 
 def load_text(text: str, file: str) -> Document:
