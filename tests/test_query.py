@@ -9,6 +9,7 @@ import stat
 import pytest
 
 from cidag.cli import main
+from conftest import cidag
 from record_factory import real_run
 
 
@@ -122,8 +123,6 @@ def test_corrupt_file(tmp_path, capsys):
 def test_no_user_data_password_at_rest(tmp_path, manifests):
     """Passwords inside user-data (passwd, chpasswd users and list) reach neither instance-data
     file; the rest of the documents is kept for `query --secrets` (issue 15, item 6)."""
-    from conftest import cidag
-
     user_data = ("#cloud-config\nhostname: pw-box\npassword: Top-Secret-1\n"
                  "users: [{name: bob, passwd: '$6$salt$Hash-Secret-2', lock_passwd: false}]\n"
                  "chpasswd: {expire: false, users: [{name: bob, password: Plain-Secret-3, type: text}],\n"
