@@ -6,16 +6,19 @@ import json
 import logging
 import os
 import shutil
+import signal
 import stat
 import subprocess
+import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
 from cidag.modules import ssh_host_keys
 from cidag.testing import make_context
-from conftest import REPO, cidag
+from conftest import REPO, cidag, cli_env
 from modules_common import make_root
 
 pytestmark = pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="ssh-keygen not installed")
@@ -180,6 +183,40 @@ def test_write_console_appends_the_block(tmp_path):
     assert console.read_text() == "boot messages\n-----BEGIN SSH HOST KEY KEYS-----\nk\n-----END\n"
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="the reload is only asked for as root")
+def test_sshd_reload_only_on_a_systemd_boot_of_slash(tmp_path, monkeypatch):
+    # A systemctl that records its arguments; the module asks only for a queued, conditional reload.
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
+    bin_dir.mkdir()
+    (bin_dir / "systemctl").write_text(f'#!/bin/sh\necho "$@" >> {calls}\necho "Unit sshd.service not found." >&2\n'
+                                       'exit 5\n')
+    (bin_dir / "systemctl").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    booted = tmp_path / "run-systemd-system"
+    monkeypatch.setattr(ssh_host_keys, "SYSTEMD_RUNNING", str(booted))
+    slash, _ = make_context("module", "ssh-host-keys", {"part": "rest"}, root="/")
+    other, _ = make_context("module", "ssh-host-keys", {"part": "rest"}, root=tmp_path)
+    ssh_host_keys.reload_sshd(slash)  # systemd did not boot this machine: nothing
+    booted.mkdir()
+    ssh_host_keys.reload_sshd(other)  # a root other than /: nothing
+    assert not calls.exists()
+    ssh_host_keys.reload_sshd(slash)  # a failing systemctl is no failure of the node
+    assert calls.read_text() == "try-reload-or-restart --no-block ssh.service sshd.service\n"
+
+
+def test_console_only_for_slash(tmp_path, monkeypatch):
+    console = tmp_path / "console"
+    console.write_text("")
+    monkeypatch.setattr(ssh_host_keys, "CONSOLE", str(console))
+    slash, _ = make_context("module", "ssh-host-keys", {"part": "rest"}, root="/")
+    other, _ = make_context("module", "ssh-host-keys", {"part": "rest"}, root=tmp_path)
+    assert ssh_host_keys.console_path(slash) == str(console)
+    assert ssh_host_keys.console_path(other) is None
+    console.chmod(0o444)
+    if os.geteuid() != 0:  # root writes anyway
+        assert ssh_host_keys.console_path(slash) is None
+
+
 def test_deletekeys(tmp_path):
     root = make_root(tmp_path)
     ssh = root / "etc/ssh"
@@ -221,7 +258,8 @@ def test_half_made_key_from_a_killed_run_is_made_again(tmp_path):
     assert not list(ssh.glob(".cidag-*"))
 
 
-def shipped_run(tmp_path: Path, root: Path, *extra: str) -> tuple[subprocess.CompletedProcess, dict]:
+def shipped_args(tmp_path: Path, root: Path) -> tuple[list[str], dict]:
+    """`cidag run` of the shipped modules.yaml on ROOT from a static source, and its environment."""
     src = tmp_path / "sources.yaml"
     src.write_text(textwrap.dedent("""\
         version: 1
@@ -238,10 +276,14 @@ def shipped_run(tmp_path: Path, root: Path, *extra: str) -> tuple[subprocess.Com
     env = {"CIDAG_NETWORK_WAIT_ONLINE": "false", "CIDAG_SYSFS": str(tmp_path / "sys"),
            "CIDAG_CMDLINE": str(tmp_path / "cmdline")}
     (tmp_path / "cmdline").write_text("")
-    record = tmp_path / "record.json"
-    proc = cidag("run", "--sources", str(src), "--modules", str(REPO / "modules.yaml"), "--root", str(root),
-                 "--record", str(record), *extra, env=env, timeout=180)
-    return proc, json.loads(record.read_text())
+    return ["run", "--sources", str(src), "--modules", str(REPO / "modules.yaml"), "--root", str(root),
+            "--record", str(tmp_path / "record.json")], env
+
+
+def shipped_run(tmp_path: Path, root: Path, *extra: str) -> tuple[subprocess.CompletedProcess, dict]:
+    args, env = shipped_args(tmp_path, root)
+    proc = cidag(*args, *extra, env=env, timeout=180)
+    return proc, json.loads((tmp_path / "record.json").read_text())
 
 
 def by_name(record: dict) -> dict:
@@ -260,9 +302,10 @@ def test_shipped_manifests_login_key_first_then_the_rest(tmp_path):
     assert any(e["message"] == "making host keys: ed25519" for e in login["log"]), login["log"]
     making = next(e for e in rest["log"] if e["message"].startswith("making host keys:"))
     assert making["message"] == "making host keys: ecdsa, rsa"
-    assert making["t"] >= login["end_s"] - 0.05, (making, login)  # the record's clocks: same start, ms apart
+    assert making["t"] >= login["log"][-1]["t"], (making, login["log"])  # log times: one clock
     messages = [e["message"] for e in rest["log"]]
     assert len(fingerprint_block(messages)) == 3
+    assert "not a systemd boot of /: no sshd reload" in messages
     # phone-home and the final message come after all the keys.
     for name in ("final-message", "runcmd"):
         n = nodes[f"module:{name}"]
@@ -270,13 +313,36 @@ def test_shipped_manifests_login_key_first_then_the_rest(tmp_path):
             assert n["start_s"] >= rest["end_s"], name
 
 
+def kill_keygens(root: Path) -> None:
+    """SIGKILL every ssh-keygen writing under ROOT (they run in their own process groups)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(a.endswith(b"ssh-keygen") for a in argv) and any(str(root).encode() in a for a in argv):
+            try:
+                os.kill(int(proc.name), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+
+
 def test_run_killed_between_the_two_nodes_ends_with_every_key(tmp_path):
     root = make_root(tmp_path)
-    # The first run gets as far as the login node (its marker written), as a run killed right after it.
-    proc, record = shipped_run(tmp_path, root, "--only", "ssh-host-keys")
-    assert by_name(record)["module:ssh-host-keys"]["status"] == "ok", proc.stderr
-    assert by_name(record)["module:ssh-host-keys-rest"]["status"] != "ok"
-    assert host_keys(root) == ["ed25519"]
+    # A power cut right after the login node ended (its marker written): cidag and its ssh-keygens killed.
+    args, env = shipped_args(tmp_path, root)
+    run = subprocess.Popen([sys.executable, "-m", "cidag", *args], env=cli_env(env), start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = root / "var/lib/cidag/instances/iid-shipped/markers/ssh-host-keys.json"
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        assert run.poll() is None and time.monotonic() < deadline, "the login node never ended"
+        time.sleep(0.005)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    kill_keygens(root)
+    assert not (root / "var/lib/cidag/instances/iid-shipped/markers/ssh-host-keys-rest.json").exists()
+    assert "rsa" not in host_keys(root) and "ed25519" in host_keys(root)
     first = (root / "etc/ssh/ssh_host_ed25519_key").read_bytes()
     # Next boot, same instance: the login node is done (its marker), so nothing deletes its key
     # (ssh_deletekeys applies in the login node only); the rest node completes the set.
@@ -285,7 +351,10 @@ def test_run_killed_between_the_two_nodes_ends_with_every_key(tmp_path):
     assert nodes["module:ssh-host-keys"]["status"] == "skipped", nodes["module:ssh-host-keys"]
     assert nodes["module:ssh-host-keys-rest"]["status"] == "ok", proc.stderr
     assert host_keys(root) == ["ecdsa", "ed25519", "rsa"]
+    for t in ("ecdsa", "ed25519", "rsa"):
+        assert_key(root, t)
     assert (root / "etc/ssh/ssh_host_ed25519_key").read_bytes() == first
+    assert not list((root / "etc/ssh").glob(".cidag-*"))
     # And the boot after that does neither (per instance): the keys stay.
     keys = {t: (root / f"etc/ssh/ssh_host_{t}_key").read_bytes() for t in host_keys(root)}
     proc, record = shipped_run(tmp_path, root)

@@ -66,6 +66,7 @@ SETTINGS = {
     },
 }
 CONSOLE = "/dev/console"
+SYSTEMD_RUNNING = "/run/systemd/system"  # exists when systemd booted this machine (sd_booted)
 RULE = "#" * 61  # cloud-init's frame around the fingerprints
 
 
@@ -183,7 +184,7 @@ def reload_sshd(ctx: Context) -> None:
     for it could deadlock. A failure is logged, not fatal: the keys are in place.
     """
     systemctl = shutil.which("systemctl")
-    if not (_run.is_host_root(ctx) and os.geteuid() == 0 and os.path.isdir("/run/systemd/system") and systemctl):
+    if not (_run.is_host_root(ctx) and os.geteuid() == 0 and os.path.isdir(SYSTEMD_RUNNING) and systemctl):
         ctx.log.debug("not a systemd boot of /: no sshd reload")
         return
     argv = [systemctl, "try-reload-or-restart", "--no-block", "ssh.service", "sshd.service"]
