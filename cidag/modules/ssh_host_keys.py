@@ -88,7 +88,7 @@ def usable_types(ctx: Context, configured: list[str], *, report: bool) -> list[s
         ctx.log.warning("ssh_genkeytypes: unknown key type(s) %s ignored (cidag makes %s)",
                         ", ".join(map(repr, unknown)), ", ".join(KEY_TYPES))
     if report and barred:
-        ctx.log.warning("FIPS mode: no %s host key (not allowed)", ", ".join(barred))
+        ctx.log.info("FIPS mode: no %s host key (not allowed)", ", ".join(barred))  # expected, not a fault
     return [t for t in configured if t in KEY_TYPES and t not in barred]
 
 
