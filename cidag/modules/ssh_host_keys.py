@@ -20,7 +20,7 @@ for the one key it needs (an RSA key takes 12-15 s under emulation):
 - `all` (the default): both in one node.
 
 Keys go to ROOT/etc/ssh/ssh_host_TYPE_key (0600) and .pub (0644), made by
-`ssh-keygen` under a temporary name and renamed into place (public key
+`ssh-keygen` in a temporary directory and renamed into place (public key
 first), one process per type at once. A type whose private key is there is
 kept. Per instance: a reboot keeps the keys, a new instance gets new ones.
 """
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import threading
 from pathlib import Path
 
@@ -38,7 +39,7 @@ from . import _run
 KEY_TYPES = ["rsa", "ecdsa", "ed25519"]
 LOGIN_PREFERENCE = ["ed25519", "ecdsa", "rsa"]  # the first one configured and allowed serves a login
 FIPS_FORBIDS = {"ed25519"}
-TMP_PREFIX = ".cidag-"  # keys being made; not matched by ssh_host_*key*, so sshd never reads half a key
+TMP_PREFIX = ".cidag-keys-"  # a directory (0700) for keys being made: sshd never reads half a key
 
 KEYGEN_CC = {
     # Any string: an unknown type (dsa, from older cloud-init defaults) is reported and skipped, not fatal.
@@ -129,9 +130,12 @@ def generate(ctx: Context, types: list[str], delete: bool, *, background: bool =
         raise RuntimeError("ssh-keygen not found: no host keys (sshd will not start)")
     _run.drop_capability_env(ctx)  # ssh-keygen needs no capability (cloud-config may hold passwords)
     sshd = paths.makedirs(ctx.root, "etc/ssh")
+    for stale in sshd.glob(TMP_PREFIX + "*"):  # left by a run killed mid-keygen
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
     if delete:
         removed = []
-        for f in [*sshd.glob("ssh_host_*key*"), *sshd.glob(TMP_PREFIX + "ssh_host_*key*")]:
+        for f in sshd.glob("ssh_host_*key*"):
             if f.is_file() and not f.is_symlink():
                 f.unlink()
                 removed.append(f.name)
@@ -142,17 +146,18 @@ def generate(ctx: Context, types: list[str], delete: bool, *, background: bool =
         key = paths.confine(ctx.root, f"etc/ssh/ssh_host_{t}_key")
         if not (key.exists() or key.is_symlink()):
             todo.append((t, key))
-    if todo:
-        ctx.log.info("making host keys: %s", ", ".join(t for t, _ in todo))
+    if not todo:
+        ctx.log.info("host keys generated: none needed")
+        return []
+    ctx.log.info("making host keys: %s", ", ".join(t for t, _ in todo))
     errors: list[str] = []
     nice = ["nice", "-n", "10"] if background and shutil.which("nice") else []
+    # A fresh directory per call: a stray ssh-keygen of a killed run cannot write where this one does.
+    work = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=sshd))
 
     def make(t: str, key: Path) -> None:
-        tmp = key.with_name(TMP_PREFIX + key.name)
-        tmp_pub = tmp.with_name(tmp.name + ".pub")
-        for f in (tmp, tmp_pub):  # left by a run killed mid-keygen; ssh-keygen will not overwrite
-            if f.is_file() or f.is_symlink():
-                f.unlink()
+        tmp = work / key.name
+        tmp_pub = work / (key.name + ".pub")
         comment = f"root@{ctx.instance_id or 'cidag'}"
         res = ctx.run([*nice, keygen, "-q", "-t", t, "-N", "", "-C", comment, "-f", str(tmp)])
         if not res.ok:
@@ -165,10 +170,13 @@ def generate(ctx: Context, types: list[str], delete: bool, *, background: bool =
         os.replace(tmp, key)
 
     threads = [threading.Thread(target=make, args=item, daemon=True) for item in todo]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    try:
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     if errors:
         raise RuntimeError("; ".join(errors))
     made = [t for t, _ in todo]
