@@ -91,7 +91,8 @@ def test_host_keys_made_per_instance_and_old_ones_replaced(tmp_path):
     root = make_root(tmp_path)
     (root / "etc/ssh").mkdir(parents=True)
     (root / "etc/ssh/ssh_host_dsa_key").write_text("left by the image")
-    ctx, run = make_context("module", "ssh-host-keys", root=root)
+    # part: all (the default) is one node doing both halves; tests/test_ssh_host_keys.py has the split.
+    ctx, run = make_context("module", "ssh-host-keys", {"part": "all"}, root=root)
     run(ctx)
     assert not (root / "etc/ssh/ssh_host_dsa_key").exists()
     for t, prefix in (("rsa", "ssh-rsa "), ("ecdsa", "ecdsa-sha2-"), ("ed25519", "ssh-ed25519 ")):
