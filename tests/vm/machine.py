@@ -6,6 +6,10 @@ user network ``169.254.0.0/16`` where ``169.254.169.254:80`` is relayed to a
 metadata service on the host's loopback, and two serial ports: ttyS0 (kernel
 console) and ttyS1 (the harness's report unit), both written to files here.
 The host reaches the guest's sshd through a forwarded loopback port.
+
+`net` emulates a network without a default route (slirp's DHCP always offers a
+router): `onlink` or `hostroute` on the kernel command line makes the image's
+generator (units/vm-net-env) tell networkd to ignore it; see docs/vm-tests.md.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +75,7 @@ class Guest:
     memory: str = "1024"
     cpus: int = 2
     append: str = ""
+    net: str = "dhcp"  # dhcp: slirp's DHCP as is; onlink / hostroute: no default route (see above)
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -93,7 +99,7 @@ class Guest:
             "qemu-system-x86_64", "-M", "q35", "-nodefaults", "-accel", "tcg", "-cpu", "max",
             "-smp", str(self.cpus), "-m", self.memory, "-display", "none", "-no-user-config",
             "-kernel", str(self.image.kernel), "-initrd", str(self.image.initrd),
-            "-append", f"root=LABEL=root rw console=ttyS0 quiet {self.append}".strip(),
+            "-append", f"root=LABEL=root rw console=ttyS0 quiet {self._vmnet()}{self.append}".strip(),
             "-drive", f"file={self.overlay},if=virtio,format=qcow2",
             "-netdev", net, "-device", f"virtio-net-pci,netdev=n0,mac={self.mac}",
             "-chardev", f"file,id=s0,path={self.console}", "-serial", "chardev:s0",
@@ -105,6 +111,13 @@ class Guest:
         for disk in self.disks:
             argv += ["-drive", f"file={disk},if=virtio,format=raw,readonly=on"]
         return argv
+
+    def _vmnet(self) -> str:
+        if self.net == "dhcp":
+            return ""
+        if self.net not in ("onlink", "hostroute"):
+            raise ValueError(f"unknown net {self.net!r}")
+        return f"vmnet={self.net} "
 
     def start(self) -> "Guest":
         for f in (self.console, self.reports):
@@ -215,6 +228,74 @@ class Guest:
         if res.returncode != 0:
             raise AssertionError(f"as root: {command!r} -> {res.returncode}: {res.stderr.strip()}")
         return res.stdout
+
+
+class LoginProbe:
+    """From QEMU's start, independently of the report unit: when sshd first answers, when a login first works.
+
+    Two threads: one opens a TCP connection to the forwarded ssh port every `interval`
+    seconds (each in its own short-lived thread, since a connection slirp cannot yet hand
+    to the guest hangs) and notes when the first `SSH-` banner arrives; the other runs
+    `ssh -o BatchMode=yes ... true` with the key every `interval` seconds after the
+    previous try ended and notes when one first exits 0. Times are seconds since
+    `guest.started` on the host's monotonic clock, taken when the banner arrived / the
+    command returned.
+    """
+
+    def __init__(self, guest: "Guest", key: Path, user: str, interval: float = 0.25) -> None:
+        self.guest, self.key, self.user, self.interval = guest, key, user, interval
+        self.sshd_s: float | None = None
+        self.login_s: float | None = None
+        self.attempts = 0
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._banners, daemon=True),
+                         threading.Thread(target=self._logins, daemon=True)]
+
+    def start(self) -> "LoginProbe":
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(15)
+
+    def wait_login(self, timeout: float) -> float | None:
+        """Seconds since QEMU's start of the first login, waiting up to `timeout`; None if none yet."""
+        end = time.monotonic() + timeout
+        while self.login_s is None and time.monotonic() < end and not self._stop.is_set():
+            time.sleep(0.1)
+        return self.login_s
+
+    def _banner_once(self) -> None:
+        try:
+            with socket.create_connection(("127.0.0.1", self.guest.ssh_port), timeout=3) as s:
+                s.settimeout(3)
+                if s.recv(64).startswith(b"SSH-") and self.sshd_s is None:
+                    self.sshd_s = time.monotonic() - self.guest.started
+        except OSError:
+            pass
+
+    def _banners(self) -> None:
+        while self.sshd_s is None and not self._stop.is_set():
+            threading.Thread(target=self._banner_once, daemon=True).start()
+            self._stop.wait(self.interval)
+
+    def _logins(self) -> None:
+        # ssh takes the first value given for an option: this ConnectTimeout before SSH_OPTS' own.
+        argv = ["ssh", "-o", "ConnectTimeout=3", *SSH_OPTS, "-i", str(self.key), "-p", str(self.guest.ssh_port),
+                f"{self.user}@127.0.0.1", "true"]
+        while self.login_s is None and not self._stop.is_set():
+            self.attempts += 1
+            try:
+                res = subprocess.run(argv, capture_output=True, timeout=15, stdin=subprocess.DEVNULL)
+                if res.returncode == 0:
+                    self.login_s = time.monotonic() - self.guest.started
+                    return
+            except subprocess.TimeoutExpired:
+                pass
+            self._stop.wait(self.interval)
 
 
 def keypair(directory: Path, name: str = "id_ed25519") -> tuple[Path, str]:
