@@ -233,13 +233,13 @@ class Guest:
 class LoginProbe:
     """From QEMU's start, independently of the report unit: when sshd first answers, when a login first works.
 
-    Two threads: one opens a TCP connection to the forwarded ssh port every `interval`
-    seconds (each in its own short-lived thread, since a connection slirp cannot yet hand
-    to the guest hangs) and notes when the first `SSH-` banner arrives; the other runs
-    `ssh -o BatchMode=yes ... true` with the key every `interval` seconds after the
-    previous try ended and notes when one first exits 0. Times are seconds since
-    `guest.started` on the host's monotonic clock, taken when the banner arrived / the
-    command returned.
+    Two threads, each with at most one connection in flight (a flood of connections
+    would itself slow a guest under emulation: sshd forks for each). One connects to
+    the forwarded ssh port, waits up to 2 s for the `SSH-` banner, and tries again
+    `interval` seconds after a failure; the other, once a banner was seen, runs
+    `ssh -o BatchMode=yes USER@guest true` with the key, again `interval` seconds
+    after each failure, until one exits 0. Times are seconds since `guest.started` on
+    the host's monotonic clock, taken when the banner arrived / the command returned.
     """
 
     def __init__(self, guest: "Guest", key: Path, user: str, interval: float = 0.25) -> None:
@@ -248,6 +248,7 @@ class LoginProbe:
         self.login_s: float | None = None
         self.attempts = 0
         self._stop = threading.Event()
+        self._banner = threading.Event()
         self._threads = [threading.Thread(target=self._banners, daemon=True),
                          threading.Thread(target=self._logins, daemon=True)]
 
@@ -258,8 +259,9 @@ class LoginProbe:
 
     def stop(self) -> None:
         self._stop.set()
+        self._banner.set()
         for t in self._threads:
-            t.join(15)
+            t.join(20)
 
     def wait_login(self, timeout: float) -> float | None:
         """Seconds since QEMU's start of the first login, waiting up to `timeout`; None if none yet."""
@@ -268,28 +270,28 @@ class LoginProbe:
             time.sleep(0.1)
         return self.login_s
 
-    def _banner_once(self) -> None:
-        try:
-            with socket.create_connection(("127.0.0.1", self.guest.ssh_port), timeout=3) as s:
-                s.settimeout(3)
-                if s.recv(64).startswith(b"SSH-") and self.sshd_s is None:
-                    self.sshd_s = time.monotonic() - self.guest.started
-        except OSError:
-            pass
-
     def _banners(self) -> None:
-        while self.sshd_s is None and not self._stop.is_set():
-            threading.Thread(target=self._banner_once, daemon=True).start()
+        while not self._stop.is_set():
+            try:
+                with socket.create_connection(("127.0.0.1", self.guest.ssh_port), timeout=2) as s:
+                    s.settimeout(2)
+                    if s.recv(64).startswith(b"SSH-"):
+                        self.sshd_s = time.monotonic() - self.guest.started
+                        self._banner.set()
+                        return
+            except OSError:
+                pass
             self._stop.wait(self.interval)
 
     def _logins(self) -> None:
+        self._banner.wait()
         # ssh takes the first value given for an option: this ConnectTimeout before SSH_OPTS' own.
-        argv = ["ssh", "-o", "ConnectTimeout=3", *SSH_OPTS, "-i", str(self.key), "-p", str(self.guest.ssh_port),
+        argv = ["ssh", "-o", "ConnectTimeout=5", *SSH_OPTS, "-i", str(self.key), "-p", str(self.guest.ssh_port),
                 f"{self.user}@127.0.0.1", "true"]
-        while self.login_s is None and not self._stop.is_set():
+        while not self._stop.is_set():
             self.attempts += 1
             try:
-                res = subprocess.run(argv, capture_output=True, timeout=15, stdin=subprocess.DEVNULL)
+                res = subprocess.run(argv, capture_output=True, timeout=20, stdin=subprocess.DEVNULL)
                 if res.returncode == 0:
                     self.login_s = time.monotonic() - self.guest.started
                     return
