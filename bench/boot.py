@@ -30,6 +30,7 @@ import argparse
 import json
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -48,7 +49,7 @@ MAC = "52:54:00:12:34:56"
 # The address slirp's DHCP gives the first guest (its ssh forward points there), set statically.
 STATIC_NETWORK_DATA = {
     "links": [{"id": "nic0", "type": "phy", "ethernet_mac_address": MAC, "mtu": 1500}],
-    "networks": [{"id": "net0", "type": "ipv4", "link": "nic0", "ip_address": "169.254.0.15",
+    "networks": [{"id": "net0", "type": "ipv4", "link": "nic0", "ip_address": "169.254.2.15",
                   "netmask": "255.255.0.0", "routes": [], "network_id": "bench-net"}],
     "services": [],
 }
@@ -284,11 +285,17 @@ def _names(text: str, known, what: str) -> list[str]:
     return names
 
 
+def _terminated(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")  # so that every guest and service is stopped on the way out
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _terminated)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated, of: " + ", ".join(SCENARIOS))
     ap.add_argument("--tools", default=",".join(TOOLS), help="comma-separated, of: " + ", ".join(TOOLS))
     ap.add_argument("--json", type=Path, default=REPO / "bench/out/boot.json")
+    ap.add_argument("--keep", type=Path, help="keep each boot's files (console.log, ttyS1.log) under this directory")
     ap.add_argument("--update-readme", action="store_true", help="write the table into bench/README.md and README.md")
     args = ap.parse_args()
     try:
@@ -304,7 +311,9 @@ def main() -> int:
     started, t0 = time.strftime("%Y-%m-%d %H:%M", time.gmtime()), time.monotonic()
     for variant in tools:  # build every image first: no build inside the measured part
         guest_image.image(variant)
-    tmp = Path(tempfile.mkdtemp(prefix="cidag-bench-boot-"))
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="cidag-bench-boot-", dir=args.keep))
     rows: list[dict] = []
     args.json.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -326,7 +335,8 @@ def main() -> int:
                 print(json.dumps(row), flush=True)
                 args.json.write_text(json.dumps(rows, indent=1))
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
     minutes = (time.monotonic() - t0) / 60
     table = render(rows, tools)
     stamp = (f"Measured {started} UTC, one run of `python bench/boot.py"

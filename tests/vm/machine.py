@@ -92,6 +92,9 @@ class Guest:
     # -- life cycle -------------------------------------------------------------
     def argv(self) -> list[str]:
         net = (f"user,id=n0,net=169.254.0.0/16,hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22")
+        if self.net != "dhcp":
+            # slirp's IPv6 router advertisements would give the guest an IPv6 default route.
+            net += ",ipv6=off"
         if self.metadata_port is not None:
             relay = f"{sys.executable} {HERE / 'relay.py'} 127.0.0.1 {self.metadata_port}"
             net += f",guestfwd=tcp:169.254.169.254:80-cmd:{relay}"

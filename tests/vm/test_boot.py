@@ -222,7 +222,7 @@ def test_hard_power_off_mid_provisioning(cidag_image, workdir, keys, guests):
 # network_data.json: the address slirp's ssh forward points at, set statically, and no gateway at all.
 NO_GATEWAY_NETWORK_DATA = {
     "links": [{"id": "nic0", "type": "phy", "ethernet_mac_address": "52:54:00:12:34:56", "mtu": 1500}],
-    "networks": [{"id": "net0", "type": "ipv4", "link": "nic0", "ip_address": "169.254.0.15",
+    "networks": [{"id": "net0", "type": "ipv4", "link": "nic0", "ip_address": "169.254.2.15",
                   "netmask": "255.255.0.0", "routes": [], "network_id": "vm-test-net"}],
     "services": [],
 }
@@ -254,7 +254,7 @@ def test_config_drive_without_default_route(cidag_image, workdir, keys, guests):
     assert st["instance_id"] == "iid-nogw-cd"
     assert_provisioned(g, keys, "vm-nogw-cd")
     routes = assert_no_default_route(g, keys["user"][0])
-    assert "169.254.0.0/16" in routes and "169.254.0.15" in routes, routes
+    assert "169.254.0.0/16" in routes and "169.254.2.15" in routes, routes
 
 
 def test_onlink_metadata_without_default_route(cidag_image, workdir, keys, guests, metadata_service):
