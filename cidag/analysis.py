@@ -15,13 +15,18 @@ EPS = 1e-6
 SOFT_EDGES = frozenset({"wants", "after"})
 
 
+RECORD_LIMIT = 256 << 20  # a 20,000-node run's record is a few tens of MiB
+
+
 def load_record(path: str | Path) -> dict:
     """Read a run record; raise UsageError with one line if it is missing or not a record."""
     from .errors import UsageError
 
+    from .state import read_bytes
+
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_bytes(path, RECORD_LIMIT).decode("utf-8")
     except FileNotFoundError:
         raise UsageError(f"{path}: no run record (has cidag run yet? use --root or --state-dir, or give a RECORD path)") from None
     except IsADirectoryError:
@@ -32,6 +37,8 @@ def load_record(path: str | Path) -> dict:
         record = json.loads(text)
     except ValueError as exc:
         raise UsageError(f"{path}: not a run record: invalid JSON ({exc})") from None
+    except RecursionError:
+        raise UsageError(f"{path}: not a run record: JSON nested too deep") from None
     problem = check_record(record)
     if problem:
         # One line, whatever the record holds (an id may hold a newline or U+2028).

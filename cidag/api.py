@@ -80,6 +80,15 @@ class Context:
     run_result: Callable[[], str] | None = None  # the run's result so far: ok / degraded / failed
     is_secret: Callable[[str], bool] = field(default=lambda name: default_is_secret(name))  # the run's policy
     commands: dict | None = None  # the run's live commands (pid -> Popen), killed when it ends
+    faults: list[str] = field(default_factory=list)  # items that failed while the rest was done
+
+    def fault(self, message: str) -> None:
+        """One item of the node's work failed (a user, a file) and the rest goes on (make -k
+        inside a module, as cloud-init warns per user): logged as an error, kept in the
+        record's `faults`, and the run's result is `degraded`. Raise instead when nothing
+        the node was asked for can be done."""
+        self.log.error("%s", message)
+        self.faults.append(message)
 
     def remaining(self) -> float:
         """Seconds left before the node's deadline (never negative)."""

@@ -16,6 +16,7 @@ COMMANDS = {
     "status": ("cidag.commands.status:status", "The last run's outcome, per node."),
     "query": ("cidag.commands.query:query", "The metadata the last run resolved."),
     "analyze": ("cidag.commands.analyze:analyze", "Blame, critical chain, plot and trace of a run record."),
+    "wait": ("cidag.commands.wait:wait", "Wait until the run in progress reaches a milestone (login, done...)."),
     "schema": ("cidag.commands.schema:schema", "JSON Schema of sources.yaml and modules.yaml."),
     "serve-metadata": ("cidag.commands.serve_metadata:serve_metadata", "Serve a loopback metadata simulator."),
 }

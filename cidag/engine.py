@@ -27,11 +27,13 @@ from .facade import Facade
 from .plan import (ALREADY_RAN, FAIL_FAST, INTERNAL, INTERRUPTED, NOT_NEEDED, NOT_NEEDED_CODE,
                    NOT_SELECTED, OBSOLETE, OBSOLETE_CODE, TIMEOUT, Overlay, Plan)
 from .record import build_record, result_of
+from .sdnotify import Notifier
 from .runner import CancelEvent, ThreadRunner, describe_exception
-from .state import StateDir
+from .state import StateDir, process_identity
 from .strategies import overlay_for
 from .values import SecretPolicy, ValueRefused, at_rest, canonical
 
+MILESTONE = "milestone:"  # gate node of a milestone (docs/manifests.md)
 GRACE_S = 2.0  # SIGTERM -> SIGKILL for commands of interrupted nodes
 IID = "instance-id"
 
@@ -61,6 +63,9 @@ class RunOptions:
     observer: Any = None  # has node_started(id) / node_ended(id, status, seconds)
     runner: Any = None  # a runner (runner.py); default: a ThreadRunner
     grace: float = GRACE_S
+    # The milestone whose reach tells systemd the service is ready (sd_notify READY=1);
+    # None: $CIDAG_READY_MILESTONE, else the run's end (docs/systemd.md).
+    ready_milestone: str | None = None
 
     def resolved_state_dir(self) -> Path:
         return Path(self.state_dir) if self.state_dir else Path(self.root) / "var/lib/cidag"
@@ -249,6 +254,13 @@ class Engine:
         self.plan: Plan | None = None
         self.root = Path(opts.root)
         self.state_path = opts.resolved_state_dir()
+        # Milestones (docs/manifests.md): a gate node each, reached when all its modules are final.
+        self.milestones = {MILESTONE + name: members for name, members in cg.manifests.milestones.items()}
+        self.reached: dict[str, float] = {}  # milestone name -> seconds into the run
+        self.running_info: dict = {}
+        ready = opts.ready_milestone if opts.ready_milestone is not None else os.environ.get("CIDAG_READY_MILESTONE")
+        self.ready_milestone = ready or None
+        self.notifier = Notifier() if not opts.dry_run else Notifier("")
 
     # -- helpers -------------------------------------------------------------
 
@@ -282,6 +294,9 @@ class Engine:
         skips = plan_skips(self.cg, opts, self.markers)
         overlay = overlay_for(self.cg, opts.strategy, skips) if opts.strategy != "one-step" else Overlay()
         overlay.held = frozenset(deferred_sources(self.cg, skips, guess))
+        for gate, members in self.milestones.items():
+            overlay.gates.append(gate)
+            overlay.edges.extend((self.cg.specs[f"module:{m}"].node_id, gate, "gate") for m in members)
         plan = Plan(self.cg, select=self.select, jobs=opts.jobs, skip=skips, clock=self.clock, overlay=overlay)
         plan.done_for_instance = self._done_for_instance
         return plan
@@ -372,6 +387,9 @@ class Engine:
             self._free_lanes.sort()
         if values:
             self.secrets.learn(values)
+        ctx = self.contexts.get(node)
+        if ctx is not None and ctx.faults:  # items that failed inside a node that went on
+            self.faults.extend(f"{node}: {self.scrub(f)}" for f in ctx.faults)
         if node in self.log_gate.held:
             self.log_gate.release(node, self.loggers.get(node))
         self.plan.finished(node, status, reason=self.scrub(reason) if reason else "", values=values, code=code)
@@ -483,9 +501,10 @@ class Engine:
             raise UsageError(f"--root {self.root}: {exc.strerror or exc}") from None
         started_at = _utc(self.wall0)
         record_name = f"{datetime.fromtimestamp(self.wall0, timezone.utc):%Y%m%dT%H%M%S.%fZ}-{os.getpid()}.json"
-        self.state.begin_run({"pid": os.getpid(), "started_at": started_at,
-                              "record": str(self.state.path / "runs" / record_name),
-                              **_process_identity()})
+        self.running_info = {"pid": os.getpid(), "started_at": started_at,
+                             "record": str(self.state.path / "runs" / record_name),
+                             **process_identity(), "milestones": {}}
+        self.state.begin_run(self.running_info)
         restore = self._install_signals()
         error: BaseException | None = None
         try:
@@ -512,6 +531,10 @@ class Engine:
             self._write_instance_data()
         finally:
             self.state.end_run()
+            # Whatever happened, systemd hears that the service is up: units ordered after
+            # it must not wait for ever (its exit code says how the run went).
+            self.notifier.ready("run ended" if error is not None else
+                                f"run ended: {result_of(self.plan, bool(self.interrupted))}")
             restore()  # only now: a signal while the record is written must not kill the process
         if error is not None:
             if isinstance(error, KeyboardInterrupt):
@@ -542,6 +565,8 @@ class Engine:
         while plan.is_active():
             if observer is not None:
                 self._report_ends()
+            if len(self.reached) < len(self.milestones):
+                self._check_milestones()
             stopping = self.interrupted or (self.opts.fail_fast and self.first_failure)
             if not stopping:
                 for node in plan.next_to_start():
@@ -576,6 +601,28 @@ class Engine:
             self._drop_obsolete()
         if observer is not None:
             self._report_ends()
+        self._check_milestones()
+
+    def _check_milestones(self) -> None:
+        """Note each milestone whose modules have all ended (or will not run): in the
+        running file, for `cidag wait`, and to systemd (STATUS=, READY=1 for the ready one).
+        A milestone the run abandoned (interrupt, --fail-fast) is not reached."""
+        for gate in self.milestones:
+            name = gate[len(MILESTONE):]
+            st = self.plan.nodes[gate]
+            if name in self.reached or st.status != "done" or st.code:
+                continue
+            self.reached[name] = at = self.clock()
+            self.running_info.setdefault("milestones", {})[name] = round(at, 6)
+            if self.state is not None:
+                try:
+                    self.state.update_run(self.running_info)
+                except OSError as exc:  # waiters then see it when the run ends: a fault, not a failure
+                    self.faults.append(f"milestone {name}: running file not updated ({exc.strerror or exc})")
+            if name == self.ready_milestone:
+                self.notifier.ready(f"{name} reached at {at:.1f}s; provisioning goes on")
+            else:
+                self.notifier.notify(STATUS=f"{name} reached at {at:.1f}s")
 
     def _drop_obsolete(self) -> None:
         """Cancel running sources whose every capability has settled without them."""
@@ -675,6 +722,12 @@ class Engine:
                 "manifests": {"sources": m.sources_file, "modules": m.modules_file}}
         if self.faults:
             meta["faults"] = [self.scrub(f) for f in self.faults]
+        if self.milestones:
+            meta["milestones"] = {
+                gate[len(MILESTONE):]: {"reached_s": (round(self.reached[gate[len(MILESTONE):]], 6)
+                                                      if gate[len(MILESTONE):] in self.reached else None),
+                                        "modules": members}
+                for gate, members in self.milestones.items()}
         outputs = {}
         for node, ctx in self.contexts.items():
             if ctx.output:
@@ -701,6 +754,8 @@ class Engine:
             secret = self.secrets.is_secret(name) and not callable(self.plan.nodes[cap.provider].values.get(name))
             if "password" in name and secret:
                 value = "<secret>"  # passwords are never kept at rest, not even in the 0600 file
+            elif secret:
+                value = self.secrets.without_passwords(value)  # nor those inside documents
             sensitive[name] = {"provider": cap.provider, "value": value}
             public[name] = {"provider": cap.provider, "value": "<secret>" if secret else value}
         iid = self.instance_id()
@@ -723,6 +778,7 @@ class Engine:
                     plan.finished(node, "available", values={c: None for c in spec.capabilities})
                 else:
                     plan.finished(node, "ok", values={c: True for c in spec.provides})
+            self._check_milestones()
         record = self._record(_utc(self.wall0), 0.0)
         return RunResult(record, 0, None, plan.start_order)
 
@@ -734,20 +790,7 @@ def run(cg: CompiledGraph, opts: RunOptions | None = None) -> RunResult:
     return Engine(cg, opts or RunOptions()).run()
 
 
-def _process_identity() -> dict:
-    """This process's start time in clock ticks since boot and the boot id: `status` tells
-    a live run from a reused pid with them, whatever the wall clock does."""
-    out: dict = {}
-    try:
-        stat = Path("/proc/self/stat").read_text()
-        out["start_ticks"] = int(stat.rpartition(")")[2].split()[19])
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        out["boot_id"] = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        pass
-    return out
+_process_identity = process_identity  # the old name (tests)
 
 
 def _utc(ts: float) -> str:

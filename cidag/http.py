@@ -13,7 +13,8 @@ metadata service that may be absent, slow, broken or loaded by a fleet:
   retry after an exponential backoff with full jitter (sleep uniform in
   [0, min(cap, base * 2**n)], n counting the source's retries), so a fleet
   booting at once does not retry in step;
-- `Retry-After` (429, 503) honoured: the sleep is Retry-After plus a jitter
+- `Retry-After` (429, 503) honoured: the sleep is Retry-After (at least the
+  `backoff` base: a `0` or a past date does not mean "now") plus a jitter
   uniform in [0, min(cap, Retry-After * 2**n)], never past the deadline; n
   grows with the request's tries and with how often the service said it is
   busy (+1 per round of 429/503, -1 per answer);
@@ -267,6 +268,9 @@ class Client:
                                       f"{retry_after:g}s would pass the deadline ({left:.2f}s left)")
                 # Honour Retry-After, and spread the fleet behind it: a window of twice Retry-After
                 # at first (a fleet refused at once comes back over 2R, not in one instant), doubling.
+                # `Retry-After: 0` or a date in the past is no licence to hammer: the plain
+                # backoff's base is the floor of both the wait and the window.
+                retry_after = max(retry_after, self.backoff)
                 window = min(self.max_backoff, retry_after * 2 ** n)
                 sleep = retry_after + random.uniform(0, min(window, left - retry_after))
             else:

@@ -16,6 +16,7 @@ from .errors import Diagnostic, ManifestError, SettingsError
 from .yamldoc import Document, load_file
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*\Z")
+MAX_NAME = 200  # names of sources, modules, capabilities, milestones
 ENV_RE = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\})")
 # Variables cidag sets for commands at run time; ${...} of these is left to the command's shell.
 RUNTIME_VARS = frozenset({"CIDAG_ROOT", "CIDAG_INSTANCE_ID", "CIDAG_NODE", "CIDAG_STATE_DIR"})
@@ -87,6 +88,8 @@ class Manifests:
     sources_file: str
     modules_file: str
     warnings: list[Diagnostic] = field(default_factory=list)
+    # milestone name -> module names (modules.yaml `milestones:`); `done` is implicit
+    milestones: dict[str, list[str]] = field(default_factory=dict)
 
     def secrets(self) -> frozenset[str]:
         """Every capability some type in the run marks secret."""
@@ -201,6 +204,11 @@ class _Checker:
         if not isinstance(value, str) or not NAME_RE.match(value):
             self.error(path, f"invalid {what} {_short(value)}: use lower case letters, digits, '.', '_' and '-', starting with a letter or digit", code="bad-name")
             return None
+        if len(value) > MAX_NAME:
+            # A module's name is its marker's file name (NAME.json, at most 255 bytes): one
+            # limit for check and run, so a name that passes check never fails at run time.
+            self.error(path, f"{what} {_short(value)} is {len(value)} characters long; at most {MAX_NAME}", code="bad-name")
+            return None
         return value
 
     def names(self, entry: dict, key: str, path: tuple, what: str = "capability name") -> list[str]:
@@ -238,7 +246,7 @@ class _Checker:
         top = self.mapping(data, (), "a manifest")
         if top is None:
             return None
-        allowed = ("version", "select", "sources") if list_key == "sources" else ("version", "modules")
+        allowed = ("version", "select", "sources") if list_key == "sources" else ("version", "modules", "milestones")
         self.keys(top, (), allowed, ("version", list_key))
         if "version" in top and top["version"] != 1:
             self.error(("version",), f"unsupported version {_short(top['version'])} (this cidag reads version 1)", code="bad-version")
@@ -388,6 +396,43 @@ def parse_modules(doc: Document) -> tuple[list[ModuleSpec], list[Diagnostic]]:
     return specs, chk.diags
 
 
+DONE = "done"  # the implicit milestone: the run has ended
+
+
+def parse_milestones(doc: Document, modules: list[ModuleSpec]) -> tuple[dict[str, list[str]], list[Diagnostic]]:
+    """Validate modules.yaml's `milestones:` (name -> module names); returns (milestones, diagnostics).
+
+    A milestone is reached once each of its modules has ended or will not run; see
+    docs/manifests.md. `done` is reserved: it is reached when the run ends.
+    """
+    chk = _Checker(doc)
+    data = doc.data.get("milestones") if isinstance(doc.data, dict) else None
+    if data is None:
+        return {}, []
+    top = chk.mapping(data, ("milestones",), "milestones")
+    if top is None:
+        return {}, chk.diags
+    known = {m.name for m in modules}
+    out: dict[str, list[str]] = {}
+    for name, members in top.items():
+        path = ("milestones", name)
+        if chk.name(name, path, "milestone name") is None:
+            continue
+        if name == DONE:
+            chk.error(path, f"milestone {DONE!r} is built in (reached when the run ends); use another name",
+                      key=True, code="reserved-name")
+            continue
+        entry = chk.names(top, name, ("milestones",), "module name")
+        for member in entry:
+            if member not in known:
+                hint = difflib.get_close_matches(member, known, n=1)
+                tail = f" (did you mean {hint[0]!r}?)" if hint else ""
+                chk.error(path + (members.index(member),),
+                          f"milestone {name}: {member!r} is not a module{tail}", code="unknown-module")
+        out[name] = [m for m in entry if m in known]
+    return out, chk.diags
+
+
 def detect_kind(doc: Document) -> str | None:
     """'sources' or 'modules' from the top-level key, for `cidag check FILE...`."""
     if isinstance(doc.data, dict):
@@ -416,15 +461,18 @@ def load_manifests(sources_path: str, modules_path: str,
     if docs[0] is not None:
         select, sources, d = parse_sources(docs[0])
         diags.extend(d)
+    milestones: dict[str, list[str]] = {}
     if docs[1] is not None:
         modules, d = parse_modules(docs[1])
+        diags.extend(d)
+        milestones, d = parse_milestones(docs[1], modules)
         diags.extend(d)
     diags.extend(_check_unique(sources, modules))
     errors = [d for d in diags if d.severity == "error"]
     if errors:
         raise ManifestError(errors + [d for d in diags if d.severity != "error"])
     return Manifests(select, sources, modules, sources_path, modules_path,
-                     warnings=[d for d in diags if d.severity != "error"])
+                     warnings=[d for d in diags if d.severity != "error"], milestones=milestones)
 
 
 def _check_unique(sources: list[SourceSpec], modules: list[ModuleSpec]) -> list[Diagnostic]:

@@ -176,7 +176,7 @@ class Plan:
 
     @property
     def strategy(self) -> str:  # kept for callers that read it; the plan itself never does
-        return "serial" if self.overlay.lanes == 1 else ("two-step" if self.overlay.gates else "one-step")
+        return "serial" if self.overlay.lanes == 1 else ("two-step" if "gate:sources" in self.overlay.gates else "one-step")
 
     # -- life cycle ----------------------------------------------------------
 

@@ -1,16 +1,20 @@
 """The state directory (docs/state-and-record.md): markers, records, the running file. Writes are atomic."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import re
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
 
+PROC = Path("/proc")
+RUNNING = "running.json"  # the run in progress: pid, start ticks, boot id, record path, milestones
 SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 MAX_STATE_FILE = 4 << 20  # a marker or instance-data file larger than this is not ours: ignored
 
@@ -103,11 +107,20 @@ class StateDir:
             write_json(path, record, mode=0o600)
 
     def begin_run(self, info: dict) -> None:
-        write_json(self.path / "running.json", info)
+        write_json(self.path / RUNNING, info)
+
+    def update_run(self, info: dict) -> None:
+        """Rewrite the running file (e.g. with the milestones reached so far)."""
+        write_json(self.path / RUNNING, info)
+
+    def read_running(self) -> dict | None:
+        """The running file as written, or None (absent, unreadable, not ours)."""
+        data = _read_small_json(self.path / RUNNING)
+        return data if isinstance(data, dict) else None
 
     def end_run(self) -> None:
         try:
-            os.unlink(self.path / "running.json")
+            os.unlink(self.path / RUNNING)
         except FileNotFoundError:
             pass
 
@@ -145,16 +158,131 @@ class StateDir:
             atomic_write(self.path / name, text.encode(), mode)
 
 
-def _read_small_json(path: Path) -> Any:
-    """A JSON file of at most MAX_STATE_FILE bytes, or None (absent, too big, not JSON)."""
+def read_bytes(path: str | os.PathLike, limit: int) -> bytes:
+    """A regular file's bytes, at most `limit`. Opened non-blocking, so a FIFO or a device
+    where a state file or manifest belongs never hangs the reader. Raises OSError with a
+    one-line `strerror`: FileNotFoundError, IsADirectoryError, PermissionError, and
+    EINVAL "not a regular file (a FIFO)" or EFBIG "larger than N bytes"."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_STATE_FILE + 1)
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, "is a directory", str(path))
+        if not stat.S_ISREG(mode):
+            what = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+            raise OSError(errno.EINVAL, f"not a regular file ({what})", str(path))
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            raw = fh.read(limit + 1)
+    finally:
+        os.close(fd)
+    if len(raw) > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit} bytes", str(path))
+    return raw
+
+
+def read_regular(path: str | os.PathLike, limit: int) -> bytes | None:
+    """Up to `limit` bytes of a regular file, or None (absent, unreadable, too large, not a
+    regular file)."""
+    try:
+        return read_bytes(path, limit)
     except OSError:
         return None
-    if len(raw) > MAX_STATE_FILE:
+
+
+def read_json(path: str | os.PathLike, limit: int = MAX_STATE_FILE) -> Any:
+    """A JSON file of at most `limit` bytes, or None (absent, too big, not JSON, not a file)."""
+    raw = read_regular(path, limit)
+    if raw is None:
         return None
     try:
         return json.loads(raw)
     except (ValueError, RecursionError):
         return None
+
+
+_read_small_json = read_json
+
+
+def process_identity() -> dict:
+    """This process's start time in clock ticks since boot and the boot id: `status` tells
+    a live run from a reused pid with them, whatever the wall clock does."""
+    out: dict = {}
+    try:
+        text = (PROC / "self/stat").read_text()
+        out["start_ticks"] = int(text.rpartition(")")[2].split()[19])
+    except (OSError, ValueError, IndexError):
+        pass
+    boot = _boot_id()
+    if boot is not None:
+        out["boot_id"] = boot
+    return out
+
+
+def pid_alive(pid: object, started_at: str | None = None, start_ticks: object = None,
+              boot_id: object = None) -> bool:
+    """True if `pid` is a live process that could be the run begun at `started_at` (UTC ISO).
+
+    A run records its start in clock ticks since boot and the boot id (running.json):
+    when they are there, the pid is the run exactly when they match, whatever the wall
+    clock did since (NTP stepping it at boot is common). Only older files fall back to
+    comparing wall-clock times."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False  # kill(0) or kill(-1) would signal a whole group
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, owned by someone else
+    except (OverflowError, OSError):
+        return False
+    try:
+        text = (PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return True  # no /proc: kill(0) is all we know
+    fields = text.rpartition(")")[2].split()
+    if not fields or fields[0] in ("Z", "X"):
+        return False  # a zombie has ended; its parent has not reaped it yet
+    if isinstance(start_ticks, int) and not isinstance(start_ticks, bool):
+        if isinstance(boot_id, str) and boot_id != _boot_id():
+            return False  # written before a reboot: whatever has this pid now is not the run
+        try:
+            return int(fields[19]) == start_ticks
+        except (ValueError, IndexError):
+            return True
+    began = _process_start(fields)
+    when = _parse_utc(started_at)
+    # A pid reused by a process younger than the run (after a reboot, say) is not the run.
+    return not (began is not None and when is not None and began > when + 5.0)
+
+
+def _boot_id() -> str | None:
+    try:
+        return (PROC / "sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def _process_start(fields: list[str]) -> float | None:
+    try:
+        ticks = int(fields[19])  # field 22 of /proc/PID/stat: start time in clock ticks after boot
+        for line in (PROC / "stat").read_text().splitlines():
+            if line.startswith("btime "):
+                return int(line.split()[1]) + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _parse_utc(text: str | None) -> float | None:
+    if not isinstance(text, str):
+        return None
+    from datetime import datetime, timezone
+
+    try:
+        return datetime.strptime(text.rstrip("Z"), "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        try:
+            return datetime.strptime(text.rstrip("Z"), "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
+        except ValueError:
+            return None

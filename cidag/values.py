@@ -135,6 +135,7 @@ class SecretPolicy:
     def __init__(self, declared: Iterable[str] = ()) -> None:
         self.declared = frozenset(declared) | ALWAYS_SECRET
         self._values: tuple[str, ...] = ()
+        self._passwords: tuple[str, ...] = ()  # password leaves of secret documents
         self._lock = threading.Lock()
 
     def is_secret(self, name: str) -> bool:
@@ -147,14 +148,19 @@ class SecretPolicy:
 
     def learn(self, values: dict) -> None:
         """Remember the text of every secret among `values` (capability -> canonical value)."""
-        found = []
+        found, passwords = [], []
         for name, value in values.items():
             if self.is_secret(name):
                 found.extend(_texts(value))
+                if not isinstance(value, str):
+                    passwords.extend(_secret_leaves(value, False, _PASSWORD_KEY_PARTS))
         if found:
             with self._lock:
                 merged = set(self._values) | {t for t in found if t}
                 self._values = tuple(sorted(merged, key=len, reverse=True))
+                if passwords:
+                    pw = set(self._passwords) | {t for t in passwords if t}
+                    self._passwords = tuple(sorted(pw, key=len, reverse=True))
 
     def scrub(self, text: str) -> str:
         """`text` with every known secret value replaced by '<secret>'."""
@@ -166,6 +172,26 @@ class SecretPolicy:
                 text = text.replace(secret, SECRET_TEXT)
         return text
 
+    def without_passwords(self, value: Any) -> Any:
+        """A secret value as `instance-data-sensitive.json` keeps it: every password a secret
+        document holds (cloud-config's passwd, chpasswd...) replaced by '<secret>', in the
+        documents and in texts that repeat them (the raw user-data). Nothing reads them
+        back from there: the modules that set passwords have them live."""
+        passwords = self._passwords
+        if not passwords:
+            return value
+        if isinstance(value, str):
+            for pw in passwords:
+                if pw in value:
+                    value = value.replace(pw, SECRET_TEXT)
+            return value
+        if isinstance(value, dict):
+            return {k: (SECRET_TEXT if _secret_key(str(k), _PASSWORD_KEY_PARTS) and str(k) not in _NOT_SECRET_KEYS
+                        and isinstance(v, str) else self.without_passwords(v)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.without_passwords(v) for v in value]
+        return value
+
     def public(self, values: dict) -> dict:
         """`values` without secrets and operations: what a marker may keep."""
         return {k: v for k, v in values.items() if not self.is_secret(k) and not callable(v)}
@@ -176,12 +202,13 @@ class SecretPolicy:
 # scrubbed: scrubbing every word of a cloud-config ("sh", "-c", a host name) would
 # make every log unreadable and protect nothing.
 _SECRET_KEY_PARTS = ("passw", "secret", "token", "private")
+_PASSWORD_KEY_PARTS = ("passw",)
 _NOT_SECRET_KEYS = frozenset({"name", "type"})  # chpasswd.users[].name / .type
 
 
-def _secret_key(key: str) -> bool:
+def _secret_key(key: str, parts: tuple[str, ...] = _SECRET_KEY_PARTS) -> bool:
     key = key.lower()
-    return any(part in key for part in _SECRET_KEY_PARTS)
+    return any(part in key for part in parts)
 
 
 def _texts(value: Any) -> list[str]:
@@ -191,7 +218,7 @@ def _texts(value: Any) -> list[str]:
     return _secret_leaves(value, under_secret=False)
 
 
-def _secret_leaves(value: Any, under_secret: bool) -> list[str]:
+def _secret_leaves(value: Any, under_secret: bool, parts: tuple[str, ...] = _SECRET_KEY_PARTS) -> list[str]:
     if isinstance(value, str):
         if not under_secret or not value:
             return []
@@ -201,7 +228,7 @@ def _secret_leaves(value: Any, under_secret: bool) -> list[str]:
         return [value, *lines, *(p for p in parts if p)]
     if isinstance(value, dict):
         return [t for k, v in value.items() if str(k) not in _NOT_SECRET_KEYS
-                for t in _secret_leaves(v, under_secret or _secret_key(str(k)))]
+                for t in _secret_leaves(v, under_secret or _secret_key(str(k), parts), parts)]
     if isinstance(value, list):
-        return [t for v in value for t in _secret_leaves(v, under_secret)]
+        return [t for v in value for t in _secret_leaves(v, under_secret, parts)]
     return []

@@ -5,6 +5,8 @@ code); duplicate keys, huge and binary files are errors with a position.
 """
 from __future__ import annotations
 
+import errno
+
 import os
 import re
 from dataclasses import dataclass, field
@@ -266,12 +268,15 @@ def load_file(path: str | os.PathLike) -> Document:
 
 
 def _load_file(name: str) -> Document:
+    from .state import read_bytes  # non-blocking: a FIFO given as a manifest does not hang check or run
+
     try:
-        with open(name, "rb") as fh:
-            raw = fh.read(MAX_BYTES + 1)
+        raw = read_bytes(name, MAX_BYTES)
     except IsADirectoryError:
         raise ManifestError([Diagnostic(name, 1, 1, "is a directory, not a manifest file", code="unreadable")]) from None
     except OSError as exc:
+        if exc.errno == errno.EFBIG:
+            raise ManifestError([Diagnostic(name, 1, 1, f"file is too large (over {MAX_BYTES >> 20} MiB)", code="too-large")]) from None
         raise ManifestError([Diagnostic(name, 1, 1, f"cannot read: {exc.strerror or exc}", code="unreadable")]) from None
     if len(raw) > MAX_BYTES:
         raise ManifestError([Diagnostic(name, 1, 1, f"file is too large (over {MAX_BYTES >> 20} MiB)", code="too-large")])

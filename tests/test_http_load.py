@@ -218,3 +218,16 @@ def test_serve_metadata_capacity_options_on_the_command_line():
                          capture_output=True, text=True, env=env, timeout=30)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "--retry-after: expected whole seconds or 'none', not 'soon'" in bad.stderr
+
+
+def test_retry_after_zero_still_backs_off_and_the_budget_lasts():
+    # `Retry-After: 0` (or a date in the past) while the slot is busy for 1.5 s: before, the
+    # refused client sent its 11 requests in 0.03 s and gave up with its budget spent.
+    with serve(concurrency=1, queue=0, service_time=1.5, retry_after=0) as sim:
+        stats = [{}, {}]
+        resps = at_once(2, lambda i: client(sim.url, stats=stats[i], backoff=0.2, retries=10).get("openstack"))
+        assert [r.status for r in resps] == [200, 200]
+        refused = [t for t, _, _, status in sim.requests if status == 503]
+        assert refused and len(refused) <= 8
+        gaps = [b - a for a, b in zip(refused, refused[1:])]
+        assert all(g >= 0.19 for g in gaps), gaps  # never sooner than the backoff's base

@@ -167,3 +167,32 @@ def test_unknown_option_is_usage_error_exit_2():
     proc = cidag("run", "--no-such-option")
     assert proc.returncode == 2
     assert "No such option" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_one_name_limit_for_check_and_run(tmp_path, manifests):
+    """A name that passes check runs and gets its marker (it is the marker's file name);
+    one character more is refused by both, one line each (issue 15, item 7)."""
+    longest = "m" * 200
+    src = """
+    version: 1
+    sources:
+      - {name: s, type: static, capabilities: [instance-id], settings: {data: {instance-id: i-1}}}
+    """
+    s, m = manifests(src, f"""
+    version: 1
+    modules:
+      - {{name: {longest}, type: exec, settings: {{command: "true"}}}}
+    """)
+    assert cidag("check", s, m).returncode == 0
+    root = tmp_path / "root"
+    assert cidag("run", "-q", "--sources", s, "--modules", m, "--root", str(root)).returncode == 0
+    assert (root / f"var/lib/cidag/instances/i-1/markers/{longest}.json").is_file()
+    s, m = manifests(src, f"""
+    version: 1
+    modules:
+      - {{name: {longest}x, type: exec, settings: {{command: "true"}}}}
+    """, name="too-long")
+    for args in (("check", s, m), ("run", "--sources", s, "--modules", m, "--root", str(root))):
+        proc = cidag(*args)
+        assert proc.returncode == 2 and "is 201 characters long; at most 200" in proc.stdout + proc.stderr
+        assert "Traceback" not in proc.stderr

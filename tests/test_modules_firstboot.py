@@ -188,3 +188,29 @@ def test_bad_section_fails_only_its_module(tmp_path):
     assert (root / "etc/ok").read_text() == "fine"
     final = next(n for n in record["nodes"] if n["name"] == "final-message")
     assert "result failed" in final["output"]
+
+
+def test_one_bad_user_locks_nobody_else_out(tmp_path):
+    """Issue 15 item 1: bob's plaintext passwd is bob's failure; carol and the default user
+    get their keys, the metadata admin password is set, the run is degraded, not failed."""
+    root = make_root(tmp_path)
+    carol_key = KEY_ED.replace("AAAA", "AAAB", 1) if "AAAA" in KEY_ED else KEY_ED
+    ud = ("#cloud-config\n" + json.dumps({
+        "users": ["default", {"name": "bob", "passwd": "plaintext-pw"},
+                  {"name": "carol", "ssh_authorized_keys": [carol_key]}]}) + "\n")
+    src = static_sources(tmp_path, ud)
+    src.write_text(src.read_text().replace("hostname: bad-ud", f"hostname: bad-ud\n        public-keys: ['{KEY_ED}']"
+                                           "\n        admin-password: Adm1n-Secret"))
+    res, record = run(root, src)
+    st = statuses(record)
+    assert res.returncode == 0, res.stderr
+    assert record["result"] == "degraded"
+    for name in ("create-user", "ssh-keys", "set-password", "chpasswd"):
+        assert st[name] == "ok", (name, st[name], record)
+    users = passwd(root)
+    assert "cidag" in users and "carol" in users and "bob" not in users
+    assert carol_key in (root / "home/carol/.ssh/authorized_keys").read_text()
+    assert KEY_ED in (root / "home/cidag/.ssh/authorized_keys").read_text()
+    assert not (root / "etc/shadow").read_text().count("cidag:!:")  # the admin password was set
+    assert any("bob" in f and "passwd must be" in f for f in record["faults"])
+    assert "plaintext-pw" not in json.dumps(record)

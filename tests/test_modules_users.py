@@ -96,17 +96,22 @@ def test_passwd_hash_and_lock(tmp_path):
                                {"name": "u2", "hashed_passwd": h}]}, default_user=None, backend="files")
     sh = shadow(root)
     assert sh["u1"][1] == h and sh["u2"][1] == "!" + h
-    with pytest.raises(ValueError, match="SHA-512"):
-        run_users(root, {"users": [{"name": "u3", "passwd": "$1$md5$abc", "lock_passwd": False}]},
-                  default_user=None)
+    # a bad hash fails that user alone (issue 15 item 1): the next one is made
+    ctx, run = make_context("module", "users", {"default_user": None},
+                            caps={"cloud-config": {"users": [{"name": "u3", "passwd": "$1$md5$abc", "lock_passwd": False},
+                                                             {"name": "u4"}]}}, root=root)
+    run(ctx)
+    assert "u3" not in passwd(root) and "u4" in passwd(root)
+    assert len(ctx.faults) == 1 and "u3" in ctx.faults[0] and "SHA-512" in ctx.faults[0]
+    assert "$1$md5$abc" not in ctx.faults[0]
 
 
 def test_bad_sections_fail_with_clear_reason(tmp_path):
     root = make_root(tmp_path)
     with pytest.raises(ValueError, match=r"users\[0\]\.shel: unknown setting 'shel' \(did you mean 'shell'\?\)"):
-        run_users(root, {"users": [{"name": "x", "shel": "/bin/sh"}]})
+        run_users(root, {"users": [{"name": "x", "shel": "/bin/sh"}]}, default_user=None)
     with pytest.raises(ValueError, match="does not match"):
-        run_users(root, {"users": [{"name": "Bad:Name"}]})
+        run_users(root, {"users": [{"name": "Bad:Name"}]}, default_user=None)
     with pytest.raises(ValueError, match="groups"):
         run_users(root, {"groups": [3]})
     assert not (root / "etc/passwd").exists() or "x:" not in (root / "etc/passwd").read_text()

@@ -79,15 +79,17 @@ def test_secrets_when_readable(tmp_path, capsys):
 
 
 def test_secrets_refused_without_read_access(state, capsys, monkeypatch):
-    real = pathlib.Path.read_text
+    import cidag.state
 
-    def read_text(self, *a, **k):
-        if self.name == "instance-data-sensitive.json":
+    real = cidag.state.read_bytes
+
+    def read_bytes(path, limit):
+        if pathlib.Path(path).name == "instance-data-sensitive.json":
             raise PermissionError(13, "Permission denied")
-        return real(self, *a, **k)
+        return real(path, limit)
 
     # As root (CI) a 0600 file is readable, so deny the read the way the kernel would for a user.
-    monkeypatch.setattr(pathlib.Path, "read_text", read_text)
+    monkeypatch.setattr(cidag.state, "read_bytes", read_bytes)
     rc, out, err = cli(capsys, "query", "--secrets", "--state-dir", str(state))
     assert rc == 2 and out == ""
     assert err.strip().endswith("permission denied: only root may read secrets (--secrets)")
@@ -115,3 +117,39 @@ def test_corrupt_file(tmp_path, capsys):
     (tmp_path / "instance-data.json").write_text("[1, 2")
     rc, _, err = cli(capsys, "query", "--state-dir", str(tmp_path))
     assert rc == 2 and "invalid JSON" in err and len(err.strip().splitlines()) == 1
+
+
+def test_no_user_data_password_at_rest(tmp_path, manifests):
+    """Passwords inside user-data (passwd, chpasswd users and list) reach neither instance-data
+    file; the rest of the documents is kept for `query --secrets` (issue 15, item 6)."""
+    from conftest import cidag
+
+    user_data = ("#cloud-config\nhostname: pw-box\npassword: Top-Secret-1\n"
+                 "users: [{name: bob, passwd: '$6$salt$Hash-Secret-2', lock_passwd: false}]\n"
+                 "chpasswd: {expire: false, users: [{name: bob, password: Plain-Secret-3, type: text}],\n"
+                 "           list: 'carol:List-Secret-4'}\n")
+    s, m = manifests(f"""
+    version: 1
+    sources:
+      - name: seed
+        type: static
+        capabilities: [instance-id, user-data]
+        settings: {{data: {{instance-id: i-pw, user-data: {json.dumps(user_data)}}}}}
+    """, """
+    version: 1
+    modules:
+      - {name: user-data, type: user-data, wants: [user-data], provides: [cloud-config]}
+      - {name: m, type: exec, wants: [cloud-config], settings: {command: "true"}}
+    """)
+    root = tmp_path / "root"
+    proc = cidag("run", "-q", "--sources", s, "--modules", m, "--root", str(root))
+    assert proc.returncode == 0, proc.stderr
+    state = root / "var/lib/cidag"
+    for name in ("instance-data.json", "instance-data-sensitive.json"):
+        text = (state / name).read_text()
+        for secret in ("Top-Secret-1", "Hash-Secret-2", "Plain-Secret-3", "List-Secret-4"):
+            assert secret not in text, (name, secret)
+    sensitive = json.loads((state / "instance-data-sensitive.json").read_text())["capabilities"]
+    assert sensitive["cloud-config"]["value"]["hostname"] == "pw-box"
+    assert sensitive["cloud-config"]["value"]["chpasswd"]["users"][0]["name"] == "bob"
+    assert "hostname: pw-box" in sensitive["user-data"]["value"]

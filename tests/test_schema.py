@@ -59,7 +59,7 @@ def test_top_level_keys_follow_the_spec():
         "name", "type", "needs", "wants", "provides", "depends_on", "after", "priority", "frequency",
         "timeout", "secrets", "settings"}
     assert set(defs["sources-manifest"]["properties"]) == {"version", "select", "sources"}
-    assert set(defs["modules-manifest"]["properties"]) == {"version", "modules"}
+    assert set(defs["modules-manifest"]["properties"]) == {"version", "modules", "milestones"}  # milestones: docs/manifests.md
     assert defs["source"]["additionalProperties"] is False
 
 

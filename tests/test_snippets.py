@@ -181,7 +181,7 @@ def table_commands() -> list[str]:
 
 
 FILL = {"DIR": "try-root", "FILES": "{repo}/sources.yaml {repo}/modules.yaml", "CAPABILITY": "hostname",
-        "FILE.svg": "boot.svg", "FILE.json": "boot.json"}
+        "FILE.svg": "boot.svg", "FILE.json": "boot.json", "MILESTONE": "login"}
 
 
 def test_readme_table_parses():

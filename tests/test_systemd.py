@@ -10,7 +10,7 @@ import pytest
 from cidag.cli import COMMANDS
 from cidag.disabled import DISABLE_FILE
 
-UNITS = ("cidag.service", "cidag.target")
+UNITS = ("cidag.service", "cidag-done.service", "cidag.target")
 
 
 def unit_text(name: str) -> str:
@@ -41,16 +41,36 @@ def test_service_order_and_switches():
         assert before in u["Before"]
     assert u["ConditionPathExists"] == ["!/" + DISABLE_FILE]
     assert u["ConditionKernelCommandLine"] == ["!cidag=disabled"]
-    assert s["Type"] == ["oneshot"] and s["RemainAfterExit"] == ["yes"]
+    # started (READY=1) at the login milestone, which the shipped modules.yaml declares
+    assert s["Type"] == ["notify"] and s["NotifyAccess"] == ["main"] and s["RemainAfterExit"] == ["yes"]
+    assert s["Environment"] == ["CIDAG_READY_MILESTONE=login"]
     exe, *args = s["ExecStart"]
     assert exe.startswith("/") and exe.endswith("/cidag") and args[0] in COMMANDS
     assert unit["Install"]["WantedBy"] == ["cidag.target"]
+    assert "cidag-done.service" in u["Wants"]
 
 
-def test_target_comes_after_the_service():
+def test_shipped_manifests_declare_the_ready_milestone():
+    from cidag.engine import load_and_compile
+
+    cg = load_and_compile()
+    login = cg.manifests.milestones["login"]
+    for needed in ("create-user", "ssh-keys", "ssh-host-keys", "set-password", "set-hostname"):
+        assert needed in login
+    for late in ("runcmd", "packages", "phone-home", "power-state", "scripts-user"):
+        assert late not in login
+
+
+def test_target_comes_after_the_whole_run():
     unit = parse(unit_text("cidag.target"))
-    assert unit["Unit"]["Wants"] == ["cidag.service"] and unit["Unit"]["After"] == ["cidag.service"]
+    assert unit["Unit"]["Wants"] == ["cidag.service", "cidag-done.service"]
+    assert "cidag-done.service" in unit["Unit"]["After"]
     assert unit["Install"]["WantedBy"] == ["multi-user.target"]
+    done = parse(unit_text("cidag-done.service"))
+    assert "cidag.service" in done["Unit"]["After"] and "cidag.target" in done["Unit"]["Before"]
+    exe, *args = done["Service"]["ExecStart"]
+    assert exe.endswith("/cidag") and args == ["wait", "done"] and "wait" in COMMANDS
+    assert done["Unit"]["ConditionPathExists"] == ["!/" + DISABLE_FILE]
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")

@@ -27,7 +27,7 @@ def graph(sources_path, modules_path, config_dir, dot, json_, mermaid, verbose) 
     if fmt == "json":
         from ..graph_render import to_json
 
-        click.echo(to_json(cg.graph), nl=False)
+        click.echo(to_json(cg.graph, cg.manifests.milestones), nl=False)
     elif fmt == "mermaid":
         from ..mermaid import to_mermaid
 
@@ -35,5 +35,5 @@ def graph(sources_path, modules_path, config_dir, dot, json_, mermaid, verbose) 
     else:
         from ..graph_render import to_dot
 
-        click.echo(to_dot(cg.graph), nl=False)
+        click.echo(to_dot(cg.graph, cg.manifests.milestones), nl=False)
     return 0

@@ -34,8 +34,10 @@ class NotResolved(CidagError):
 def read_instance_data(state_dir: str | Path, secrets: bool = False) -> dict:
     """The instance data file as a dict; raise UsageError with one line if it cannot be read."""
     path = Path(state_dir) / (SENSITIVE if secrets else PUBLIC)
+    from ..state import MAX_STATE_FILE, read_bytes
+
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_bytes(path, MAX_STATE_FILE * 16).decode("utf-8")
     except FileNotFoundError:
         raise UsageError(f"{path}: no resolved metadata (has cidag run? use --root or --state-dir)") from None
     except PermissionError:
@@ -47,6 +49,8 @@ def read_instance_data(state_dir: str | Path, secrets: bool = False) -> dict:
         data = json.loads(text)
     except ValueError as exc:
         raise UsageError(f"{path}: invalid JSON ({exc})") from None
+    except RecursionError:
+        raise UsageError(f"{path}: invalid JSON (nested too deep)") from None
     if not isinstance(data, dict) or not isinstance(data.get("capabilities", {}), dict):
         raise UsageError(f"{path}: not instance data (expected {{\"instance_id\", \"capabilities\"}})")
     data.setdefault("capabilities", {})

@@ -105,6 +105,10 @@ def summary(record: dict, record_path) -> str:
     iid = record.get("instance_id")
     lines.append(f"result: {record['result']}   makespan {ms:.2f}s   critical path {cp:.2f}s{ratio}"
                  f"   {'instance ' + iid if iid else 'no instance-id'}")
+    if record.get("milestones"):
+        lines.append("milestones: " + ", ".join(
+            f"{name} {m['reached_s']:.2f}s" if m.get("reached_s") is not None else f"{name} not reached"
+            for name, m in record["milestones"].items()))
     if record_path:
         lines.append(f"record: {record_path}")
     return "\n".join(lines)

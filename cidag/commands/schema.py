@@ -158,6 +158,11 @@ def modules_manifest(names: list[str]) -> dict:
         "properties": {
             "version": {"const": 1},
             "modules": {"type": "array", "items": {"$ref": "#/$defs/module"}},
+            "milestones": {
+                "type": "object", "description": "points of the run units wait for: name -> modules "
+                                                 "(reached once each has ended or will not run; `done` is built in)",
+                "propertyNames": {"pattern": NAME_PATTERN, "not": {"const": "done"}},
+                "additionalProperties": _names("modules of this milestone")},
         },
         "required": ["version", "modules"],
         "additionalProperties": False,

@@ -18,91 +18,18 @@ import click
 from .common import state_options, state_path
 
 from ..errors import UsageError
+from ..state import PROC, pid_alive, read_json  # noqa: F401 - PROC, pid_alive: re-exported (tests)
 
 EXIT_NOT_RUN = 3  # as LSB `status` does for "not running"
 EXIT_TIMEOUT = 124  # as timeout(1)
 EXIT_KILLED = 130  # a run that died without its record counts as interrupted
 RESULT_EXIT = {"ok": 0, "degraded": 0, "failed": 1, "interrupted": 130}
 POLL_S = 0.1
-PROC = Path("/proc")
 CMDLINE = "/proc/cmdline"  # tests point this elsewhere
 
 
-def pid_alive(pid: object, started_at: str | None = None, start_ticks: object = None,
-              boot_id: object = None) -> bool:
-    """True if `pid` is a live process that could be the run begun at `started_at` (UTC ISO).
-
-    A run records its start in clock ticks since boot and the boot id (running.json):
-    when they are there, the pid is the run exactly when they match, whatever the wall
-    clock did since (NTP stepping it at boot is common). Only older files fall back to
-    comparing wall-clock times."""
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-        return False  # kill(0) or kill(-1) would signal a whole group
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # alive, owned by someone else
-    except (OverflowError, OSError):
-        return False
-    try:
-        stat = (PROC / str(pid) / "stat").read_text()
-    except OSError:
-        return True  # no /proc: kill(0) is all we know
-    fields = stat.rpartition(")")[2].split()
-    if not fields or fields[0] in ("Z", "X"):
-        return False  # a zombie has ended; its parent has not reaped it yet
-    if isinstance(start_ticks, int) and not isinstance(start_ticks, bool):
-        if isinstance(boot_id, str) and boot_id != _boot_id():
-            return False  # written before a reboot: whatever has this pid now is not the run
-        try:
-            return int(fields[19]) == start_ticks
-        except (ValueError, IndexError):
-            return True
-    began = _process_start(fields)
-    when = _parse_utc(started_at)
-    # A pid reused by a process younger than the run (after a reboot, say) is not the run.
-    return not (began is not None and when is not None and began > when + 5.0)
-
-
-def _boot_id() -> str | None:
-    try:
-        return (PROC / "sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return None
-
-
-def _process_start(fields: list[str]) -> float | None:
-    try:
-        ticks = int(fields[19])  # field 22 of /proc/PID/stat: start time in clock ticks after boot
-        for line in (PROC / "stat").read_text().splitlines():
-            if line.startswith("btime "):
-                return int(line.split()[1]) + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def _parse_utc(text: str | None) -> float | None:
-    if not isinstance(text, str):
-        return None
-    from datetime import datetime, timezone
-
-    try:
-        return datetime.strptime(text.rstrip("Z"), "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=timezone.utc).timestamp()
-    except ValueError:
-        try:
-            return datetime.strptime(text.rstrip("Z"), "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
-        except ValueError:
-            return None
-
-
 def _read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None
+    data = read_json(path)  # non-blocking, bounded, never raises
     return data if isinstance(data, dict) else None
 
 
@@ -120,11 +47,11 @@ def current_status(state_dir: str | Path, root: str | Path = "/", cmdline: str |
         out.update(status="disabled", reason=reason, exit_code=0)
         return out
     running_path = state_dir / "running.json"
-    running = _read_json(running_path) if running_path.exists() else None
+    running = _read_json(running_path) if running_path.exists() or running_path.is_symlink() else None
     if running is not None and pid_alive(running.get("pid"), running.get("started_at"),
                                          running.get("start_ticks"), running.get("boot_id")):
         out.update(status="running", pid=running.get("pid"), started_at=running.get("started_at"),
-                   exit_code=None)
+                   exit_code=None, milestones=running.get("milestones") or {})
         return out
     record_path = state_dir / "last-run.json"
     if running is not None and isinstance(running.get("record"), str) and Path(running["record"]).exists():
@@ -173,6 +100,8 @@ def _summary(record: dict, path: Path) -> dict:
         "critical_path_s": record.get("critical_path_s"),
         "instance_id": record.get("instance_id"),
         "counts": count_statuses(nodes),
+        "milestones": {name: m.get("reached_s") for name, m in (record.get("milestones") or {}).items()
+                       if isinstance(m, dict)},
     }
 
 
@@ -252,6 +181,8 @@ def _print_text(st: dict, long_: bool) -> None:
         if st.get("timed_out"):
             line += "; --timeout reached, still running"
         click.echo(line)
+        if st.get("milestones"):
+            click.echo("milestones: " + ", ".join(f"{n} reached at {t:.2f}s" for n, t in st["milestones"].items()))
         return
     if status_ in ("disabled", "not-run", "killed"):
         click.echo(f"status: {status_.replace('-', ' ')} ({st['reason']})")
@@ -266,6 +197,9 @@ def _print_text(st: dict, long_: bool) -> None:
     iid = st.get("instance_id")
     click.echo(f"started: {st.get('started_at')}{extra}, {'instance ' + iid if iid else 'no instance-id'}")
     click.echo("nodes: " + ", ".join(f"{n} {s}" for s, n in st["counts"].items()))
+    if st.get("milestones"):
+        click.echo("milestones: " + ", ".join(f"{n} {t:.2f}s" if isinstance(t, (int, float)) else f"{n} not reached"
+                                            for n, t in st["milestones"].items()))
     rows = st.get("nodes", [])
     if rows:
         width = max(len(r["id"]) for r in rows)

@@ -105,10 +105,12 @@ def run(ctx: Context) -> dict | None:
         posted_password = _crypto.random_password()
     if posted_password is not None:
         hashes[admin] = (_crypto.hash_password(posted_password), bool(s.get("expire")))
+    bad: list[str] = []  # entries refused: each that user's failure
     for name, kind, value in entries:
         if kind == "hash":
             if not HASH_RE.fullmatch(value):
-                raise ValueError(f"password hash for {name} is not SHA-512 ($6$) or yescrypt ($y$)")
+                bad.append(f"password hash for {name} is not SHA-512 ($6$) or yescrypt ($y$): not set")
+                continue
             hashes[name] = (value, expire_cc)
         elif kind == "RANDOM":
             # Nobody learns it (cloud-init prints it on the console; cidag does not): the account is usable
@@ -119,6 +121,10 @@ def run(ctx: Context) -> dict | None:
             hashes[name] = (_crypto.hash_password(pw), expire_cc)
         else:
             hashes[name] = (_crypto.hash_password(value), expire_cc)
+    if bad and not hashes:
+        raise ValueError("; ".join(bad))  # nothing asked for can be set: the module fails
+    for message in bad:
+        ctx.fault(message)
     _pwauth(ctx, cc.get("ssh_pwauth"))
     if not hashes:
         ctx.log.info("no password to set")
@@ -126,8 +132,11 @@ def run(ctx: Context) -> dict | None:
     with acc.locked(ctx.root):
         db = acc.Database(ctx.root)
         missing = [n for n in hashes if db.find("shadow", n) is None or db.find("passwd", n) is None]
-        if missing:
+        if missing and len(missing) == len(hashes):
             raise RuntimeError(f"user(s) not in the target root: {', '.join(sorted(missing))}")
+        for name in sorted(missing):  # that user's password; the others are set
+            ctx.fault(f"user {name} not in the target root: password not set")
+            del hashes[name]
         for name, (hashed, expire) in hashes.items():
             sh = db.find("shadow", name)
             sh[1] = hashed
@@ -137,7 +146,7 @@ def run(ctx: Context) -> dict | None:
     for name, (hashed, expire) in hashes.items():
         ctx.log.info("password set for %s (%s hash%s)", name, "yescrypt" if hashed.startswith("$y$") else "sha512",
                      ", expired" if expire else "")
-    if posted_password is not None and s.get("post", True):
+    if posted_password is not None and admin in hashes and s.get("post", True):
         _post(ctx, admin, posted_password)
     return None
 

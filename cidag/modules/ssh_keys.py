@@ -108,8 +108,10 @@ def run(ctx: Context) -> dict | None:
         ssh_host_keys.generate(ctx, list(types), delete=False)
     if not done and not types:
         ctx.log.info("no keys to install")
-    if problems:
-        raise RuntimeError("; ".join(problems))
+    if problems and not done and not types:
+        raise RuntimeError("; ".join(problems))  # nothing could be done at all
+    for problem in problems:
+        ctx.fault(problem)  # that user's keys; the others are in place
     return None
 
 

@@ -112,7 +112,12 @@ def plan(ctx: Context) -> tuple[list[dict], dict[str, list[str]], str | None]:
     from ..settings_schema import validate
     from ..errors import SettingsError
 
-    cc = userdata.cloud_config_sections(ctx, CLOUD_CONFIG)
+    # `users` is checked entry by entry below (a bad entry fails that user alone); its
+    # settings cidag does not apply are still reported, one line each.
+    cc = userdata.cloud_config_sections(ctx, {k: v for k, v in CLOUD_CONFIG.items() if k != "users"})
+    if "users" in cc:
+        for path, note in userdata.unsupported_paths(CLOUD_CONFIG["users"], cc["users"], ("users",)):
+            ctx.log.warning("%s", userdata.unsupported_message(path, note))
     default = dict(ctx.settings.get("default_user") or {})
     try:
         if "user" in cc:
@@ -126,6 +131,7 @@ def plan(ctx: Context) -> tuple[list[dict], dict[str, list[str]], str | None]:
         if not isinstance(raw_users, list):
             raise ValueError("cloud-config 'users' must be a list")
         users: list[dict] = []
+        bad: list[str] = []  # entries refused: each that user's failure
         for i, item in enumerate(raw_users):
             if item == "default":
                 if default.get("name"):
@@ -133,15 +139,30 @@ def plan(ctx: Context) -> tuple[list[dict], dict[str, list[str]], str | None]:
                 continue
             if isinstance(item, str):
                 item = {"name": item}
-            if not isinstance(item, dict):
-                raise ValueError(f"cloud-config users[{i}] must be a name or a mapping")
-            users.append(_applied(validate(CLOUD_CONFIG["users"]["items"], dict(item), ("users", i))))
+            # One bad entry is that user's failure, not everyone's (cloud-init warns per user).
+            label = f"users[{i}]" + (f" ({item['name']})" if isinstance(item, dict) and isinstance(item.get("name"), str) else "")
+            try:
+                if not isinstance(item, dict):
+                    raise ValueError("must be a name or a mapping")
+                user = _applied(validate(CLOUD_CONFIG["users"]["items"], dict(item), ("users", i)))
+                _check_user(user)
+            except SettingsError as exc:
+                bad.append(f"cloud-config {userdata.format_path(exc.path)}: {exc.message}")
+                continue
+            except ValueError as exc:
+                bad.append(f"cloud-config {label}: {exc}")
+                continue
+            users.append(user)
         groups = _groups(cc.get("groups"))
     except SettingsError as exc:
         where = userdata.format_path(exc.path)
         raise ValueError(f"cloud-config {where}: {exc.message}") from None
-    for u in users:
-        _check_user(u)
+    if users and users[0].get("_default"):
+        _check_user(users[0])  # the image's own default user: a mistake there is the module's
+    if bad and not users and not groups:
+        raise ValueError("; ".join(bad))  # nothing asked for can be made: the module fails
+    for message in bad:
+        ctx.fault(f"{message}; user not created")
     default_name = users[0]["name"] if users and users[0].get("_default") else None
     return users, groups, default_name
 
@@ -174,6 +195,9 @@ def _check_user(u: dict) -> None:
         raise ValueError(f"user {name}: gecos must not contain ':' or a newline")
     if u.get("uid") is not None and not str(u["uid"]).isdigit():
         raise ValueError(f"user {name}: uid {u['uid']!r} is not a number")
+    value = u.get("hashed_passwd") or u.get("passwd")
+    if value and not HASH_RE.fullmatch(value):
+        raise ValueError(f"user {name}: passwd must be a SHA-512 ($6$) or yescrypt ($y$) hash (not shown)")
 
 
 def _groups(value) -> dict[str, list[str]]:
