@@ -9,7 +9,8 @@ The host reaches the guest's sshd through a forwarded loopback port.
 
 `net` emulates a network without a default route (slirp's DHCP always offers a
 router): `onlink` or `hostroute` on the kernel command line makes the image's
-generator (units/vm-net-env) tell networkd to ignore it; see docs/vm-tests.md.
+generator (units/vm-net-env) tell networkd to ignore it; `static` only turns
+slirp's IPv6 (its router advertisements) off; see docs/vm-tests.md.
 """
 from __future__ import annotations
 
@@ -75,7 +76,9 @@ class Guest:
     memory: str = "1024"
     cpus: int = 2
     append: str = ""
-    net: str = "dhcp"  # dhcp: slirp's DHCP as is; onlink / hostroute: no default route (see above)
+    # dhcp: slirp's DHCP as is; onlink / hostroute: no default route (see above); static: no IPv6
+    # router either, and nothing changed in the guest (the network-config gives no gateway)
+    net: str = "dhcp"
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -116,7 +119,7 @@ class Guest:
         return argv
 
     def _vmnet(self) -> str:
-        if self.net == "dhcp":
+        if self.net in ("dhcp", "static"):
             return ""
         if self.net not in ("onlink", "hostroute"):
             raise ValueError(f"unknown net {self.net!r}")

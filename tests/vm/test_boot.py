@@ -247,7 +247,7 @@ def test_config_drive_without_default_route(cidag_image, workdir, keys, guests):
     fixture = write_fixture(workdir / "f.yaml", inst,
                             openstack={"enabled": True, "network_data": NO_GATEWAY_NETWORK_DATA})
     drive = seed_iso(workdir, fixture, "configdrive")
-    g = guests(cidag_image, workdir / "g", disks=[drive], dmi="openstack").start()
+    g = guests(cidag_image, workdir / "g", disks=[drive], dmi="openstack", net="static").start()
     report = g.wait_report(1)
     assert_first_login(g, keys["user"][0], "alice")
     st = assert_run_ok(report)
