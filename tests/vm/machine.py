@@ -239,10 +239,13 @@ class Guest:
 class LoginProbe:
     """From QEMU's start, independently of the report unit: when sshd first answers, when a login first works.
 
-    Two threads, each with at most one connection in flight (a flood of connections
-    would itself slow a guest under emulation: sshd forks for each). One connects to
-    the forwarded ssh port, waits up to 2 s for the `SSH-` banner, and tries again
-    `interval` seconds after a failure; the other, once a banner was seen, runs
+    Two threads, each with at most one connection in flight. One connects to the
+    forwarded ssh port and waits for the `SSH-` banner on that connection until the
+    guest answers or refuses it (refused: again `interval` seconds later). It never
+    gives up on a pending connection: slirp keeps sending the SYN of an abandoned
+    one to the guest, and once sshd listens they all arrive together, trip sshd's
+    MaxStartups and cost a fork each (a probe that gave up after 2 s saw sshd 12 s
+    late; one that opened four a second never saw it). The other, once a banner was seen, runs
     `ssh -o BatchMode=yes USER@guest true` with the key, again `interval` seconds
     after each failure, until one exits 0. Times are seconds since `guest.started` on
     the host's monotonic clock, taken when the banner arrived / the command returned.
@@ -279,8 +282,8 @@ class LoginProbe:
     def _banners(self) -> None:
         while not self._stop.is_set():
             try:
-                with socket.create_connection(("127.0.0.1", self.guest.ssh_port), timeout=2) as s:
-                    s.settimeout(2)
+                with socket.create_connection(("127.0.0.1", self.guest.ssh_port), timeout=5) as s:
+                    s.settimeout(120)  # see the class docstring: pending connections are not abandoned
                     if s.recv(64).startswith(b"SSH-"):
                         self.sshd_s = time.monotonic() - self.guest.started
                         self._banner.set()
