@@ -189,8 +189,9 @@ def run_boot(g: machine.Guest, tool: str, key: Path, check_route: bool, watch: b
     return out
 
 
-def boot(variant: str, scenario: Scenario, work: Path, key: tuple[Path, str]) -> dict:
-    """The figures of `variant` (a guest_image variant) in `scenario`."""
+def boot(variant: str, scenario: Scenario, work: Path, key: tuple[Path, str], then_reboot: bool = False) -> list[dict]:
+    """The figures of `variant` (a guest_image variant) in `scenario`: one row, or with
+    `then_reboot` two (the scenario, then its instance's second boot as the `reboot` row)."""
     tool = guest_image.tool_of(variant)
     img = guest_image.image(variant)
     work.mkdir(parents=True)
@@ -205,24 +206,26 @@ def boot(variant: str, scenario: Scenario, work: Path, key: tuple[Path, str]) ->
     if scenario.http:
         sim = _simulator(str(fixture), "--port", "0", "-q")
         port = int(sim.stdout.readline().strip().rsplit(":", 1)[1])
+    rows = []
     # An OpenStack guest throughout; with a config drive, its metadata service does not answer.
-    row: dict = {"variant": variant, "tool": tool, "scenario": scenario.name}
     try:
         g = machine.Guest(img, work / "g", disks=disks, metadata_port=port, dmi="openstack", mac=MAC,
                           net="static" if scenario.static_net else scenario.net)
         try:
             check_route = scenario.net != "dhcp" or scenario.static_net
             first = run_boot(g, tool, key[0], check_route, watch=scenario.runcmd_sleep > 0)
-            if scenario.reboot:
-                # Same instance, second boot: a clean poweroff, then QEMU again on the same disk.
+            if not scenario.reboot:
+                rows.append({"variant": variant, "tool": tool, "scenario": scenario.name, **vars(first)})
+            if scenario.reboot or then_reboot:
+                row = {"variant": variant, "tool": tool, "scenario": "reboot"}
                 if first.login_s is None:
-                    row["notes"] = ["first boot: no login, no reboot"] + first.notes
-                    return row
+                    rows.append({**row, "notes": ["first boot: no login, no reboot"] + first.notes})
+                    return rows
+                # Same instance, second boot: a clean poweroff, then QEMU again on the same disk.
                 g.ssh(key[0], "alice", "sudo -n systemctl poweroff", timeout=30)
                 g.wait_exit(300)
-                first = run_boot(g, tool, key[0], False)
-            row.update({k: v for k, v in vars(first).items()})
-            return row
+                rows.append({**row, **vars(run_boot(g, tool, key[0], False))})
+            return rows
         finally:
             g.kill()
     finally:
@@ -240,9 +243,9 @@ def _cell(row: dict | None) -> str:
     if row is None:
         return ""
     if row["tool"] == "bare":
-        return f"{_fmt(row['sshd_s'])} / {_fmt(row['login_s'])} / ({_fmt(row['provisioned_s'])})"
+        return f"{_fmt(row.get('sshd_s'))} / {_fmt(row.get('login_s'))} / ({_fmt(row.get('provisioned_s'))})"
     ok = {True: "ok", False: "NOT ok", None: "?"}[row.get("ok")]
-    cell = f"{_fmt(row['sshd_s'])} / {_fmt(row['login_s'])} / {_fmt(row['provisioned_s'])} {ok}"
+    cell = f"{_fmt(row.get('sshd_s'))} / {_fmt(row.get('login_s'))} / {_fmt(row.get('provisioned_s'))} {ok}"
     if row.get("default_route"):
         cell += ", HAD a default route"
     return cell
@@ -324,20 +327,24 @@ def main() -> int:
     try:
         key = guest_image.login_key()
         for name in scenarios:
+            if name == "reboot" and "configdrive" in scenarios:
+                continue  # done with configdrive: the same instance booted again
             sc = SCENARIOS[name]
             for variant in tools:
                 if guest_image.tool_of(variant) == "bare" and not sc.bare:
                     continue  # the bare guest ignores seeds and metadata: one boot is its floor
                 b = time.monotonic()
                 try:
-                    row = boot(variant, sc, tmp / f"{variant}-{name}", key)
+                    got = boot(variant, sc, tmp / f"{variant}-{name}", key,
+                               then_reboot=name == "configdrive" and "reboot" in scenarios)
                 except Exception as exc:  # one broken boot does not lose the rest of the run
-                    row = {"variant": variant, "tool": guest_image.tool_of(variant), "scenario": name,
-                           "sshd_s": None, "login_s": None, "provisioned_s": None, "ok": None,
-                           "notes": [f"harness error: {type(exc).__name__}: {exc}"[:400]]}
-                row["wall_s"] = round(time.monotonic() - b, 1)
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+                    got = [{"variant": variant, "tool": guest_image.tool_of(variant), "scenario": name,
+                            "sshd_s": None, "login_s": None, "provisioned_s": None, "ok": None,
+                            "notes": [f"harness error: {type(exc).__name__}: {exc}"[:400]]}]
+                for row in got:
+                    row["wall_s"] = round(time.monotonic() - b, 1)
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
                 args.json.write_text(json.dumps(rows, indent=1))
     finally:
         if not args.keep:
