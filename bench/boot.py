@@ -55,7 +55,7 @@ STATIC_NETWORK_DATA = {
 }
 RUNCMD_SLEEP = 40
 REPORT_TIMEOUT = 600.0  # per boot; a tool that never reports shows as `never`
-LOGIN_GRACE = 45.0  # after the report, how long a login may still take to work
+LOGIN_GRACE = 120.0  # after the report, how long a login may still take to work
 
 
 @dataclass(frozen=True)
@@ -182,6 +182,8 @@ def run_boot(g: machine.Guest, tool: str, key: Path, check_route: bool, watch: b
         if watch:
             watcher.join(35)
     out.sshd_s, out.login_s = probe.sshd_s, probe.login_s
+    if out.login_s is None:
+        out.notes.append(f"no login after {probe.attempts} tries; last: {probe.last_error}")
     if out.login_s is not None and check_route:
         res = g.ssh(key, "alice", "ip -4 route; ip -4 route get 169.254.169.254", timeout=30)
         out.default_route = any(line.startswith("default") for line in res.stdout.splitlines())

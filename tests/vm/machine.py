@@ -256,6 +256,7 @@ class LoginProbe:
         self.sshd_s: float | None = None
         self.login_s: float | None = None
         self.attempts = 0
+        self.last_error = ""  # of the last failed login try
         self._stop = threading.Event()
         self._banner = threading.Event()
         self._threads = [threading.Thread(target=self._banners, daemon=True),
@@ -295,17 +296,19 @@ class LoginProbe:
     def _logins(self) -> None:
         self._banner.wait()
         # ssh takes the first value given for an option: this ConnectTimeout before SSH_OPTS' own.
-        argv = ["ssh", "-o", "ConnectTimeout=5", *SSH_OPTS, "-i", str(self.key), "-p", str(self.guest.ssh_port),
+        # Generous: on a loaded host an emulated sshd takes seconds to fork, exchange keys and open a session.
+        argv = ["ssh", "-o", "ConnectTimeout=30", *SSH_OPTS, "-i", str(self.key), "-p", str(self.guest.ssh_port),
                 f"{self.user}@127.0.0.1", "true"]
         while not self._stop.is_set():
             self.attempts += 1
             try:
-                res = subprocess.run(argv, capture_output=True, timeout=20, stdin=subprocess.DEVNULL)
+                res = subprocess.run(argv, capture_output=True, text=True, timeout=90, stdin=subprocess.DEVNULL)
                 if res.returncode == 0:
                     self.login_s = time.monotonic() - self.guest.started
                     return
+                self.last_error = f"exit {res.returncode}: {res.stderr.strip()[-200:]}"
             except subprocess.TimeoutExpired:
-                pass
+                self.last_error = "ssh did not return in 90 s"
             self._stop.wait(self.interval)
 
 
