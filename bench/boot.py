@@ -1,34 +1,41 @@
-"""`make bench-boot`: cidag against Debian's cloud-init on real boots of one guest image.
+"""`make bench-boot`: cidag against cloud-init and the bare guest on real boots of one guest image.
 
-    python bench/boot.py                  # every scenario, both tools, and the bare guest
-    python bench/boot.py --only openstack # one scenario
-    python bench/boot.py --json out.json
+    python bench/boot.py                                # every scenario, every tool (~40 min on 2 cores)
+    python bench/boot.py --scenarios configdrive,reboot --tools cidag,bare
+    python bench/boot.py --update-readme                # also write the table into bench/README.md and README.md
 
-The same bookworm image, the same seed disk or metadata service and the same
-QEMU machine (TCG, 2 vCPUs) for each tool; only the provisioning tool differs
-(`tests/vm/guest_image.py` builds the variants). Per boot, from the host:
+The same QEMU machine (TCG, 2 vCPUs, 1 GiB), the same seed disk or metadata
+service and the same cloud-config (a user `alice` with a key, a file, a command)
+for each tool; only the image differs (`tests/vm/guest_image.py` builds the
+variants): cidag from this checkout and Debian 12's cloud-init 22.4.2 on
+bookworm, cloud-init 25.x on Debian 13 (trixie), cidag on trixie, and the bare
+guests (no tool; host keys, a DHCP .network file and the user baked in) as the
+floor. Per boot, on the host's monotonic clock, in seconds from QEMU's start:
 
-- provisioned: seconds from QEMU's start until the tool's report unit wrote
-  `cidag status --wait` / `cloud-init status --wait` on ttyS1;
-- first login: seconds from QEMU's start until ssh with the key the
-  cloud-config gave succeeds (tried every 0.5 s);
-- the tool's own run: its systemd units from start to exit, and their CPU time
-  (CPUUsageNSec, children included), read in the guest by the report unit;
-- uptime: the guest's uptime when the report was written.
+- sshd answers: the first SSH banner on the forwarded port (probed every 0.25 s);
+- login works: the first `ssh -o BatchMode=yes alice@guest true` with the
+  cloud-config's key that exits 0 (tried every 0.25 s from QEMU's start, in its
+  own thread, independently of the report);
+- provisioning done: the report unit (after cidag.target / cloud-final.service)
+  wrote `cidag status --wait` / `cloud-init status --wait` on ttyS1;
+- ok: the tool's own verdict (cidag: result ok; cloud-init: status exit 0);
+- tool's run / CPU: its systemd units from first start to last exit, and their
+  CPUUsageNSec, read in the guest by the report unit.
 
-The bare guest (no provisioning tool; host keys baked in) gives the boot's
-floor. cidag's cost per boot is measured on a reboot of a provisioned instance
-(its per-instance work done), against the bare guest. Nothing is asserted;
-the figures go to bench/README.md by hand.
+Nothing is asserted: a scenario a tool cannot do shows as `never` / `no`.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,82 +45,189 @@ import guest_image  # noqa: E402
 import machine  # noqa: E402
 from conftest import _simulator, seed_iso, write_fixture  # noqa: E402
 
-SCENARIOS = ("openstack", "configdrive-unreachable-http", "nocloud-none")
+MAC = "52:54:00:12:34:56"
+# The address slirp's DHCP gives the first guest (its ssh forward points there), set statically.
+STATIC_NETWORK_DATA = {
+    "links": [{"id": "nic0", "type": "phy", "ethernet_mac_address": MAC, "mtu": 1500}],
+    "networks": [{"id": "net0", "type": "ipv4", "link": "nic0", "ip_address": "169.254.2.15",
+                  "netmask": "255.255.0.0", "routes": [], "network_id": "bench-net"}],
+    "services": [],
+}
+RUNCMD_SLEEP = 40
+REPORT_TIMEOUT = 600.0  # per boot; a tool that never reports shows as `never`
+LOGIN_GRACE = 120.0  # after the report, how long a login may still take to work
 
 
-def _user_data(key: str) -> str:
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    title: str
+    seed: str | None = None  # "configdrive": a config drive with the instance
+    http: bool = False  # the OpenStack metadata service at 169.254.169.254
+    net: str = "dhcp"  # machine.Guest.net: dhcp, onlink, hostroute
+    static_net: bool = False  # the config drive's network_data: static address, no gateway
+    runcmd_sleep: int = 0
+    reboot: bool = False  # the second boot of the configdrive instance
+    bare: bool = False  # also boot the bare guests (no tool) here
+
+
+# In the order a run does them, the comparisons that matter most first (rows are saved after each boot).
+SCENARIOS = {s.name: s for s in (
+    Scenario("configdrive", "config drive (metadata service unreachable)", seed="configdrive", bare=True),
+    Scenario("openstack", "OpenStack HTTP at 169.254.169.254, no config drive", http=True),
+    Scenario("runcmd-40s", f"config drive, `runcmd: [sleep {RUNCMD_SLEEP}]`", seed="configdrive",
+             runcmd_sleep=RUNCMD_SLEEP),
+    Scenario("reboot", "reboot of the config drive instance (poweroff, boot again)", seed="configdrive",
+             reboot=True, bare=True),
+    Scenario("configdrive-nogw", "no default route, config drive (static address, no gateway)",
+             seed="configdrive", static_net=True),
+    Scenario("onlink-nogw", "no default route, metadata on-link (OpenStack HTTP)", http=True, net="onlink"),
+    Scenario("hostroute-nogw", "no default route, host route to 169.254.169.254 (OpenStack HTTP)", http=True,
+             net="hostroute"),
+)}
+TOOLS = ("cidag", "cloud-init", "cloud-init-trixie", "cidag-trixie", "bare", "bare-trixie")
+
+
+def user_data(key: str, sleep: int) -> str:
+    runcmd: list = [["touch", "/var/tmp/bench-runcmd"]]
+    if sleep:
+        runcmd.append(["sleep", str(sleep)])
     doc = {"users": ["default", {"name": "alice", "shell": "/bin/bash", "sudo": "ALL=(ALL) NOPASSWD:ALL",
                                  "ssh_authorized_keys": [key]}],
            "write_files": [{"path": "/etc/bench-hello", "content": "hi\n"}],
-           "runcmd": [["touch", "/var/tmp/bench-runcmd"]]}
+           "runcmd": runcmd}
     return "#cloud-config\n" + json.dumps(doc)
 
 
-def _first_login(g: machine.Guest, key: Path, timeout: float = 600) -> float:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        g._alive()
-        if g.sshd_banner(1.0) and g.ssh(key, "alice", "true", timeout=30).returncode == 0:
-            return time.monotonic() - g.started
-        time.sleep(0.5)
-    raise TimeoutError("no login")
+@dataclass
+class Boot:
+    """One QEMU process from start to report (or to giving up)."""
+
+    sshd_s: float | None = None
+    login_s: float | None = None
+    provisioned_s: float | None = None
+    uptime_s: float | None = None
+    ok: bool | None = None
+    tool_run_s: float | None = None
+    tool_cpu_s: float | None = None
+    default_route: bool | None = None
+    status_at_login: str | None = None
+    notes: list[str] = field(default_factory=list)
 
 
-def _unit_seconds(report: machine.Report) -> tuple[float, float]:
+def _unit_seconds(report: machine.Report) -> tuple[float | None, float | None]:
     """(the tool's units from first start to last exit, their CPU seconds)."""
     starts = [u["start_us"] for u in report.units.values() if u["start_us"]]
     exits = [u["exit_us"] for u in report.units.values() if u["exit_us"]]
     cpu = sum(u["cpu_ns"] for u in report.units.values()) / 1e9
-    span = (max(exits) - min(starts)) / 1e6 if starts and exits else 0.0
-    return span, cpu
+    span = (max(exits) - min(starts)) / 1e6 if starts and exits else None
+    return span, (cpu if report.units else None)
 
 
-def boot(variant: str, scenario: str, work: Path, key: tuple[Path, str], reboot: bool = False) -> dict:
-    """One boot of `variant` in `scenario`; with `reboot`, also the second boot of the instance."""
+def _verdict(tool: str, report: machine.Report) -> bool:
+    if tool == "bare":
+        return True
+    if tool == "cloud-init":
+        return report.rc == 0
+    try:
+        st = json.loads(report.status)
+    except ValueError:
+        return False
+    return st.get("status") == "done" and st.get("result") == "ok"
+
+
+def _status_now(g: machine.Guest, key: Path, tool: str) -> str | None:
+    """The tool's status right after the first login (is provisioning still running?)."""
+    if tool == "cidag":
+        res = g.ssh(key, "alice", "sudo -n cidag status --format json", timeout=30)
+        try:
+            return json.loads(res.stdout).get("status")
+        except ValueError:
+            return None
+    if tool == "cloud-init":
+        res = g.ssh(key, "alice", "cloud-init status", timeout=30)
+        m = re.search(r"status: (\S+)", res.stdout)
+        return m.group(1) if m else None
+    return None
+
+
+def _login_watch(g: machine.Guest, key: Path, tool: str, probe: machine.LoginProbe, out: Boot) -> None:
+    """Ask the tool's status the moment the first login works (is provisioning still running?)."""
+    if probe.wait_login(REPORT_TIMEOUT) is not None:
+        out.status_at_login = _status_now(g, key, tool)
+
+
+def run_boot(g: machine.Guest, tool: str, key: Path, check_route: bool, watch: bool = False) -> Boot:
+    """Start `g` and measure it until its report and first login (or until giving up); leave it running.
+
+    `watch`: ask the tool's status as soon as the first login works."""
+    out = Boot()
+    g.start()
+    probe = machine.LoginProbe(g, key, "alice").start()
+    watcher = threading.Thread(target=_login_watch, args=(g, key, tool, probe, out), daemon=True)
+    if watch:
+        watcher.start()
+    try:
+        try:
+            rep = g.wait_report(1, REPORT_TIMEOUT)
+            out.provisioned_s, out.uptime_s, out.ok = rep.host_seconds, rep.uptime, _verdict(tool, rep)
+            out.tool_run_s, out.tool_cpu_s = _unit_seconds(rep)
+            if not out.ok:
+                out.notes.append("status: " + " ".join(rep.status.split())[:300])
+        except (TimeoutError, RuntimeError) as exc:
+            out.notes.append(f"no report: {str(exc).splitlines()[0]}")
+        probe.wait_login(LOGIN_GRACE)
+    finally:
+        probe.stop()
+        if watch:
+            watcher.join(35)
+    out.sshd_s, out.login_s = probe.sshd_s, probe.login_s
+    if out.login_s is None:
+        out.notes.append(f"no login after {probe.attempts} tries; last: {probe.last_error}")
+    if out.login_s is not None and check_route:
+        res = g.ssh(key, "alice", "ip -4 route; ip -4 route get 169.254.169.254", timeout=30)
+        out.default_route = any(line.startswith("default") for line in res.stdout.splitlines())
+        out.notes.append("routes: " + "; ".join(line.strip() for line in res.stdout.strip().splitlines()))
+    return out
+
+
+def boot(variant: str, scenario: Scenario, work: Path, key: tuple[Path, str], then_reboot: bool = False) -> list[dict]:
+    """The figures of `variant` (a guest_image variant) in `scenario`: one row, or with
+    `then_reboot` two (the scenario, then its instance's second boot as the `reboot` row)."""
+    tool = guest_image.tool_of(variant)
     img = guest_image.image(variant)
     work.mkdir(parents=True)
-    inst = {"instance-id": f"iid-bench-{scenario}", "hostname": "bench", "public-keys": [key[1]],
-            "user-data": _user_data(key[1]), "vendor-data": ""}
-    fixture = write_fixture(work / "fixture.yaml", inst, openstack={"enabled": True}, ec2={"enabled": False})
-    disks, port, dmi, sim = [], None, "qemu", None
-    if scenario == "openstack":
+    inst = {"instance-id": f"iid-bench-{scenario.name}", "hostname": "bench", "public-keys": [key[1]],
+            "user-data": user_data(key[1], scenario.runcmd_sleep), "vendor-data": ""}
+    openstack: dict = {"enabled": True}
+    if scenario.static_net:
+        openstack["network_data"] = STATIC_NETWORK_DATA
+    fixture = write_fixture(work / "fixture.yaml", inst, openstack=openstack, ec2={"enabled": False})
+    disks = [seed_iso(work, fixture, "configdrive")] if scenario.seed == "configdrive" else []
+    sim, port = None, None
+    if scenario.http:
         sim = _simulator(str(fixture), "--port", "0", "-q")
         port = int(sim.stdout.readline().strip().rsplit(":", 1)[1])
-        dmi = "openstack"
-    elif scenario == "configdrive-unreachable-http":
-        disks = [seed_iso(work, fixture, "configdrive")]
-        dmi = "openstack"  # an OpenStack guest whose metadata service does not answer
+    rows = []
+    # An OpenStack guest throughout; with a config drive, its metadata service does not answer.
     try:
-        g = machine.Guest(img, work / "g", disks=disks, metadata_port=port, dmi=dmi).start()
+        g = machine.Guest(img, work / "g", disks=disks, metadata_port=port, dmi="openstack", mac=MAC,
+                          net="static" if scenario.static_net else scenario.net)
         try:
-            out: dict = {"variant": variant, "scenario": scenario}
-            if variant == "bare":
-                out["sshd_s"] = g.wait_sshd(600)
-                rep = g.wait_report(1, 600)
-            else:
-                rep = g.wait_report(1, 900)
-                if scenario != "nocloud-none":
-                    out["first_login_s"] = _first_login(g, key[0])
-                else:
-                    try:  # with no cloud, cloud-init disables itself: no host keys, so no sshd
-                        out["sshd_s"] = g.wait_sshd(180)
-                    except TimeoutError:
-                        out["sshd_s"] = None
-            out["provisioned_s"] = rep.host_seconds
-            out["uptime_s"] = rep.uptime
-            out["tool_run_s"], out["tool_cpu_s"] = _unit_seconds(rep)
-            if variant != "bare" and scenario != "nocloud-none":
-                # Where the boot's time went, for bench/README.md.
-                out["systemd_analyze"] = g.root(key[0], "alice", "systemd-analyze; systemd-analyze blame | head -12;"
-                                                " systemd-analyze critical-chain vm-report.service")
-            if reboot:
-                g.root(key[0], "alice", "systemctl reboot")
-                t0 = time.monotonic()
-                rep2 = g.wait_report(2, 900)
-                out["reboot_provisioned_s"] = time.monotonic() - t0
-                out["reboot_uptime_s"] = rep2.uptime
-                out["reboot_tool_run_s"], out["reboot_tool_cpu_s"] = _unit_seconds(rep2)
-            return out
+            check_route = scenario.net != "dhcp" or scenario.static_net
+            first = run_boot(g, tool, key[0], check_route, watch=scenario.runcmd_sleep > 0)
+            if not scenario.reboot:
+                rows.append({"variant": variant, "tool": tool, "scenario": scenario.name, **vars(first)})
+            if scenario.reboot or then_reboot:
+                row = {"variant": variant, "tool": tool, "scenario": "reboot"}
+                if first.login_s is None:
+                    rows.append({**row, "notes": ["first boot: no login, no reboot"] + first.notes})
+                    return rows
+                # Same instance, second boot: a clean poweroff, then QEMU again on the same disk.
+                g.ssh(key[0], "alice", "sudo -n systemctl poweroff", timeout=30)
+                g.wait_exit(300)
+                rows.append({**row, **vars(run_boot(g, tool, key[0], False))})
+            return rows
         finally:
             g.kill()
     finally:
@@ -122,64 +236,132 @@ def boot(variant: str, scenario: str, work: Path, key: tuple[Path, str], reboot:
             sim.wait(10)
 
 
+def _fmt(v: float | None) -> str:
+    return "never" if v is None else f"{v:.1f}"
+
+
+def _cell(row: dict | None) -> str:
+    """sshd / login / done (ok) for one tool in one scenario."""
+    if row is None:
+        return ""
+    if row["tool"] == "bare":
+        return f"{_fmt(row.get('sshd_s'))} / {_fmt(row.get('login_s'))} / ({_fmt(row.get('provisioned_s'))})"
+    ok = {True: "ok", False: "NOT ok", None: "?"}[row.get("ok")]
+    cell = f"{_fmt(row.get('sshd_s'))} / {_fmt(row.get('login_s'))} / {_fmt(row.get('provisioned_s'))} {ok}"
+    if row.get("default_route"):
+        cell += ", HAD a default route"
+    return cell
+
+
+def render(rows: list[dict], tools: list[str]) -> str:
+    """One table: a line per scenario, a column per tool: sshd answers / login works / provisioning done."""
+    by = {(r["variant"], r["scenario"]): r for r in rows}
+    head = "| scenario | " + " | ".join(tools) + " |"
+    lines = [head, "|---" * (len(tools) + 1) + "|"]
+    for name, sc in SCENARIOS.items():
+        cells = [_cell(by.get((t, name))) for t in tools]
+        if any(cells):
+            lines.append(f"| {sc.title} | " + " | ".join(cells) + " |")
+    extra = []
+    for r in rows:
+        if r["scenario"] == "runcmd-40s" and r["tool"] != "bare":
+            if r.get("login_s") is not None and r.get("provisioned_s") is not None:
+                extra.append(f"- runcmd-40s, {r['variant']}: login {r['provisioned_s'] - r['login_s']:.1f} s "
+                             f"before provisioning ended (status at login: {r.get('status_at_login')})")
+        if r.get("tool_run_s") is not None:
+            extra.append(f"- {r['scenario']}, {r['variant']}: tool's units ran {r['tool_run_s']:.1f} s, "
+                         f"CPU {r['tool_cpu_s']:.1f} s; uptime at report {_fmt(r.get('uptime_s'))} s")
+    return "\n".join(lines) + ("\n\n" + "\n".join(extra) if extra else "")
+
+
+def update_readmes(table: str, stamp: str) -> None:
+    """Replace the text between the boot-figures markers in bench/README.md and README.md."""
+    block = f"<!-- boot-figures:begin -->\n{stamp}\n\n{table}\n<!-- boot-figures:end -->"
+    for path in (REPO / "bench/README.md", REPO / "README.md"):
+        text = path.read_text()
+        new, n = re.subn(r"<!-- boot-figures:begin -->.*?<!-- boot-figures:end -->", lambda _: block, text,
+                         flags=re.S)
+        if n:
+            path.write_text(new)
+        else:
+            print(f"{path}: no boot-figures markers, not updated", file=sys.stderr)
+
+
+def _names(text: str, known, what: str) -> list[str]:
+    names = [n for n in text.split(",") if n]
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise SystemExit(f"bench-boot: unknown {what}: {', '.join(bad)} (known: {', '.join(known)})")
+    return names
+
+
+def _terminated(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")  # so that every guest and service is stopped on the way out
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _terminated)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", choices=SCENARIOS, action="append")
-    ap.add_argument("--variants", default="cidag,cloud-init", help="tools to boot (comma-separated)")
-    ap.add_argument("--no-bare", action="store_true", help="skip the bare guest")
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated, of: " + ", ".join(SCENARIOS))
+    ap.add_argument("--tools", default=",".join(TOOLS), help="comma-separated, of: " + ", ".join(TOOLS))
     ap.add_argument("--json", type=Path, default=REPO / "bench/out/boot.json")
+    ap.add_argument("--keep", type=Path, help="keep each boot's files (console.log, ttyS1.log) under this directory")
+    ap.add_argument("--update-readme", action="store_true", help="write the table into bench/README.md and README.md")
     args = ap.parse_args()
+    try:
+        scenarios = _names(args.scenarios, SCENARIOS, "scenario")
+        tools = _names(args.tools, TOOLS, "tool")
+    except SystemExit as exc:
+        print(exc, file=sys.stderr)
+        return 2
     missing = guest_image.missing_tools()
     if missing:
         print("bench-boot needs: " + ", ".join(missing), file=sys.stderr)
         return 2
-    tmp = Path(tempfile.mkdtemp(prefix="cidag-bench-boot-"))
-    rows = []
-    try:
-        key = machine.keypair(tmp, "bench")
-        if not args.no_bare:
-            rows.append(boot("bare", "nocloud-none", tmp / "bare", key))
-            print(json.dumps(rows[-1]), flush=True)
-        for scenario in args.only or SCENARIOS:
-            for variant in args.variants.split(","):
-                row = boot(variant, scenario, tmp / f"{variant}-{scenario}", key,
-                           reboot=scenario == "configdrive-unreachable-http")
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    started, t0 = time.strftime("%Y-%m-%d %H:%M", time.gmtime()), time.monotonic()
+    for variant in tools:  # build every image first: no build inside the measured part
+        guest_image.image(variant)
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="cidag-bench-boot-", dir=args.keep))
+    rows: list[dict] = []
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(rows, indent=1))
-    print(render(rows))
+    try:
+        key = guest_image.login_key()
+        for name in scenarios:
+            if name == "reboot" and "configdrive" in scenarios:
+                continue  # done with configdrive: the same instance booted again
+            sc = SCENARIOS[name]
+            for variant in tools:
+                if guest_image.tool_of(variant) == "bare" and not sc.bare:
+                    continue  # the bare guest ignores seeds and metadata: one boot is its floor
+                b = time.monotonic()
+                try:
+                    got = boot(variant, sc, tmp / f"{variant}-{name}", key,
+                               then_reboot=name == "configdrive" and "reboot" in scenarios)
+                except Exception as exc:  # one broken boot does not lose the rest of the run
+                    got = [{"variant": variant, "tool": guest_image.tool_of(variant), "scenario": name,
+                            "sshd_s": None, "login_s": None, "provisioned_s": None, "ok": None,
+                            "notes": [f"harness error: {type(exc).__name__}: {exc}"[:400]]}]
+                for row in got:
+                    row["wall_s"] = round(time.monotonic() - b, 1)
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+                args.json.write_text(json.dumps(rows, indent=1))
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    minutes = (time.monotonic() - t0) / 60
+    table = render(rows, tools)
+    stamp = (f"Measured {started} UTC, one run of `python bench/boot.py"
+             f"{'' if args.scenarios == ','.join(SCENARIOS) else ' --scenarios ' + args.scenarios}"
+             f"{'' if args.tools == ','.join(TOOLS) else ' --tools ' + args.tools}` ({minutes:.0f} min). "
+             "Cells: sshd answers / login works / provisioning done, seconds from QEMU's start "
+             "(bare guest: its report, in brackets).")
+    print(stamp + "\n\n" + table)
+    if args.update_readme:
+        update_readmes(table, stamp)
     return 0
-
-
-def render(rows: list[dict]) -> str:
-    """The comparison table: one line per scenario, cidag beside cloud-init, with ratios."""
-    by = {(r["variant"], r["scenario"]): r for r in rows}
-    bare = by.get(("bare", "nocloud-none"), {})
-    lines = ["| scenario | figure | cidag | cloud-init | cloud-init ÷ cidag |", "|---|---|---|---|---|"]
-    for scenario in SCENARIOS:
-        c, k = by.get(("cidag", scenario)), by.get(("cloud-init", scenario))
-        if not c or not k:
-            continue
-        for label, field in (("provisioned (s from QEMU start)", "provisioned_s"),
-                             ("first ssh login (s)", "first_login_s"), ("sshd answers (s)", "sshd_s"),
-                             ("tool's own run (s)", "tool_run_s"), ("tool's CPU (s)", "tool_cpu_s"),
-                             ("reboot: provisioned (s from reboot)", "reboot_provisioned_s"),
-                             ("reboot: tool's own run (s)", "reboot_tool_run_s"),
-                             ("reboot: tool's CPU (s)", "reboot_tool_cpu_s")):
-            if field in c and field in k:
-                if k[field] is None or c[field] is None:
-                    cells = [f"{v:.1f}" if v is not None else "never" for v in (c[field], k[field])]
-                    lines.append(f"| {scenario} | {label} | {cells[0]} | {cells[1]} | |")
-                    continue
-                ratio = k[field] / c[field] if c[field] else float("nan")
-                lines.append(f"| {scenario} | {label} | {c[field]:.1f} | {k[field]:.1f} | {ratio:.2f}× |")
-    if bare:
-        lines.append(f"| bare guest (no tool) | sshd answers (s) / uptime at report | {bare['sshd_s']:.1f} | "
-                     f"uptime {bare['uptime_s']:.1f} | |")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

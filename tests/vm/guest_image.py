@@ -1,10 +1,10 @@
-"""Debian bookworm guest images for the boot tests and the boot benchmark.
+"""Debian guest images (bookworm, and trixie for the benchmark) for the boot tests and the boot benchmark.
 
 Two layers, both cached outside the repository (``$CIDAG_VM_CACHE``, default
 ``/var/cache/cidag-vm``) and keyed on their inputs:
 
-- the *base*: an mmdebstrap tarball of bookworm with systemd, a kernel, sshd
-  and cidag's Python dependencies (or cloud-init, for the comparison variant),
+- the *base*: an mmdebstrap tarball of the suite with systemd, a kernel, sshd
+  and cidag's Python dependencies (or cloud-init, for the comparison variants),
   plus the kernel and a small initrd taken out of it;
 - the *image*: the base unpacked, the tool installed from this checkout (its
   systemd units enabled) and a report unit added, packed with ``mkfs.ext4 -d``
@@ -40,11 +40,33 @@ CIDAG_PACKAGES = ["python3-yaml", "python3-networkx", "python3-click"]
 # Debian's own cloud-init, for the comparison benchmark (22.4.2 in bookworm).
 CLOUD_INIT_PACKAGES = ["cloud-init"]
 
-VARIANT_PACKAGES = {
-    "cidag": COMMON_PACKAGES + CIDAG_PACKAGES,
-    "cloud-init": COMMON_PACKAGES + CLOUD_INIT_PACKAGES,
-    "bare": COMMON_PACKAGES + CIDAG_PACKAGES,
+# A variant is a tool on a suite: bookworm's cloud-init is 22.4.2 (four processes, one per
+# stage); trixie's is 25.x (one process since 24.3). "bare" is the guest with no tool.
+VARIANTS = {
+    "cidag": ("bookworm", "cidag"),
+    "cloud-init": ("bookworm", "cloud-init"),
+    "bare": ("bookworm", "bare"),
+    "cidag-trixie": ("trixie", "cidag"),
+    "cloud-init-trixie": ("trixie", "cloud-init"),
+    "bare-trixie": ("trixie", "bare"),
 }
+TOOL_PACKAGES = {
+    "cidag": CIDAG_PACKAGES,
+    "cloud-init": CLOUD_INIT_PACKAGES,
+    "bare": CIDAG_PACKAGES,
+}
+# Packages only one suite needs (none so far: systemd-networkd is in systemd in both).
+SUITE_PACKAGES: dict[str, list[str]] = {"bookworm": [], "trixie": []}
+
+
+def variant_packages(variant: str) -> list[str]:
+    suite, tool = VARIANTS[variant]
+    return COMMON_PACKAGES + SUITE_PACKAGES[suite] + TOOL_PACKAGES[tool]
+
+
+def tool_of(variant: str) -> str:
+    """cidag, cloud-init or bare."""
+    return VARIANTS[variant][1]
 
 # Run inside the tree once the packages are in (``$1`` is the tree).
 BASE_CUSTOMIZE = r"""
@@ -113,15 +135,18 @@ class Base:
 
 
 def base(variant: str) -> Base:
-    """The cached bookworm base for `variant`, built with mmdebstrap on first use."""
+    """The cached base for `variant` (its suite and tool), built with mmdebstrap on first use."""
     with _building():
         return _base(variant)
 
 
 def _base(variant: str) -> Base:
-    packages = VARIANT_PACKAGES[variant]
-    key = _digest(SUITE, MIRROR, ",".join(packages), BASE_CUSTOMIZE)
-    out = cache_dir() / f"base-{'cloud-init' if variant == 'cloud-init' else 'cidag'}-{key}"
+    suite, tool = VARIANTS[variant]
+    packages = variant_packages(variant)
+    key = _digest(suite, MIRROR, ",".join(packages), BASE_CUSTOMIZE)
+    # bookworm's names predate the suites (the cache keeps its bases).
+    kind = "cloud-init" if tool == "cloud-init" else "cidag"
+    out = cache_dir() / (f"base-{kind}-{key}" if suite == SUITE else f"base-{suite}-{kind}-{key}")
     done = Base(out / "rootfs.tar", out / "vmlinuz", out / "initrd.img")
     if done.initrd.exists():
         return done
@@ -129,7 +154,7 @@ def _base(variant: str) -> Base:
     try:
         _run(["mmdebstrap", "--quiet", "--variant=minbase", "--include=" + ",".join(packages),
               "--customize-hook=" + BASE_CUSTOMIZE.strip(), "--aptopt=Apt::Install-Recommends \"false\"",
-              SUITE, str(tmp / "rootfs.tar"), MIRROR])
+              suite, str(tmp / "rootfs.tar"), MIRROR])
         listing = subprocess.run(["tar", "-tf", str(tmp / "rootfs.tar")], check=True,
                                  capture_output=True, text=True).stdout.split()
         kernel = sorted(p for p in listing if p.lstrip("./").startswith("boot/vmlinuz-"))[-1]
@@ -165,6 +190,8 @@ def _install_cidag(tree: Path) -> None:
     script.chmod(0o755)
     # Byte-compiled by the guest's own interpreter, as a .deb's postinst does: not at every boot.
     _run(["chroot", str(tree), "python3", "-m", "compileall", "-q", "/usr/lib/python3/dist-packages/cidag"])
+    # Every unit the package ships (cidag.service, the milestones, cidag.target), each enabled:
+    # a unit without an [Install] section is only pulled in by the others.
     data = site / "cidag/data"
     units = sorted(p.name for p in data.iterdir() if p.suffix in (".service", ".target"))
     for unit in units:
@@ -175,17 +202,21 @@ def _install_cidag(tree: Path) -> None:
 
 def _install_report(tree: Path, variant: str) -> None:
     """The harness's own unit: once provisioning is done, the tool's status goes to ttyS1."""
-    name = {"cidag": "report-cidag.service", "cloud-init": "report-cloud-init.service",
-            "bare": "report-bare.service"}[variant]
+    name = f"report-{tool_of(variant)}.service"
     shutil.copy(HERE / "units" / name, tree / "etc/systemd/system/vm-report.service")
     shutil.copy(HERE / "units/vm-report", tree / "usr/local/sbin/vm-report")
     (tree / "usr/local/sbin/vm-report").chmod(0o755)
+    # The generator that emulates a network without a default route (`vmnet=` on the kernel command line).
+    generators = tree / "etc/systemd/system-generators"
+    generators.mkdir(parents=True, exist_ok=True)
+    shutil.copy(HERE / "units/vm-net-env", generators / "vm-net-env")
+    (generators / "vm-net-env").chmod(0o755)
     _run(["chroot", str(tree), "systemctl", "enable", "vm-report.service"],
          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def image(variant: str = "cidag") -> Image:
-    """The cached bootable image of `variant` (cidag, cloud-init or bare) for this checkout."""
+    """The cached bootable image of `variant` (a key of VARIANTS) for this checkout."""
     with _building():
         return _image(variant)
 
@@ -193,7 +224,9 @@ def image(variant: str = "cidag") -> Image:
 def _image(variant: str) -> Image:
     b = _base(variant)
     inputs = [b.tarball.parent.name, variant, _tree_digest(HERE, ("units/*", "guest_image.py"))]
-    if variant == "cidag":
+    if tool_of(variant) == "bare":
+        inputs.append(login_key()[1])
+    if tool_of(variant) == "cidag":
         inputs.append(_tree_digest(REPO, ("cidag/**/*", "setup.cfg", "pyproject.toml")))
     key = _digest(*inputs)
     out = cache_dir() / f"image-{variant}-{key}.raw"
@@ -201,7 +234,7 @@ def _image(variant: str) -> Image:
     if out.exists():
         return img
     # The checkout moves on: keep the newest few (a running guest may still stand on one).
-    older = sorted(cache_dir().glob(f"image-{variant}-*.raw"), key=lambda p: p.stat().st_mtime)
+    older = sorted(cache_dir().glob(f"image-{variant}-{'?' * len(key)}.raw"), key=lambda p: p.stat().st_mtime)
     for stale in older[:-2]:
         stale.unlink()
     work = Path(tempfile.mkdtemp(prefix="cidag-vm-", dir=cache_dir()))
@@ -209,13 +242,19 @@ def _image(variant: str) -> Image:
         tree = work / "tree"
         tree.mkdir()
         _run(["tar", "-xf", str(b.tarball), "-C", str(tree)])
-        if variant == "cidag":
+        if tool_of(variant) == "cidag":
             _install_cidag(tree)
-        elif variant == "bare":
+        elif tool_of(variant) == "bare":
             # No tool makes host keys there: the image carries them, as an installed system does.
             _run(["chroot", str(tree), "ssh-keygen", "-A"], stdout=subprocess.DEVNULL)
             # ... and the network a tool would bring up: DHCP on the NIC, as installed systems have.
             (tree / "etc/systemd/network/50-dhcp.network").write_text("[Match]\nName=en*\n\n[Network]\nDHCP=yes\n")
+            # ... and a user the harness can log in as (the benchmark's login floor).
+            _run(["chroot", str(tree), "useradd", "-m", "-s", "/bin/sh", BARE_USER], stdout=subprocess.DEVNULL)
+            ssh_dir = tree / "home" / BARE_USER / ".ssh"
+            ssh_dir.mkdir(mode=0o700)
+            (ssh_dir / "authorized_keys").write_text(login_key()[1] + "\n")
+            _run(["chroot", str(tree), "chown", "-R", f"{BARE_USER}:{BARE_USER}", f"/home/{BARE_USER}/.ssh"])
         _install_report(tree, variant)
         part = work / "image.raw"
         _run(["mkfs.ext4", "-q", "-F", "-L", "root", "-d", str(tree), str(part), IMAGE_SIZE], stdout=subprocess.DEVNULL)
@@ -223,6 +262,21 @@ def _image(variant: str) -> Image:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return img
+
+
+BARE_USER = "alice"
+
+
+def login_key() -> tuple[Path, str]:
+    """The harness's own key pair, kept in the cache: the bare image lets BARE_USER log in with it."""
+    key = cache_dir() / "login-key"
+    if not key.exists():
+        tmp = cache_dir() / f"login-key.{os.getpid()}"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "cidag-vm-login", "-f", str(tmp)],
+                       check=True)
+        os.replace(Path(str(tmp) + ".pub"), Path(str(key) + ".pub"))
+        os.replace(tmp, key)
+    return key, Path(str(key) + ".pub").read_text().strip()
 
 
 def missing_tools() -> list[str]:

@@ -6,6 +6,11 @@ user network ``169.254.0.0/16`` where ``169.254.169.254:80`` is relayed to a
 metadata service on the host's loopback, and two serial ports: ttyS0 (kernel
 console) and ttyS1 (the harness's report unit), both written to files here.
 The host reaches the guest's sshd through a forwarded loopback port.
+
+`net` emulates a network without a default route (slirp's DHCP always offers a
+router): `onlink` or `hostroute` on the kernel command line makes the image's
+generator (units/vm-net-env) tell networkd to ignore it; `static` only turns
+slirp's IPv6 (its router advertisements) off; see docs/vm-tests.md.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +76,9 @@ class Guest:
     memory: str = "1024"
     cpus: int = 2
     append: str = ""
+    # dhcp: slirp's DHCP as is; onlink / hostroute: no default route (see above); static: no IPv6
+    # router either, and nothing changed in the guest (the network-config gives no gateway)
+    net: str = "dhcp"
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -86,6 +95,9 @@ class Guest:
     # -- life cycle -------------------------------------------------------------
     def argv(self) -> list[str]:
         net = (f"user,id=n0,net=169.254.0.0/16,hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22")
+        if self.net != "dhcp":
+            # slirp's IPv6 router advertisements would give the guest an IPv6 default route.
+            net += ",ipv6=off"
         if self.metadata_port is not None:
             relay = f"{sys.executable} {HERE / 'relay.py'} 127.0.0.1 {self.metadata_port}"
             net += f",guestfwd=tcp:169.254.169.254:80-cmd:{relay}"
@@ -93,7 +105,7 @@ class Guest:
             "qemu-system-x86_64", "-M", "q35", "-nodefaults", "-accel", "tcg", "-cpu", "max",
             "-smp", str(self.cpus), "-m", self.memory, "-display", "none", "-no-user-config",
             "-kernel", str(self.image.kernel), "-initrd", str(self.image.initrd),
-            "-append", f"root=LABEL=root rw console=ttyS0 quiet {self.append}".strip(),
+            "-append", f"root=LABEL=root rw console=ttyS0 quiet {self._vmnet()}{self.append}".strip(),
             "-drive", f"file={self.overlay},if=virtio,format=qcow2",
             "-netdev", net, "-device", f"virtio-net-pci,netdev=n0,mac={self.mac}",
             "-chardev", f"file,id=s0,path={self.console}", "-serial", "chardev:s0",
@@ -105,6 +117,13 @@ class Guest:
         for disk in self.disks:
             argv += ["-drive", f"file={disk},if=virtio,format=raw,readonly=on"]
         return argv
+
+    def _vmnet(self) -> str:
+        if self.net in ("dhcp", "static"):
+            return ""
+        if self.net not in ("onlink", "hostroute"):
+            raise ValueError(f"unknown net {self.net!r}")
+        return f"vmnet={self.net} "
 
     def start(self) -> "Guest":
         for f in (self.console, self.reports):
@@ -215,6 +234,82 @@ class Guest:
         if res.returncode != 0:
             raise AssertionError(f"as root: {command!r} -> {res.returncode}: {res.stderr.strip()}")
         return res.stdout
+
+
+class LoginProbe:
+    """From QEMU's start, independently of the report unit: when sshd first answers, when a login first works.
+
+    Two threads, each with at most one connection in flight. One connects to the
+    forwarded ssh port and waits for the `SSH-` banner on that connection until the
+    guest answers or refuses it (refused: again `interval` seconds later). It never
+    gives up on a pending connection: slirp keeps sending the SYN of an abandoned
+    one to the guest, and once sshd listens they all arrive together, trip sshd's
+    MaxStartups and cost a fork each (a probe that gave up after 2 s saw sshd 12 s
+    late; one that opened four a second never saw it). The other, once a banner was seen, runs
+    `ssh -o BatchMode=yes USER@guest true` with the key, again `interval` seconds
+    after each failure, until one exits 0. Times are seconds since `guest.started` on
+    the host's monotonic clock, taken when the banner arrived / the command returned.
+    """
+
+    def __init__(self, guest: "Guest", key: Path, user: str, interval: float = 0.25) -> None:
+        self.guest, self.key, self.user, self.interval = guest, key, user, interval
+        self.sshd_s: float | None = None
+        self.login_s: float | None = None
+        self.attempts = 0
+        self.last_error = ""  # of the last failed login try
+        self._stop = threading.Event()
+        self._banner = threading.Event()
+        self._threads = [threading.Thread(target=self._banners, daemon=True),
+                         threading.Thread(target=self._logins, daemon=True)]
+
+    def start(self) -> "LoginProbe":
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._banner.set()
+        for t in self._threads:
+            t.join(20)
+
+    def wait_login(self, timeout: float) -> float | None:
+        """Seconds since QEMU's start of the first login, waiting up to `timeout`; None if none yet."""
+        end = time.monotonic() + timeout
+        while self.login_s is None and time.monotonic() < end and not self._stop.is_set():
+            time.sleep(0.1)
+        return self.login_s
+
+    def _banners(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with socket.create_connection(("127.0.0.1", self.guest.ssh_port), timeout=5) as s:
+                    s.settimeout(120)  # see the class docstring: pending connections are not abandoned
+                    if s.recv(64).startswith(b"SSH-"):
+                        self.sshd_s = time.monotonic() - self.guest.started
+                        self._banner.set()
+                        return
+            except OSError:
+                pass
+            self._stop.wait(self.interval)
+
+    def _logins(self) -> None:
+        self._banner.wait()
+        # ssh takes the first value given for an option: this ConnectTimeout before SSH_OPTS' own.
+        # Generous: on a loaded host an emulated sshd takes seconds to fork, exchange keys and open a session.
+        argv = ["ssh", "-o", "ConnectTimeout=30", *SSH_OPTS, "-i", str(self.key), "-p", str(self.guest.ssh_port),
+                f"{self.user}@127.0.0.1", "true"]
+        while not self._stop.is_set():
+            self.attempts += 1
+            try:
+                res = subprocess.run(argv, capture_output=True, text=True, timeout=90, stdin=subprocess.DEVNULL)
+                if res.returncode == 0:
+                    self.login_s = time.monotonic() - self.guest.started
+                    return
+                self.last_error = f"exit {res.returncode}: {res.stderr.strip()[-200:]}"
+            except subprocess.TimeoutExpired:
+                self.last_error = "ssh did not return in 90 s"
+            self._stop.wait(self.interval)
 
 
 def keypair(directory: Path, name: str = "id_ed25519") -> tuple[Path, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shlex
 
+import machine
 from conftest import seed_iso, write_fixture
 
 PASSWORD = "vm-Test-passw0rd"
@@ -214,3 +215,86 @@ def test_hard_power_off_mid_provisioning(cidag_image, workdir, keys, guests):
                       "python3 -c 'import json,sys; json.load(open(sys.argv[1]))' $f || echo BROKEN $f;; "
                       "*) echo ODD $f;; esac; done")
     assert "BROKEN" not in listing and "ODD" not in listing, listing
+
+
+# -- networks without a default route, and a login before a slow runcmd ends (issue 14) -------------------
+
+# network_data.json: the address slirp's ssh forward points at, set statically, and no gateway at all.
+NO_GATEWAY_NETWORK_DATA = {
+    "links": [{"id": "nic0", "type": "phy", "ethernet_mac_address": "52:54:00:12:34:56", "mtu": 1500}],
+    "networks": [{"id": "net0", "type": "ipv4", "link": "nic0", "ip_address": "169.254.2.15",
+                  "netmask": "255.255.0.0", "routes": [], "network_id": "vm-test-net"}],
+    "services": [],
+}
+
+
+def assert_no_default_route(guest, key) -> str:
+    """The guest has no default route (checked where it matters: in the guest); returns `ip -4 route`."""
+    routes = guest.ssh(key, "alice", "ip -4 route", check=True).stdout
+    assert not any(line.startswith("default") for line in routes.splitlines()), routes
+    return routes
+
+
+def assert_run_ok(report) -> dict:
+    st = status_of(report)
+    assert report.rc == 0 and st["status"] == "done" and st["result"] == "ok", report.status
+    return st
+
+
+def test_config_drive_without_default_route(cidag_image, workdir, keys, guests):
+    # A network with no router: the config drive's network_data gives an address and no gateway.
+    inst = instance("iid-nogw-cd", "vm-nogw-cd", keys)
+    fixture = write_fixture(workdir / "f.yaml", inst,
+                            openstack={"enabled": True, "network_data": NO_GATEWAY_NETWORK_DATA})
+    drive = seed_iso(workdir, fixture, "configdrive")
+    g = guests(cidag_image, workdir / "g", disks=[drive], dmi="openstack", net="static").start()
+    report = g.wait_report(1)
+    assert_first_login(g, keys["user"][0], "alice")
+    st = assert_run_ok(report)
+    assert st["instance_id"] == "iid-nogw-cd"
+    assert_provisioned(g, keys, "vm-nogw-cd")
+    routes = assert_no_default_route(g, keys["user"][0])
+    assert "169.254.0.0/16" in routes and "169.254.2.15" in routes, routes
+
+
+def test_onlink_metadata_without_default_route(cidag_image, workdir, keys, guests, metadata_service):
+    # DHCP gives an address in 169.254.0.0/16 and no router (vmnet=onlink): 169.254.169.254 is on-link.
+    inst = instance("iid-onlink-1", "vm-onlink", keys)
+    port = metadata_service(write_fixture(workdir / "md.yaml", inst, openstack={"enabled": True},
+                                          ec2={"enabled": False}))
+    g = guests(cidag_image, workdir / "g", metadata_port=port, dmi="openstack", net="onlink").start()
+    report = g.wait_report(1)
+    assert_first_login(g, keys["user"][0], "alice")
+    st = assert_run_ok(report)
+    assert st["instance_id"] == "iid-onlink-1", st
+    assert_no_default_route(g, keys["user"][0])
+    # Provisioned from the metadata service: its host name, its key for the default user.
+    assert_provisioned(g, keys, "vm-onlink")
+    record = json.loads(g.root(keys["user"][0], "alice", "cat /var/lib/cidag/last-run.json"))
+    nodes = {n["id"]: n for n in record["nodes"]}
+    assert nodes["source:openstack"]["status"] == "available", nodes["source:openstack"]
+
+
+SLOW_RUNCMD_S = 25  # long enough that a login at sshd's start lands well inside it
+
+
+def test_login_before_a_slow_runcmd_ends(cidag_image, workdir, keys, guests):
+    # sshd waits for the user's keys, not for the whole run: a login works while runcmd still sleeps.
+    inst = instance("iid-slow-1", "vm-slow", keys)
+    doc = json.loads(inst["user-data"].split("\n", 1)[1])
+    doc["runcmd"].append(["sleep", str(SLOW_RUNCMD_S)])
+    inst["user-data"] = "#cloud-config\n" + json.dumps(doc)
+    drive = seed_iso(workdir, write_fixture(workdir / "s.yaml", inst), "configdrive")
+    g = guests(cidag_image, workdir / "g", disks=[drive]).start()
+    probe = machine.LoginProbe(g, keys["user"][0], "alice").start()
+    try:
+        login_s = probe.wait_login(300)
+    finally:
+        probe.stop()
+    assert login_s is not None, f"no login in 300 s\n{g.console_tail()}"
+    during = json.loads(g.root(keys["user"][0], "alice", "cidag status --format json"))
+    assert during["status"] == "running", during
+    report = g.wait_report(1)
+    assert_run_ok(report)
+    assert report.host_seconds > login_s, (report.host_seconds, login_s)
+    assert_provisioned(g, keys, "vm-slow")
