@@ -190,6 +190,9 @@ def _install_cidag(tree: Path) -> None:
     script.chmod(0o755)
     # Byte-compiled by the guest's own interpreter, as a .deb's postinst does: not at every boot.
     _run(["chroot", str(tree), "python3", "-m", "compileall", "-q", "/usr/lib/python3/dist-packages/cidag"])
+    # The compiled plan, as an image builder makes it (docs/systemd.md): the first boot
+    # imports neither networkx nor click, and parses no manifest.
+    _run(["chroot", str(tree), "env", "-i", "/usr/bin/cidag", "compile"], stdout=subprocess.DEVNULL)
     # Every unit the package ships (cidag.service, the milestones, cidag.target), each enabled:
     # a unit without an [Install] section is only pulled in by the others.
     data = site / "cidag/data"
