@@ -22,7 +22,6 @@ import os
 import pickle
 import stat
 import sys
-import tempfile
 import types as pytypes
 from collections.abc import Mapping
 from pathlib import Path
@@ -388,24 +387,6 @@ def write_cache(directory: Path, header: dict, cg: CompiledGraph) -> None:
         raise PermissionError(f"{directory} is writable by others (or not this user's): not used for the cache")
     blob = pickle.dumps(dict(header, format=FORMAT), protocol=pickle.HIGHEST_PROTOCOL)
     blob += pickle.dumps(cg, protocol=pickle.HIGHEST_PROTOCOL)
-    fd, tmp = tempfile.mkstemp(prefix=f".{CACHE_NAME}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, directory / CACHE_NAME)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:
-        dfd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    from .state import atomic_write
+
+    atomic_write(directory / CACHE_NAME, blob, mode=0o600)  # temp file 0600 from the start, fsync, rename
