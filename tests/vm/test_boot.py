@@ -48,7 +48,8 @@ def node(status: dict, name: str) -> dict | None:
 
 
 def assert_first_login(guest, key, user: str) -> None:
-    """sshd answers only once provisioning is done, so the first try with the key must work."""
+    """sshd starts only once the users and keys are in place (cidag.service is ready at the `login`
+    milestone), so the first try with the key must work."""
     guest.wait_sshd()
     res = guest.ssh(key, user, "true")
     assert res.returncode == 0, f"first ssh as {user} refused: {res.stderr}"
