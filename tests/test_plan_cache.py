@@ -372,3 +372,19 @@ def test_manifests_holding_a_secret_are_not_cached(setup, monkeypatch, tmp_path)
                           text=True, env=_run_env(conf, plug, root, CACHE_TEST_PW="x"))
     assert proc.returncode == 2 and proc.stderr.startswith("cidag: the manifests hold a secret")
     assert not cache_dir(root).exists()
+
+
+def test_the_key_survives_an_image_that_keeps_no_nanoseconds():
+    """`mkfs.ext4 -d` packs the guest image with whole-second mtimes: the cache made at image
+    build time must still be valid on the first boot (it was missed there)."""
+    import cidag
+    from cidag import plancache
+
+    target = Path(cidag.__file__).parent / "durations.py"
+    st = target.stat()
+    before = list(plancache._package_files())
+    try:
+        os.utime(target, ns=(st.st_atime_ns, int(st.st_mtime) * 10**9))  # what the image keeps
+        assert list(plancache._package_files()) == before
+    finally:
+        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
