@@ -263,7 +263,7 @@ class Engine:
         self.root = Path(opts.root)
         self.state_path = opts.resolved_state_dir()
         # Milestones (docs/manifests.md): a gate node each, reached when all its modules are final.
-        self.milestones = {MILESTONE + name: members for name, members in cg.manifests.milestones.items()}
+        self.milestones = cg.manifests.milestones  # name -> modules; the gate node is MILESTONE + name
         self.reached: dict[str, float] = {}  # milestone name -> seconds into the run
         self.running_info: dict = {}
         ready = opts.ready_milestone if opts.ready_milestone is not None else os.environ.get("CIDAG_READY_MILESTONE")
@@ -302,9 +302,9 @@ class Engine:
         skips = plan_skips(self.cg, opts, self.markers)
         overlay = overlay_for(self.cg, opts.strategy, skips) if opts.strategy != "one-step" else Overlay()
         overlay.held = frozenset(deferred_sources(self.cg, skips, guess))
-        for gate, members in self.milestones.items():
-            overlay.gates.append(gate)
-            overlay.edges.extend((self.cg.specs[f"module:{m}"].node_id, gate, "gate") for m in members)
+        for name, members in self.milestones.items():
+            overlay.gates.append(MILESTONE + name)
+            overlay.edges.extend((f"module:{m}", MILESTONE + name, "gate") for m in members)
         plan = Plan(self.cg, select=self.select, jobs=opts.jobs, skip=skips, clock=self.clock, overlay=overlay)
         plan.done_for_instance = self._done_for_instance
         return plan
@@ -632,9 +632,8 @@ class Engine:
         """Note each milestone whose modules have all ended (or will not run): in the
         running file, for `cidag wait`, and to systemd (STATUS=, READY=1 for the ready one).
         A milestone the run abandoned (interrupt, --fail-fast) is not reached."""
-        for gate in self.milestones:
-            name = gate[len(MILESTONE):]
-            st = self.plan.nodes[gate]
+        for name in self.milestones:
+            st = self.plan.nodes[MILESTONE + name]
             if name in self.reached or st.status != "done" or st.code:
                 continue
             self.reached[name] = at = self.clock()
@@ -748,11 +747,9 @@ class Engine:
         if self.faults:
             meta["faults"] = [self.scrub(f) for f in self.faults]
         if self.milestones:
-            meta["milestones"] = {
-                gate[len(MILESTONE):]: {"reached_s": (round(self.reached[gate[len(MILESTONE):]], 6)
-                                                      if gate[len(MILESTONE):] in self.reached else None),
-                                        "modules": members}
-                for gate, members in self.milestones.items()}
+            meta["milestones"] = {name: {"reached_s": round(self.reached[name], 6) if name in self.reached else None,
+                                         "modules": members}
+                                  for name, members in self.milestones.items()}
         outputs = {}
         for node, ctx in self.contexts.items():
             if ctx.output:
@@ -813,9 +810,6 @@ def run(cg: CompiledGraph, opts: RunOptions | None = None) -> RunResult:
     failing node; raises UsageError for unusable options or state dir, InternalError
     after writing the record when cidag itself failed)."""
     return Engine(cg, opts or RunOptions()).run()
-
-
-_process_identity = process_identity  # the old name (tests)
 
 
 def _utc(ts: float) -> str:

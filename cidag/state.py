@@ -116,14 +116,14 @@ class StateDir:
             return None
         if not path.exists():
             return None
-        data = _read_small_json(path)
+        data = read_json(path)
         if data is None:
             return None  # unreadable or torn: run it again
         return data if isinstance(data, dict) else {}
 
     def last_instance_id(self) -> str | None:
         """The instance id the last run resolved (instance-data.json), or None."""
-        data = _read_small_json(self.path / "instance-data.json")
+        data = read_json(self.path / "instance-data.json")
         iid = data.get("instance_id") if isinstance(data, dict) else None
         return iid if isinstance(iid, str) and iid else None
 
@@ -141,7 +141,7 @@ class StateDir:
 
     def read_running(self) -> dict | None:
         """The running file as written, or None (absent, unreadable, not ours)."""
-        data = _read_small_json(self.path / RUNNING)
+        data = read_json(self.path / RUNNING)
         return data if isinstance(data, dict) else None
 
     def end_run(self) -> None:
@@ -255,27 +255,17 @@ def read_bytes(path: str | os.PathLike, limit: int) -> bytes:
     return raw
 
 
-def read_regular(path: str | os.PathLike, limit: int) -> bytes | None:
-    """Up to `limit` bytes of a regular file, or None (absent, unreadable, too large, not a
-    regular file)."""
-    try:
-        return read_bytes(path, limit)
-    except OSError:
-        return None
-
-
 def read_json(path: str | os.PathLike, limit: int = MAX_STATE_FILE) -> Any:
     """A JSON file of at most `limit` bytes, or None (absent, too big, not JSON, not a file)."""
-    raw = read_regular(path, limit)
-    if raw is None:
+    try:
+        raw = read_bytes(path, limit)
+    except OSError:
         return None
     try:
         return json.loads(raw)
     except (ValueError, RecursionError):
         return None
 
-
-_read_small_json = read_json
 
 
 def process_identity() -> dict:

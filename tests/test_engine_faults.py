@@ -409,7 +409,7 @@ def test_write_files_append_onto_a_fifo_is_refused_at_once(tmp_path):
 
 def test_status_knows_a_live_run_after_a_wall_clock_step(tmp_path):
     from cidag.commands import status as status_mod
-    from cidag.engine import _process_identity
+    from cidag.state import process_identity as _process_identity
 
     state = tmp_path / "state"
     state.mkdir()
