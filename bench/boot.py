@@ -224,7 +224,9 @@ def boot(variant: str, scenario: Scenario, work: Path, key: tuple[Path, str], th
                     rows.append({**row, "notes": ["first boot: no login, no reboot"] + first.notes})
                     return rows
                 # Same instance, second boot: a clean poweroff, then QEMU again on the same disk.
-                g.ssh(key[0], "alice", "sudo -n systemctl poweroff", timeout=30)
+                res = g.ssh(key[0], "alice", "sudo -n systemctl poweroff", timeout=30)
+                if res.returncode not in (0, 255):  # 255: the connection went down with the guest
+                    raise RuntimeError(f"poweroff refused: {res.stderr.strip()[:200]}")
                 g.wait_exit(300)
                 rows.append({**row, **vars(run_boot(g, tool, key[0], False))})
             return rows

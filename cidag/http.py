@@ -31,7 +31,6 @@ throttled answers, seconds slept), which the run record keeps per node.
 """
 from __future__ import annotations
 
-import email.utils
 import errno
 import ipaddress
 import random
@@ -564,6 +563,8 @@ def _retry_after(value: str | None) -> float | None:
     if value.isdigit():
         return float(min(int(value), 86400))
     try:
+        import email.utils  # only for a Retry-After date
+
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None

@@ -22,9 +22,6 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
-import email
-import email.message
-import gzip
 import io
 import os
 import re
@@ -235,6 +232,8 @@ def _cloud_config(data: bytes, out: UserData, name: str) -> None:
 
 
 def _mime(data: bytes, out: UserData, origin: str, name: str, depth: int) -> None:
+    import email  # here: most user-data is plain #cloud-config, and email costs a boot ~0.3 s under emulation
+
     msg = email.message_from_bytes(data)
     count = 0
     for part in msg.walk():
@@ -480,6 +479,8 @@ def _collect_docs(data: bytes, docs: list, collector: UserData, fname: str) -> N
     collector.errors.extend(probe.errors)
     collector.warnings.extend(probe.warnings)
     if _is_mime(data):
+        import email
+
         msg = email.message_from_bytes(data)
         raw = data.decode("utf-8", "replace")
         for part in msg.walk():
@@ -512,6 +513,8 @@ def _collect_docs(data: bytes, docs: list, collector: UserData, fname: str) -> N
 
 def gzip_bytes(data: bytes) -> bytes:
     """gzip `data` (tests and tools building user-data)."""
+    import gzip
+
     buf = io.BytesIO()
     with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as f:
         f.write(data)

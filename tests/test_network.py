@@ -424,7 +424,7 @@ def test_shipped_manifests_order_config_drive_network_http():
 TOOL = """#!/bin/sh
 echo "$(basename "$0") $*" >> "{log}"
 case "$(basename "$0") $*" in
-  "systemctl is-active"*) exit $(cat "{state}/active") ;;
+  "systemctl is-active"*) cat "{state}/active"; [ "$(cat "{state}/active")" = active ] ;;
   "networkctl reload") exit $(cat "{state}/reload") ;;
 esac
 exit 0
@@ -432,12 +432,15 @@ exit 0
 
 
 @pytest.mark.parametrize("active,changed,dbus,reload_rc,expected", [
-    (True, False, False, 0, []),
-    (True, True, False, 0, ["systemctl restart --no-block systemd-networkd.service"]),
-    (True, True, True, 0, ["networkctl reload"]),
-    (True, True, True, 1, ["networkctl reload", "systemctl restart --no-block systemd-networkd.service"]),
-    (False, False, False, 0, ["systemctl start --no-block systemd-networkd.service"]),
-    (False, False, True, 0, ["systemctl start --no-block systemd-networkd.service"]),
+    ("active", False, False, 0, []),
+    ("active", True, False, 0, ["systemctl restart --no-block systemd-networkd.service"]),
+    ("active", True, True, 0, ["networkctl reload"]),
+    ("active", True, True, 1, ["networkctl reload", "systemctl restart --no-block systemd-networkd.service"]),
+    ("inactive", False, False, 0, ["systemctl start --no-block systemd-networkd.service"]),
+    ("inactive", True, True, 0, ["systemctl start --no-block systemd-networkd.service"]),
+    # Started while cidag wrote the files: it may have read the old ones, so its start is re-run.
+    ("activating", True, True, 0, ["systemctl restart --no-block systemd-networkd.service"]),
+    ("activating", False, False, 0, []),
 ])
 def test_how_networkd_is_told(tmp_path, monkeypatch, active, changed, dbus, reload_rc, expected):
     from cidag.modules import network
@@ -447,7 +450,7 @@ def test_how_networkd_is_told(tmp_path, monkeypatch, active, changed, dbus, relo
     for tool in ("systemctl", "networkctl"):
         (bin_dir / tool).write_text(TOOL.format(log=tmp_path / "calls", state=state))
         (bin_dir / tool).chmod(0o755)
-    (state / "active").write_text("0" if active else "3")
+    (state / "active").write_text(active)
     (state / "reload").write_text(str(reload_rc))
     (tmp_path / "booted").mkdir()
     if dbus:
@@ -458,7 +461,7 @@ def test_how_networkd_is_told(tmp_path, monkeypatch, active, changed, dbus, relo
     ctx, _ = make_context("module", "network", {}, root=tmp_path / "root")
     network._bring_up(ctx, changed)
     calls = (tmp_path / "calls").read_text().splitlines()
-    assert calls[0] == "systemctl is-active --quiet systemd-networkd.service"
+    assert calls[0] == "systemctl is-active systemd-networkd.service"
     assert calls[1:] == expected
 
 
@@ -468,7 +471,7 @@ def test_a_failed_networkd_start_fails_the_module_with_its_message(tmp_path, mon
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "systemctl").write_text(
-        '#!/bin/sh\n[ "$1" = is-active ] && exit 3\necho "Unit systemd-networkd.service not found." >&2\nexit 5\n')
+        '#!/bin/sh\n[ "$1" = is-active ] && echo inactive && exit 3\necho "Unit systemd-networkd.service not found." >&2\nexit 5\n')
     (bin_dir / "systemctl").chmod(0o755)
     (tmp_path / "booted").mkdir()
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")

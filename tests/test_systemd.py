@@ -10,7 +10,7 @@ import pytest
 from cidag.cli import COMMANDS
 from cidag.disabled import DISABLE_FILE
 
-UNITS = ("cidag.service", "cidag-done.service", "cidag.target")
+UNITS = ("cidag.service", "cidag-done.service", "cidag-login.target", "cidag.target")
 
 
 def unit_text(name: str) -> str:
@@ -36,9 +36,16 @@ def parse(text: str) -> dict[str, dict[str, list[str]]]:
 def test_service_order_and_switches():
     unit = parse(unit_text("cidag.service"))
     u, s = unit["Unit"], unit["Service"]
-    assert "network.target" in u["After"] and "local-fs.target" in u["After"]
-    for before in ("network-online.target", "sshd.service", "systemd-user-sessions.service", "cidag.target"):
+    # Not after the network managers: the login work runs while they start.
+    assert "local-fs.target" in u["After"] and "network.target" not in u["After"]
+    for before in ("network-online.target", "cidag.target"):
         assert before in u["Before"]
+    # Logins wait through cidag-login.target, which it pulls in (the generator may mask it).
+    assert "sshd.service" not in u["Before"] and "cidag-login.target" in u["Wants"]
+    login = parse(unit_text("cidag-login.target"))["Unit"]
+    assert login["After"] == ["cidag.service"]
+    for before in ("sshd.service", "ssh.service", "sshd-keygen.service", "systemd-user-sessions.service"):
+        assert before in login["Before"]
     assert u["ConditionPathExists"] == ["!/" + DISABLE_FILE]
     assert u["ConditionKernelCommandLine"] == ["!cidag=disabled"]
     # started (READY=1) at the login milestone, which the shipped modules.yaml declares

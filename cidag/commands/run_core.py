@@ -54,6 +54,7 @@ def run_command(a: RunArgs) -> int:
     from ..engine import RunOptions
     from ..engine import run as run_graph
     from ..logs import setup_logging
+    from .. import known_instance
     from ..plancache import cache_dir, load_for_run
 
     reason = disabled_reason(a.root)
@@ -74,7 +75,14 @@ def run_command(a: RunArgs) -> int:
                       force=tuple(a.force), force_all=a.force_all, fail_fast=a.fail_fast, dry_run=a.dry_run,
                       record_path=Path(a.record_path) if a.record_path else None,
                       observer=_progress(a.quiet, a.fmt))
+    if not a.dry_run:
+        try:
+            known_instance.forget(opts.resolved_state_dir())
+        except OSError:
+            pass  # an unusable state directory: the run itself reports it
     result = run_graph(cg, opts)
+    if not a.dry_run:
+        _remember_instance(cg, opts, result.record)
     if opts.observer is not None:
         opts.observer.close()
     if a.dry_run:
@@ -96,6 +104,18 @@ def run_command(a: RunArgs) -> int:
     elif not a.quiet:
         echo(summary(result.record, result.record_path))
     return result.exit_code
+
+
+def _remember_instance(cg, opts, record: dict) -> None:
+    """STATE/login-identity for the next boot's generator (known_instance.py); never fails a run."""
+    from .. import known_instance
+
+    frequencies = {spec.name: spec.frequency for spec in cg.specs.values() if spec.kind == "module"}
+    milestone = os.environ.get("CIDAG_READY_MILESTONE") or "login"
+    try:
+        known_instance.remember(opts.resolved_state_dir(), opts.root, record, frequencies, milestone)
+    except OSError as exc:  # the next boot then waits for the milestone, as on a first boot
+        echo(f"cidag: login-identity not written: {exc.strerror or exc}", err=True)
 
 
 def _progress(quiet: bool, fmt: str):

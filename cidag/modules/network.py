@@ -12,12 +12,12 @@ says when the network is up: network_online.py).
    files a source gave on an earlier boot are kept. `config: disabled`
    writes nothing.
 2. On a real boot (root `/`, run as root): makes systemd-networkd use them,
-   without waiting for any systemd job (cidag runs before the network
-   managers and the module ends the `network` milestone they wait for, see
-   docs/systemd.md): `systemctl start --no-block` when it is not running (it
-   then starts once the milestone is reached), else, only when a file
-   changed, `networkctl reload` (when D-Bus is up) or `systemctl restart
-   --no-block`. The module ends as soon as that is done.
+   without waiting for any systemd job (cidag.service is not ordered after
+   the network managers, see docs/systemd.md): `systemctl start --no-block`
+   when it is not running yet (it reads the files when it starts), else,
+   only when a file changed, `networkctl reload` (running, D-Bus up) or
+   `systemctl restart --no-block` (running, or still starting and so maybe
+   with the old files). The module ends as soon as that is done.
 """
 from __future__ import annotations
 
@@ -182,14 +182,28 @@ def _tool(ctx: Context, argv: list[str]) -> tuple[bool, str]:
     return False, f"exit {res.returncode}" + (f": {text[0]}" if text else "")
 
 
+def _unit_state(ctx: Context) -> str:
+    """systemd-networkd's ActiveState (active, activating, inactive...), "unknown" when not known."""
+    deadline = min(ctx.deadline, time.monotonic() + TOOL_TIMEOUT)
+    try:
+        res = run_command(["systemctl", "is-active", "systemd-networkd.service"], deadline=deadline,
+                          cancelled=ctx.cancelled)
+    except OSError:
+        return "unknown"
+    return (res.stdout_text().strip().splitlines() or ["unknown"])[0]
+
+
 def _bring_up(ctx: Context, changed: bool) -> None:
     """Tell systemd-networkd; never wait for a systemd job (one could wait for cidag itself)."""
     if not os.path.isdir(BOOTED):
         ctx.log.warning("not booted with systemd: files written, no network manager told")
         return
-    active, _ = _tool(ctx, ["systemctl", "is-active", "--quiet", "systemd-networkd.service"])
-    if active and not changed:
-        ctx.log.info("systemd-networkd is running and the files are unchanged")
+    # cidag may start before networkd (cidag.service is not ordered after it): the files
+    # are written before this check, so a networkd not yet started reads them when it starts.
+    state = _unit_state(ctx)
+    active = state in ("active", "reloading")
+    if (active or state == "activating") and not changed:
+        ctx.log.info("systemd-networkd is %s and the files are unchanged", state)
         return
     if active and os.path.exists(DBUS_SOCKET):
         # A D-Bus call to the running networkd: it reloads and answers, no job involved.
@@ -198,9 +212,11 @@ def _bring_up(ctx: Context, changed: bool) -> None:
             ctx.log.info("networkctl reload")
             return
         ctx.log.warning("networkctl reload failed (%s): restarting systemd-networkd", why)
-    # No D-Bus this early: systemctl talks to systemd over its private socket. --no-block:
-    # the job waits for network-pre.target, which waits for this run's `network` milestone.
-    argv = ["systemctl", "restart" if active else "start", "--no-block", "systemd-networkd.service"]
+    # No D-Bus this early: systemctl talks to systemd over its private socket. A networkd
+    # starting now may have read the old files: a restart job re-runs its start (systemd merges
+    # it into the running start job). --no-block: never wait for a systemd job.
+    argv = ["systemctl", "restart" if active or state == "activating" else "start", "--no-block",
+            "systemd-networkd.service"]
     ok, why = _tool(ctx, argv)
     if not ok:
         raise RuntimeError(f"{' '.join(argv)}: {why}")

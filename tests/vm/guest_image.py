@@ -193,6 +193,11 @@ def _install_cidag(tree: Path) -> None:
     # The compiled plan, as an image builder makes it (docs/systemd.md): the first boot
     # imports neither networkx nor click, and parses no manifest.
     _run(["chroot", str(tree), "env", "-i", "/usr/bin/cidag", "compile"], stdout=subprocess.DEVNULL)
+    # The generator that lets a known instance's reboot skip the login wait (known_instance.py).
+    generators = tree / "usr/lib/systemd/system-generators"
+    generators.mkdir(parents=True, exist_ok=True)
+    shutil.copy(site / "cidag/data/cidag-generator", generators / "cidag-generator")
+    (generators / "cidag-generator").chmod(0o755)
     # Every unit the package ships (cidag.service, the milestones, cidag.target), each enabled:
     # a unit without an [Install] section is only pulled in by the others.
     data = site / "cidag/data"
@@ -258,6 +263,10 @@ def _image(variant: str) -> Image:
             ssh_dir.mkdir(mode=0o700)
             (ssh_dir / "authorized_keys").write_text(login_key()[1] + "\n")
             _run(["chroot", str(tree), "chown", "-R", f"{BARE_USER}:{BARE_USER}", f"/home/{BARE_USER}/.ssh"])
+            # ... who may power it off, as the cloud-config's user may on the other guests (the reboot row).
+            sudoers = tree / "etc/sudoers.d/90-bare-user"
+            sudoers.write_text(f"{BARE_USER} ALL=(ALL) NOPASSWD:ALL\n")
+            sudoers.chmod(0o440)
         _install_report(tree, variant)
         part = work / "image.raw"
         _run(["mkfs.ext4", "-q", "-F", "-L", "root", "-d", str(tree), str(part), IMAGE_SIZE], stdout=subprocess.DEVNULL)

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,6 +87,8 @@ class Guest:
         self.console = self.workdir / "console.log"
         self.reports = self.workdir / "ttyS1.log"
         self.ssh_port = free_port()
+        # The machine's SMBIOS UUID, as a cloud gives each instance its own: kept across its reboots.
+        self.uuid = str(uuid.uuid4())
         self.proc: subprocess.Popen | None = None
         self.started = 0.0
         if not self.overlay.exists():
@@ -110,7 +113,7 @@ class Guest:
             "-netdev", net, "-device", f"virtio-net-pci,netdev=n0,mac={self.mac}",
             "-chardev", f"file,id=s0,path={self.console}", "-serial", "chardev:s0",
             "-chardev", f"file,id=s1,path={self.reports}", "-serial", "chardev:s1",
-            "-device", "virtio-rng-pci",
+            "-device", "virtio-rng-pci", "-uuid", self.uuid,
         ]
         if DMI[self.dmi]:
             argv += ["-smbios", DMI[self.dmi]]

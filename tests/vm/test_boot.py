@@ -99,6 +99,8 @@ def test_config_drive_then_reboot_then_new_instance(cidag_image, workdir, keys, 
         "ssh_host_ecdsa_key", "ssh_host_ed25519_key", "ssh_host_rsa_key"]
     fingerprint = "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub"
     first_fingerprint = g.root(keys["user"][0], "alice", fingerprint)
+    login_wait = "systemctl show -p LoadState --value cidag-login.target"
+    assert g.root(keys["user"][0], "alice", login_wait).strip() == "loaded"  # a first boot: logins waited
 
     # Reboot, same instance: per-instance work is not done again, per-boot work is.
     g.root(keys["user"][0], "alice", "echo tampered > /etc/vm-test/hello; systemctl reboot")
@@ -114,6 +116,8 @@ def test_config_drive_then_reboot_then_new_instance(cidag_image, workdir, keys, 
     assert nodes["source:openstack"]["status"] == "skipped" and nodes["source:openstack"]["start_s"] is None
     assert record["result"] == "ok"
     assert g.root(keys["user"][0], "alice", "cat /etc/vm-test/hello").strip() == "tampered"
+    # The same machine (SMBIOS UUID) with its login work done: sshd did not wait for cidag.
+    assert g.root(keys["user"][0], "alice", login_wait).strip() == "masked"
     g.kill()
 
     # Another instance id on the same disk (a new config drive): per-instance work runs again.
@@ -128,6 +132,8 @@ def test_config_drive_then_reboot_then_new_instance(cidag_image, workdir, keys, 
     # A new instance gets new host keys, the old ones deleted (ssh_deletekeys), only the types asked for.
     assert g2.root(keys["user"][0], "alice", "cd /etc/ssh && ls ssh_host_*_key").split() == ["ssh_host_ed25519_key"]
     assert g2.root(keys["user"][0], "alice", fingerprint) != first_fingerprint
+    # Another machine booted from the disk: logins waited for this instance's users and keys.
+    assert g2.root(keys["user"][0], "alice", login_wait).strip() == "loaded"
 
 
 def test_nocloud_seed_with_own_users_only(cidag_image, workdir, keys, guests):
