@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from .errors import Diagnostic
+from .yamldoc import safe_load as _safe_load
 
 MAX_SIZE = 16 << 20  # decoded bytes kept from one payload: guards against gzip bombs
 MAX_PARTS = 1000
@@ -176,7 +177,7 @@ def _dispatch(data: bytes, out: UserData, origin: str, name: str, depth: int, ct
 def _archive(data: bytes, out: UserData, origin: str, name: str, depth: int) -> None:
     """`#cloud-config-archive`: a YAML list of parts, each a string or {content, type, filename}."""
     try:
-        doc = yaml.safe_load(data)
+        doc = _safe_load(data)
     except yaml.YAMLError as exc:
         out.errors.append(f"{name}: invalid YAML in #cloud-config-archive: {str(exc).splitlines()[0]}")
         return
@@ -205,7 +206,7 @@ def _cloud_config(data: bytes, out: UserData, name: str) -> None:
     from .values import ValueRefused, canonical
 
     try:
-        doc = yaml.safe_load(data)
+        doc = _safe_load(data)
         # Bounded once here (values.py): a recursive alias, an alias bomb or deep nesting is
         # this part's error, not a crash or gigabytes later on.
         doc = canonical(doc)
@@ -427,7 +428,7 @@ def validate_user_data_file(path: str | os.PathLike, *, encoding: str | None = N
     schemas = section_schemas()
     for text, offset in docs:
         try:
-            doc = yaml.safe_load(text) or {}
+            doc = _safe_load(text) or {}
         except yaml.YAMLError:
             continue  # reported above
         if not isinstance(doc, dict):
@@ -499,7 +500,7 @@ def _collect_docs(data: bytes, docs: list, collector: UserData, fname: str) -> N
                 docs.append((text, offset))
     elif _first_line(data).startswith(b"#cloud-config-archive"):
         try:
-            entries = yaml.safe_load(data)
+            entries = _safe_load(data)
         except yaml.YAMLError:
             return  # reported by the probe above
         for entry in entries if isinstance(entries, list) else []:

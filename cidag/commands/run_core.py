@@ -80,6 +80,9 @@ def run_command(a: RunArgs) -> int:
             known_instance.forget(opts.resolved_state_dir())
         except OSError:
             pass  # an unusable state directory: the run itself reports it
+        from .. import prefetch  # nodes import their code lazily: have it ready when they start
+
+        prefetch.start(cg, opts.resolved_state_dir())
     result = run_graph(cg, opts)
     if not a.dry_run:
         _remember_instance(cg, opts, result.record)

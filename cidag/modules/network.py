@@ -28,6 +28,7 @@ import time
 import yaml
 
 from .. import netconfig, networkd, netstate, paths
+from ..yamldoc import safe_load as _safe_load
 from ..api import Context
 from ..process import run_command
 
@@ -76,7 +77,7 @@ def _interfaces(ctx: Context) -> tuple[list[netconfig.Interface] | None, str]:
         return [_fallback(ctx)], FALLBACK_ORIGIN
     if isinstance(doc, (str, bytes)):  # e.g. an exec source handing over the YAML text
         try:
-            doc = yaml.safe_load(doc)
+            doc = _safe_load(doc)
         except yaml.YAMLError as exc:
             raise netconfig.NetworkConfigError(f"network-config is not YAML: {exc}".splitlines()[0]) from None
     cfg = netconfig.parse(doc)

@@ -253,9 +253,13 @@ def run(ctx: Context) -> dict | None:
     apply = _apply_tools if backend == "tools" else _apply_files
     apply(ctx, root, users, groups, system_groups)
     db = acc.Database(root)
-    homes = sum(_home(ctx, root, db, u) for u in users)
-    if homes:
-        os.sync()  # the skeleton files of every new home, durable before the module ends ok
+    # The skeleton files of every new home are durable before the module ends ok: a few homes
+    # fsync each file (a first boot's login waits for this module, and os.sync would flush the
+    # whole machine's dirty pages), many homes one os.sync for all.
+    each = len(users) <= TOOLS_MAX_USERS
+    homes = sum(_home(ctx, root, db, u, durable=each) for u in users)
+    if homes and not each:
+        os.sync()
     _sudoers(ctx, root, users)
     names = ", ".join(u["name"] for u in users)
     ctx.log.info("users ready (%s backend): %s", backend, names or "(none)")
@@ -432,7 +436,7 @@ def _apply_tools(ctx: Context, root: Path, users: list[dict], groups: dict[str, 
         db.save()
 
 
-def _home(ctx: Context, root: Path, db: acc.Database, u: dict) -> bool:
+def _home(ctx: Context, root: Path, db: acc.Database, u: dict, durable: bool = True) -> bool:
     """Make the user's home from the skeleton; True when one was made."""
     if u.get("no_create_home") or (u.get("system") and not u.get("homedir")):
         return False
@@ -446,7 +450,7 @@ def _home(ctx: Context, root: Path, db: acc.Database, u: dict) -> bool:
     paths.makedirs(root, user.home, mode=_home_mode(root), uid=user.uid, gid=user.gid)
     skel = paths.confine(root, "etc/skel")
     if skel.is_dir():
-        _copy_skel(root, skel, user.home, user.uid, user.gid)
+        _copy_skel(root, skel, user.home, user.uid, user.gid, durable)
     ctx.log.info("home %s created for %s", user.home, user.name)
     return True
 
@@ -459,7 +463,7 @@ def _home_mode(root: Path) -> int:
         return 0o700
 
 
-def _copy_skel(root: Path, skel: Path, home: str, uid: int, gid: int) -> None:
+def _copy_skel(root: Path, skel: Path, home: str, uid: int, gid: int, durable: bool = True) -> None:
     for dirpath, dirnames, filenames in os.walk(skel):
         rel = os.path.relpath(dirpath, skel)
         for d in dirnames:
@@ -474,10 +478,10 @@ def _copy_skel(root: Path, skel: Path, home: str, uid: int, gid: int) -> None:
                 continue  # symlinks and devices in skel are not copied (nothing to follow)
             with open(src, "rb") as fh:
                 data = fh.read()
-            # No fsync per file: thousands of users would pay one each; run() syncs once.
+            # durable=False: thousands of users would pay an fsync each; run() syncs once.
             paths.write_file(root, os.path.normpath(os.path.join(home, rel, f)), data,
                              mode=stat.S_IMODE(st.st_mode), uid=uid, gid=gid, follow_symlinks=False,
-                             durable=False)
+                             durable=durable)
 
 
 def _sudoers(ctx: Context, root: Path, users: list[dict]) -> None:

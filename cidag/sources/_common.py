@@ -36,8 +36,10 @@ def load_yaml(data: bytes | str, what: str) -> Any:
     """Parse YAML (safe loader); raise ValueError naming `what`."""
     import yaml
 
+    from ..yamldoc import safe_load as _safe_load
+
     try:
-        return yaml.safe_load(data)
+        return _safe_load(data)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
