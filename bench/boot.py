@@ -112,6 +112,7 @@ class Boot:
     tool_cpu_s: float | None = None
     default_route: bool | None = None
     status_at_login: str | None = None
+    recoverable: bool = False  # cloud-init status exit 2: done, with recoverable errors
     notes: list[str] = field(default_factory=list)
 
 
@@ -128,7 +129,9 @@ def _verdict(tool: str, report: machine.Report) -> bool:
     if tool == "bare":
         return True
     if tool == "cloud-init":
-        return report.rc == 0
+        # 2: done with "recoverable errors" (warnings such as a datasource that did not answer):
+        # provisioned, as cidag's `degraded` is; the table says so.
+        return report.rc in (0, 2)
     try:
         st = json.loads(report.status)
     except ValueError:
@@ -172,7 +175,8 @@ def run_boot(g: machine.Guest, tool: str, key: Path, check_route: bool, watch: b
             rep = g.wait_report(1, REPORT_TIMEOUT)
             out.provisioned_s, out.uptime_s, out.ok = rep.host_seconds, rep.uptime, _verdict(tool, rep)
             out.tool_run_s, out.tool_cpu_s = _unit_seconds(rep)
-            if not out.ok:
+            if not out.ok or (tool == "cloud-init" and rep.rc == 2):
+                out.recoverable = bool(out.ok)
                 out.notes.append("status: " + " ".join(rep.status.split())[:300])
         except (TimeoutError, RuntimeError) as exc:
             out.notes.append(f"no report: {str(exc).splitlines()[0]}")
@@ -249,6 +253,8 @@ def _cell(row: dict | None) -> str:
     if row["tool"] == "bare":
         return f"{_fmt(row.get('sshd_s'))} / {_fmt(row.get('login_s'))} / ({_fmt(row.get('provisioned_s'))})"
     ok = {True: "ok", False: "NOT ok", None: "?"}[row.get("ok")]
+    if row.get("recoverable"):
+        ok = "ok (exit 2: recoverable errors)"
     cell = f"{_fmt(row.get('sshd_s'))} / {_fmt(row.get('login_s'))} / {_fmt(row.get('provisioned_s'))} {ok}"
     if row.get("default_route"):
         cell += ", HAD a default route"
