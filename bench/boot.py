@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from datetime import datetime
 import re
 import shutil
 import signal
@@ -113,6 +114,7 @@ class Boot:
     default_route: bool | None = None
     status_at_login: str | None = None
     recoverable: bool = False  # cloud-init status exit 2: done, with recoverable errors
+    timeline: dict = field(default_factory=dict)  # guest monotonic seconds: see _timeline
     notes: list[str] = field(default_factory=list)
 
 
@@ -123,6 +125,27 @@ def _unit_seconds(report: machine.Report) -> tuple[float | None, float | None]:
     cpu = sum(u["cpu_ns"] for u in report.units.values()) / 1e9
     span = (max(exits) - min(starts)) / 1e6 if starts and exits else None
     return span, (cpu if report.units else None)
+
+
+def _timeline(tool: str, report: machine.Report) -> dict:
+    """Where the boot's time went, on the guest's monotonic clock (seconds since the kernel
+    started): basic.target and network.target reached, the tool's first unit started, for cidag
+    its run's start and `login` milestone, sshd up."""
+    marks = report.marks
+    out = {k: marks.get(k) for k in ("basic", "network", "ssh")}
+    starts = [u["start_us"] for u in report.units.values() if u["start_us"]]
+    out["unit"] = min(starts) / 1e6 if starts else None
+    if tool == "cidag" and "clock" in marks:
+        try:
+            st = json.loads(report.status)
+            began = datetime.fromisoformat(st["started_at"].replace("Z", "+00:00")).timestamp()
+            wall, mono = marks["clock"]
+            out["run"] = began - wall + mono
+            login = (st.get("milestones") or {}).get("login")
+            out["login"] = out["run"] + login if isinstance(login, (int, float)) else None
+        except (ValueError, KeyError, TypeError, AttributeError):
+            pass
+    return {k: (round(v, 1) if isinstance(v, (int, float)) else None) for k, v in out.items()}
 
 
 def _verdict(tool: str, report: machine.Report) -> bool:
@@ -175,6 +198,7 @@ def run_boot(g: machine.Guest, tool: str, key: Path, check_route: bool, watch: b
             rep = g.wait_report(1, REPORT_TIMEOUT)
             out.provisioned_s, out.uptime_s, out.ok = rep.host_seconds, rep.uptime, _verdict(tool, rep)
             out.tool_run_s, out.tool_cpu_s = _unit_seconds(rep)
+            out.timeline = _timeline(tool, rep)
             if not out.ok or (tool == "cloud-init" and rep.rc == 2):
                 out.recoverable = bool(out.ok)
                 out.notes.append("status: " + " ".join(rep.status.split())[:300])
@@ -276,6 +300,12 @@ def render(rows: list[dict], tools: list[str]) -> str:
             if r.get("login_s") is not None and r.get("provisioned_s") is not None:
                 extra.append(f"- runcmd-40s, {r['variant']}: login {r['provisioned_s'] - r['login_s']:.1f} s "
                              f"before provisioning ended (status at login: {r.get('status_at_login')})")
+        t = r.get("timeline") or {}
+        if any(t.values()):
+            names = (("basic", "basic.target"), ("network", "network.target"), ("unit", "tool's unit started"),
+                     ("run", "cidag's run began"), ("login", "login milestone"), ("ssh", "sshd up"))
+            extra.append(f"- {r['scenario']}, {r['variant']}, guest clock (s from kernel start): "
+                         + ", ".join(f"{label} {t[k]:.1f}" for k, label in names if t.get(k) is not None))
         if r.get("tool_run_s") is not None:
             extra.append(f"- {r['scenario']}, {r['variant']}: tool's units ran {r['tool_run_s']:.1f} s, "
                          f"CPU {r['tool_cpu_s']:.1f} s; uptime at report {_fmt(r.get('uptime_s'))} s")

@@ -220,6 +220,7 @@ def test_hard_power_off_mid_provisioning(cidag_image, workdir, keys, guests):
     listing = g2.root(keys["user"][0], "alice",
                       "find /var/lib/cidag -type f | while read f; do case $f in *.json) "
                       "python3 -c 'import json,sys; json.load(open(sys.argv[1]))' $f || echo BROKEN $f;; "
+                      "*/login-identity) head -n 1 $f | grep -Eq '^[0-9a-f-]{36}$' || echo BROKEN $f;; "
                       "*) echo ODD $f;; esac; done")
     assert "BROKEN" not in listing and "ODD" not in listing, listing
 
