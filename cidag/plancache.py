@@ -261,8 +261,8 @@ def _distributions() -> Iterator[tuple]:
 def _plugin_files(cg: CompiledGraph) -> list[tuple]:
     """(file, size, mtime) of each module outside cidag that holds a type the manifests use."""
     out = set()
-    for spec in cg.specs.values():
-        modname = getattr(spec.call, "__module__", None)
+    # Once per Python module, not per node: 10,000 nodes share a handful of modules.
+    for modname in {getattr(spec.call, "__module__", None) for spec in cg.specs.values()}:
         mod = sys.modules.get(modname) if modname else None
         path = getattr(mod, "__file__", None)
         if not path or Path(path).resolve().is_relative_to(PACKAGE_DIR):
