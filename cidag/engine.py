@@ -8,6 +8,7 @@ truth about each node.
 from __future__ import annotations
 
 import gc
+import heapq
 import json
 import logging
 import os
@@ -190,15 +191,34 @@ class _NodeLogs(logging.Handler):
             {"t": round(record.created - self.t0, 6), "level": record.levelname, "message": record.getMessage()})
 
 
+class _NodeContext(Context):
+    """A Context whose logger is made on first use: most nodes never log, and a Logger per
+    node is a tenth of a no-op node's cost."""
+
+    make_log: tuple  # (function, node): what makes the logger
+
+    @property  # type: ignore[override]
+    def log(self) -> logging.Logger:
+        log = self.__dict__.get("_log")
+        if log is None:
+            make, node = self.make_log
+            log = self.__dict__["_log"] = make(node)
+        return log
+
+    @log.setter
+    def log(self, value: logging.Logger | None) -> None:
+        self.__dict__["_log"] = value
+
+
 class _LazyEnv(MutableMapping):
     """The CIDAG_* environment of a node, built on first use (most plugin types run no command)."""
 
-    def __init__(self, build: Callable[[], dict]) -> None:
-        self._build, self._env = build, None
+    def __init__(self, build: Callable[..., dict], *args: Any) -> None:
+        self._build, self._args, self._env = build, args, None
 
     def _get(self) -> dict:
         if self._env is None:
-            self._env = self._build()
+            self._env = self._build(*self._args)
         return self._env
 
     def __getitem__(self, key: str) -> str:
@@ -343,38 +363,46 @@ class Engine:
             env[env_key(name)] = value if isinstance(value, str) else json.dumps(value)
         return env
 
-    def _make_context(self, node: str) -> Context:
-        spec = self.cg.specs[node]
-        facade = Facade(self.plan, node, self._declared(node))
-        iid = self.instance_id()
+    def _logger(self, node: str) -> logging.Logger:
         log = logging.Logger(f"cidag.node.{node}")
         log.parent = self.node_log_parent  # not registered globally: no leak across runs
         log.level = logging.DEBUG  # all reaches the record; stderr filters. (setLevel clears every logger's cache)
         log.addFilter(self.log_gate)
         self.loggers[node] = log
-        return Context(
+        return log
+
+    def _result_so_far(self) -> str:
+        return result_of(self.plan, bool(self.interrupted))
+
+    def _make_context(self, node: str) -> Context:
+        spec = self.cg.specs[node]
+        facade = Facade(self.plan, node, self._declared(node))
+        iid = self.instance_id()
+        ctx = _NodeContext(
             name=spec.name,
             kind=spec.kind,
             settings=spec.settings,
             caps=facade,
             root=self.root,
             instance_id=iid,
-            log=log,
+            log=None,
             deadline=self.now() + spec.timeout,
             cancelled=CancelEvent(),
             state_dir=self.state_path,
-            env=_LazyEnv(lambda: self._env(node, spec, facade, iid)),  # built only if a command runs
+            env=_LazyEnv(self._env, node, spec, facade, iid),  # built only if a command runs
             run_started=self.t0,
-            run_result=lambda: result_of(self.plan, bool(self.interrupted)),
+            run_result=self._result_so_far,
             is_secret=self.secrets.is_secret,
             commands=self.commands,
         )
+        ctx.make_log = (self._logger, node)
+        return ctx
 
     def _start(self, node: str) -> None:
         spec = self.cg.specs[node]
         ctx = self._make_context(node)
         if spec.kind == "module":
-            lane = self._free_lanes.pop(0) if self._free_lanes else len(self.workers) + self.opts.jobs
+            lane = heapq.heappop(self._free_lanes) if self._free_lanes else len(self.workers) + self.opts.jobs
         else:
             lane, self._next_source_lane = self._next_source_lane, self._next_source_lane + 1
         self.workers[node] = lane
@@ -391,8 +419,7 @@ class Engine:
         spec = self.cg.specs[node]
         lane = self.workers.get(node)
         if spec.kind == "module" and lane is not None and lane < self.opts.jobs:
-            self._free_lanes.append(lane)
-            self._free_lanes.sort()
+            heapq.heappush(self._free_lanes, lane)
         if values:
             self.secrets.learn(values)
         ctx = self.contexts.get(node)
@@ -416,7 +443,8 @@ class Engine:
         except (OSError, ValueError) as exc:
             # The module did its work; without its marker it runs again next boot. A fault.
             why = f"marker not written ({getattr(exc, 'strerror', None) or exc}); it will run again next boot"
-            self.loggers[node].warning("%s", why) if node in self.loggers else None
+            if node in self.contexts:
+                self.contexts[node].log.warning("%s", why)
             self.faults.append(f"{node}: {why}")
 
     def _canonical(self, node: str, values: dict) -> tuple[dict, str]:

@@ -112,7 +112,7 @@ def build_record(
             "start_s": _r(st.start),
             "end_s": _r(st.end),
             "duration_s": _r(st.end - st.start) if st.start is not None and st.end is not None else None,
-            "reason": scrub(st.reason),
+            "reason": scrub(st.reason) if st.reason else st.reason,
             "reason_code": st.code or None,
             "cause": st.cause,
             "worker": workers.get(node),
