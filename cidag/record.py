@@ -20,21 +20,28 @@ def critical_path(plan: Plan) -> tuple[float, list[str]]:
     """
     length: dict[str, float] = {}
     best_in: dict[str, str | None] = {}
+    caps, nodes, inputs_of = plan.caps, plan.nodes, plan.inputs
+    unended = ("waiting", "ready", "running")
     for node in plan.order:
         if node.startswith("cap:"):
-            cap = plan.caps[node[4:]]
+            cap = caps[node[4:]]
             if cap.status == "pending":
                 continue
-            inputs = [p for p in cap.waited_for if p in length]
+            inputs = cap.waited_for
             own = 0.0
         else:
-            st = plan.nodes[node]
-            if st.status in ("waiting", "ready", "running"):
+            st = nodes[node]
+            if st.status in unended:
                 continue
-            inputs = [u for u, _ in plan.inputs[node] if u in length]
+            inputs = [u for u, _ in inputs_of[node]]
             own = (st.end - st.start) if st.start is not None and st.end is not None else 0.0
-        prev = max(inputs, key=lambda u: length[u], default=None)
-        length[node] = own + (length[prev] if prev is not None else 0.0)
+        # The first input with the longest chain (a plain loop: max() with a key costs a call per input).
+        prev, best = None, 0.0
+        for u in inputs:
+            at = length.get(u)
+            if at is not None and (prev is None or at > best):
+                prev, best = u, at
+        length[node] = own + best
         best_in[node] = prev
     if not length:
         return 0.0, []
