@@ -18,11 +18,11 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, MutableMapping
+from typing import Any, Callable, Iterable, MutableMapping
 
 from . import signals as run_signals
 from .api import Context
-from .compiler import CompiledGraph, ancestors
+from .compiler import CompiledGraph, ancestors, load_and_compile  # noqa: F401 - re-exported
 from .errors import CidagError, UsageError
 from .facade import Facade
 from .plan import (ALREADY_RAN, FAIL_FAST, INTERNAL, INTERRUPTED, NOT_NEEDED, NOT_NEEDED_CODE,
@@ -90,11 +90,10 @@ class RunResult:
     start_order: list[str] = field(default_factory=list)
 
 
-def plan_skips(cg: CompiledGraph, opts: RunOptions, state: StateDir | None,
-               done_guess: set[str] = frozenset()) -> dict[str, tuple]:
+def plan_skips(cg: CompiledGraph, opts: RunOptions, state: StateDir | None) -> dict[str, tuple]:
     """Nodes settled before the run starts: outside --only, `once` already done, sources not
-    needed. `done_guess`: per-instance modules whose marker exists for the last instance id
-    (docs/engine.md): sources only they need are deferred, not skipped (see run_overlay)."""
+    needed. Sources only probably-done per-instance modules need are deferred, not skipped
+    (deferred_sources). Raises UsageError for an --only or --force that names no module."""
     g = cg.graph
     skips: dict[str, tuple] = {}
     modules = {m.node_id: m for m in cg.manifests.modules}
@@ -259,7 +258,6 @@ class Engine:
         self._free_lanes: list[int] = list(range(opts.jobs))
         self._next_source_lane = opts.jobs
         self.secrets = SecretPolicy(cg.manifests.secrets())
-        self.secret_caps = self.secrets.declared
         self._reported = 0  # how much of plan.end_order the observer has seen
         self.interrupted: str | None = None  # the signal's name
         self.first_failure: str | None = None
@@ -842,23 +840,6 @@ def run(cg: CompiledGraph, opts: RunOptions | None = None) -> RunResult:
 
 def _utc(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def load_and_compile(sources: str | None = None, modules: str | None = None,
-                     config_dir: str | None = None, env: Mapping[str, str] | None = None) -> CompiledGraph:
-    """Find, load and compile the manifests (the lookup order of spec §2); `env` is what their
-    ${VAR}s read (default os.environ). `cidag run` goes through plancache.load_for_run."""
-    from .compiler import compile_manifests
-    from .manifest import find_manifests, load_manifests
-
-    s, m = find_manifests(sources, modules, config_dir)
-    enabled = gc.isenabled()
-    gc.disable()  # loading allocates many containers and frees few: collections only cost
-    try:
-        return compile_manifests(load_manifests(s, m, env))
-    finally:
-        if enabled:
-            gc.enable()
 
 
 __all__: Iterable[str] = ("RunOptions", "RunResult", "run", "load_and_compile", "plan_skips", "InternalError")

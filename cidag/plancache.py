@@ -76,7 +76,7 @@ def load_for_run(sources: str | None, modules: str | None, config_dir: str | Non
 def compile_frozen(sources: str, modules: str) -> tuple[CompiledGraph, dict]:
     """Compile with networkx, freeze the graph; returns it and the header parts only the
     compile knows (the environment it read, the plugin files it imported)."""
-    from .engine import load_and_compile
+    from .compiler import load_and_compile
 
     reads = _EnvReads(os.environ)
     cg = load_and_compile(sources, modules, env=reads)

@@ -24,8 +24,6 @@ import binascii
 import copy
 import email
 import email.message
-import gzip
-import io
 import os
 import re
 import zlib
@@ -508,14 +506,6 @@ def _collect_docs(data: bytes, docs: list, collector: UserData, fname: str) -> N
                 docs.append((content, None))  # no line of the file: the message names the key
     elif _first_line(data).startswith(b"#cloud-config"):
         docs.append((data.decode("utf-8", "replace"), 0))
-
-
-def gzip_bytes(data: bytes) -> bytes:
-    """gzip `data` (tests and tools building user-data)."""
-    buf = io.BytesIO()
-    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as f:
-        f.write(data)
-    return buf.getvalue()
 
 
 def cloud_config_sections(ctx, schemas: dict[str, dict]) -> dict:
