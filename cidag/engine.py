@@ -392,6 +392,7 @@ class Engine:
             run_result=self._result_so_far,
             is_secret=self.secrets.is_secret,
             commands=self.commands,
+            clock=self.now,  # one clock: the runner's, which the deadline above is on
         )
         ctx.make_log = (self._logger, node)
         return ctx

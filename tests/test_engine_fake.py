@@ -156,3 +156,18 @@ def test_per_instance_markers_are_judged_when_instance_id_settles(tmp_path):
     assert n["module:reader"]["status"] == "ok"  # the marker still provides `done`
     result, n = go(tmp_path, sources, modules, fake({"cd": 0.1}), force=("once-per-instance",))
     assert n["module:once-per-instance"]["status"] == "ok"
+
+
+def test_remaining_is_on_the_runners_clock(tmp_path):
+    """A 600 s module that has run 100 s (fake time) has 500 s left, whatever the real
+    monotonic clock says (before: Context.remaining() read time.monotonic and saw 0.0)."""
+    runner = FakeRunner(lambda node, ctx: (100.0, FakeRunner.CALL))
+    cg = compile_text({"version": 1, "sources": [src("seed", ["instance-id"])]}, {"version": 1, "modules": [
+        {"name": "long", "type": "plugins_for_tests:reports_remaining", "frequency": "per-boot",
+         "timeout": "600s", "provides": ["left"]},
+        {"name": "reader", "type": "plugins_for_tests:records_what_it_sees", "frequency": "per-boot",
+         "needs": ["left"]}]})
+    result = run(cg, RunOptions(root=tmp_path / "root", runner=runner, handle_signals=False))
+    assert result.exit_code == 0
+    seen = (tmp_path / "root" / "out" / "reader").read_text()
+    assert seen == '{"left": ["float", 500.0]}'
