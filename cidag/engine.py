@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gc
 import heapq
-import json
 import logging
 import os
 import signal
@@ -18,10 +17,11 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, MutableMapping
+from typing import Any, Callable, Iterable
 
 from . import signals as run_signals
 from .api import Context
+from .cmdenv import LazyEnv, capability_env
 from .compiler import CompiledGraph, ancestors, load_and_compile  # noqa: F401 - re-exported
 from .errors import CidagError, UsageError
 from .facade import Facade
@@ -209,37 +209,6 @@ class _NodeContext(Context):
         self.__dict__["_log"] = value
 
 
-class _LazyEnv(MutableMapping):
-    """The CIDAG_* environment of a node, built on first use (most plugin types run no command)."""
-
-    def __init__(self, build: Callable[..., dict], *args: Any) -> None:
-        self._build, self._args, self._env = build, args, None
-
-    def _get(self) -> dict:
-        if self._env is None:
-            self._env = self._build(*self._args)
-        return self._env
-
-    def __getitem__(self, key: str) -> str:
-        return self._get()[key]
-
-    def __iter__(self):
-        return iter(self._get())
-
-    def __len__(self) -> int:
-        return len(self._get())
-
-    def __setitem__(self, key: str, value: str) -> None:
-        self._get()[key] = value
-
-    def __delitem__(self, key: str) -> None:
-        del self._get()[key]
-
-
-def env_key(cap: str) -> str:
-    return "CIDAG_CAP_" + cap.upper().replace("-", "_").replace(".", "_")
-
-
 class Engine:
     """One run of a compiled graph. Use `run()`; the class keeps the loop's state together."""
 
@@ -351,14 +320,9 @@ class Engine:
     def _env(self, node: str, spec, facade: Facade, iid: str | None) -> dict[str, str]:
         """CIDAG_* variables for the node's commands. Secret capabilities go only to the
         built-in exec type, whose recipe has no other way to read what it declared."""
-        env = {"CIDAG_ROOT": str(self.root), "CIDAG_NODE": node, "CIDAG_STATE_DIR": str(self.state_path)}
-        if iid is not None:
-            env["CIDAG_INSTANCE_ID"] = iid
-        for name in facade:
-            value = facade[name]
-            if callable(value) or (self.secrets.is_secret(name) and spec.type != "exec"):
-                continue
-            env[env_key(name)] = value if isinstance(value, str) else json.dumps(value)
+        skip = self.secrets.is_secret if spec.type != "exec" else (lambda name: False)
+        env = capability_env(self.root, iid, facade, skip)
+        env.update(CIDAG_NODE=node, CIDAG_STATE_DIR=str(self.state_path))
         return env
 
     def _logger(self, node: str) -> logging.Logger:
@@ -387,7 +351,7 @@ class Engine:
             deadline=self.now() + spec.timeout,
             cancelled=CancelEvent(),
             state_dir=self.state_path,
-            env=_LazyEnv(self._env, node, spec, facade, iid),  # built only if a command runs
+            env=LazyEnv(self._env, node, spec, facade, iid),  # built only if a command runs
             run_started=self.t0,
             run_result=self._result_so_far,
             is_secret=self.secrets.is_secret,
