@@ -763,14 +763,9 @@ class Engine:
         for name, cap in sorted(self.plan.caps.items()):
             if cap.status != "resolved":
                 continue
-            value = at_rest(self.plan.nodes[cap.provider].values.get(name))
-            secret = self.secrets.is_secret(name) and not callable(self.plan.nodes[cap.provider].values.get(name))
-            if "password" in name and secret:
-                value = "<secret>"  # passwords are never kept at rest, not even in the 0600 file
-            elif secret:
-                value = self.secrets.without_passwords(value)  # nor those inside documents
-            sensitive[name] = {"provider": cap.provider, "value": value}
-            public[name] = {"provider": cap.provider, "value": "<secret>" if secret else value}
+            shown, kept = self.secrets.kept_at_rest(name, self.plan.nodes[cap.provider].values.get(name))
+            sensitive[name] = {"provider": cap.provider, "value": kept}
+            public[name] = {"provider": cap.provider, "value": shown}
         iid = self.instance_id()
         self.state.write_instance_data({"instance_id": iid, "capabilities": public},
                                        {"instance_id": iid, "capabilities": sensitive})
