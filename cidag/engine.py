@@ -377,16 +377,24 @@ class Engine:
 
     # -- ending nodes --------------------------------------------------------
 
-    def _end(self, node: str, status: str, reason: str = "", values: dict | None = None, code: str = "") -> None:
-        self.running.pop(node)
+    def _end(self, node: str, status: str, reason: str = "", values: dict | None = None, code: str = "",
+             *, answered: bool = True) -> None:
+        """The one way a running node ends, whatever ended it: its answer, its deadline, an
+        obsolete source, an interrupt, a failure of the loop. Frees its lane, learns its
+        secrets, keeps its faults, releases its held log lines, tells the plan, writes its
+        marker. Not `answered`: it is cancelled and its late answer will be ignored."""
+        ctx, _ = self.running.pop(node)
+        if not answered:
+            ctx.cancelled.set()  # its commands are killed; what they print still reaches the record
+            self.late[node] = ctx
+            self.runner.forget(node)
         spec = self.cg.specs[node]
         lane = self.workers.get(node)
         if spec.kind == "module" and lane is not None and lane < self.opts.jobs:
             heapq.heappush(self._free_lanes, lane)
         if values:
             self.secrets.learn(values)
-        ctx = self.contexts.get(node)
-        if ctx is not None and ctx.faults:  # items that failed inside a node that went on
+        if ctx.faults:  # items that failed inside a node that went on
             self.faults.extend(f"{node}: {self.scrub(f)}" for f in ctx.faults)
         if node in self.log_gate.held:
             self.log_gate.release(node, self.loggers.get(node))
@@ -462,16 +470,10 @@ class Engine:
         now = self.now()
         for node, (ctx, deadline) in list(self.running.items()):
             if now >= deadline:
-                ctx.cancelled.set()  # the node's commands are killed; its late answer is ignored
-                self._drop(node, ctx)
                 spec = self.cg.specs[node]
-                why = f"timeout after {spec.timeout:g}s"
                 self.timed_out.add(node)
-                self._end(node, "failed" if spec.kind == "source" else "timeout", why, code=TIMEOUT)
-
-    def _drop(self, node: str, ctx: Context) -> None:
-        self.late[node] = ctx
-        self.runner.forget(node)
+                self._end(node, "failed" if spec.kind == "source" else "timeout",
+                          f"timeout after {spec.timeout:g}s", code=TIMEOUT, answered=False)
 
     # -- the loop ------------------------------------------------------------
 
@@ -644,12 +646,7 @@ class Engine:
         while self.plan.obsolete:
             node = self.plan.obsolete.pop()
             if node in self.running:
-                ctx, _ = self.running.pop(node)
-                ctx.cancelled.set()
-                self._drop(node, ctx)
-                if node in self.log_gate.held:
-                    self.log_gate.release(node, self.loggers.get(node))
-                self.plan.skip(node, OBSOLETE, code=OBSOLETE_CODE)
+                self._end(node, "skipped", OBSOLETE, code=OBSOLETE_CODE, answered=False)
 
     def _interrupt(self, signame: str) -> None:
         """No new node starts; running ones are cancelled (their commands get SIGTERM, then
@@ -666,23 +663,26 @@ class Engine:
                     continue  # a second signal changes nothing: we are already stopping
                 if node in self.running and how == "returned":
                     self._classify(node, how, result, reason)  # it finished its work: as it says
-                elif node in self.running:
-                    self.running.pop(node)  # it failed because it was cancelled: interrupted
-                    self.plan.finished(node, "interrupted", reason=f"interrupted by {signame}", code=INTERRUPTED)
+                elif node in self.running:  # it failed because it was cancelled: interrupted
+                    self._end(node, "interrupted", f"interrupted by {signame}", code=INTERRUPTED)
                 else:
                     self._late_answer(node)
         for node in list(self.running):
-            ctx, _ = self.running.pop(node)
-            self._drop(node, ctx)
-            self.plan.finished(node, "interrupted", reason=f"interrupted by {signame}", code=INTERRUPTED)
+            self._end(node, "interrupted", f"interrupted by {signame}", code=INTERRUPTED, answered=False)
         self.plan.abandon(f"not started: run interrupted by {signame}", code=INTERRUPTED)
 
     def _stop_all(self, why: str) -> None:
-        """After a failure of the loop itself: cancel everything and mark what did not end."""
-        for node, (ctx, _) in list(self.running.items()):
-            ctx.cancelled.set()
-            self.late[node] = ctx
-        self.running.clear()
+        """After a failure of the loop itself: cancel everything and mark what did not end.
+        Each running node ends the usual way; should that fail too (the loop's failure may
+        be in it), it is cancelled and the plan marks it."""
+        for node in list(self.running):
+            try:
+                self._end(node, "interrupted", why, code=INTERNAL, answered=False)
+            except Exception:  # noqa: BLE001 - the record must still be written
+                ctx, _ = self.running.pop(node, (None, None))
+                if ctx is not None:
+                    ctx.cancelled.set()
+                    self.late[node] = ctx
         try:
             self.plan.abandon(why, status="interrupted", code=INTERNAL)
         except Exception:  # noqa: BLE001 - the record must still be written

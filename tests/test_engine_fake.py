@@ -171,3 +171,21 @@ def test_remaining_is_on_the_runners_clock(tmp_path):
     assert result.exit_code == 0
     seen = (tmp_path / "root" / "out" / "reader").read_text()
     assert seen == '{"left": ["float", 500.0]}'
+
+
+def test_interrupted_secret_source_keeps_its_log_lines(tmp_path):
+    """What a source that can give a secret logs is held until it ends; interrupted, it
+    still ends, and its lines reach the record (before: they were lost)."""
+    def answer(node, ctx):
+        if node == "source:vault":
+            ctx.log.warning("asking the vault")
+            return 0.0, HANG
+        return 0.0, dict(ctx.settings["data"])
+    runner = FakeRunner(answer, signals=[(1.0, signal.SIGINT)])
+    result, n = go(tmp_path, [
+        {"name": "vault", "type": "static", "capabilities": ["instance-id", "admin-password"],
+         "settings": {"data": {"instance-id": "i-1"}}},
+    ], [mod("set-password", needs=["admin-password"])], runner, grace=0.0)
+    assert result.exit_code == 130
+    assert n["source:vault"]["status"] == "interrupted"
+    assert [line["message"] for line in n["source:vault"].get("log", [])] == ["asking the vault"]
