@@ -12,182 +12,31 @@ import heapq
 import logging
 import os
 import signal
-import threading
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from . import signals as run_signals
+from .answers import judge
 from .api import Context
 from .cmdenv import LazyEnv, capability_env
-from .compiler import CompiledGraph, ancestors, load_and_compile  # noqa: F401 - re-exported
-from .errors import CidagError, UsageError
+from .compiler import CompiledGraph, load_and_compile  # noqa: F401 - re-exported
+from .errors import UsageError
 from .facade import Facade
-from .plan import (ALREADY_RAN, FAIL_FAST, INTERNAL, INTERRUPTED, NOT_NEEDED, NOT_NEEDED_CODE,
-                   NOT_SELECTED, OBSOLETE, OBSOLETE_CODE, TIMEOUT, Overlay, Plan)
-from .record import build_record, result_of
+from .nodelogs import NodeLogs
+from .options import InternalError, RunOptions, RunResult, StateError
+from .plan import FAIL_FAST, INTERNAL, INTERRUPTED, OBSOLETE, OBSOLETE_CODE, TIMEOUT, Overlay, Plan
+from .skips import deferred_sources, marker_values, plan_skips, probably_done
+from .record import build_record, instance_data, result_of
 from .sdnotify import Notifier
 from .runner import CancelEvent, ThreadRunner, describe_exception
 from .state import LastRunNotUpdated, StateDir, process_identity
 from .strategies import overlay_for
-from .values import SecretPolicy, ValueRefused, at_rest, canonical
+from .values import SecretPolicy, at_rest
 
 MILESTONE = "milestone:"  # gate node of a milestone (docs/manifests.md)
-GRACE_S = 2.0  # SIGTERM -> SIGKILL for commands of interrupted nodes
 IID = "instance-id"
-
-
-class StateError(CidagError):
-    """The run ended but its state could not be written (a full or broken state dir)."""
-
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-class InternalError(CidagError):
-    """cidag itself failed during a run; the record (written) says so."""
-
-    exit_code = 70
-
-
-@dataclass
-class RunOptions:
-    """What `cidag run` was asked to do; every field has the CLI's default."""
-
-    root: Path = Path("/")
-    state_dir: Path | None = None  # default: ROOT/var/lib/cidag
-    jobs: int = 4
-    select: str | None = None  # None: the manifest's
-    strategy: str = "one-step"
-    only: tuple[str, ...] = ()
-    force: tuple[str, ...] = ()
-    force_all: bool = False
-    fail_fast: bool = False
-    dry_run: bool = False
-    record_path: Path | None = None
-    handle_signals: bool = True
-    observer: Any = None  # has node_started(id) / node_ended(id, status, seconds)
-    runner: Any = None  # a runner (runner.py); default: a ThreadRunner
-    grace: float = GRACE_S
-    # The milestone whose reach tells systemd the service is ready (sd_notify READY=1);
-    # None: $CIDAG_READY_MILESTONE, else the run's end (docs/systemd.md).
-    ready_milestone: str | None = None
-
-    def resolved_state_dir(self) -> Path:
-        return Path(self.state_dir) if self.state_dir else Path(self.root) / "var/lib/cidag"
-
-
-@dataclass
-class RunResult:
-    """A finished run: its record, exit code, and for --dry-run the start order."""
-
-    record: dict
-    exit_code: int
-    record_path: Path | None = None
-    start_order: list[str] = field(default_factory=list)
-
-
-def plan_skips(cg: CompiledGraph, opts: RunOptions, state: StateDir | None) -> dict[str, tuple]:
-    """Nodes settled before the run starts: outside --only, `once` already done, sources not
-    needed. Sources only probably-done per-instance modules need are deferred, not skipped
-    (deferred_sources). Raises UsageError for an --only or --force that names no module."""
-    g = cg.graph
-    skips: dict[str, tuple] = {}
-    modules = {m.node_id: m for m in cg.manifests.modules}
-    for name in opts.only:
-        if f"module:{name}" not in modules:
-            raise UsageError(f"--only {name}: no such module")
-    for name in opts.force:
-        if f"module:{name}" not in modules:
-            raise UsageError(f"--force {name}: no such module")
-    in_run = set(modules)
-    if opts.only:
-        # A module and what it needs: hard and soft inputs and their providers, not `after`.
-        keep = {f"module:{n}" for n in opts.only}
-        keep |= ancestors(g, keep, skip_kinds=frozenset({"after"}))
-        for n in in_run - keep:
-            skips[n] = ("not selected by --only", False, {}, NOT_SELECTED)
-        in_run &= keep
-    if state is not None:
-        for n in sorted(in_run):
-            spec = modules[n]
-            if spec.frequency != "once" or opts.force_all or spec.name in opts.force:
-                continue
-            marker = state.read_marker(spec.name, "once", None)
-            if marker is not None:
-                skips[n] = ("already ran once on this machine", True, _marker_values(marker), ALREADY_RAN)
-                in_run.discard(n)
-    # Probe only what the modules that will run need, directly or through other sources;
-    # what only probably-done modules need is deferred until instance-id tells.
-    needed = ancestors(g, in_run)
-    for s in cg.manifests.sources:
-        if s.node_id not in needed:
-            skips[s.node_id] = (NOT_NEEDED, False, {}, NOT_NEEDED_CODE)
-    return skips
-
-
-def deferred_sources(cg: CompiledGraph, skips: dict, done_guess: set[str]) -> list[str]:
-    """Sources needed only by modules that probably already ran for this instance (their
-    marker exists for the last instance id): they are held until instance-id settles, and
-    are then probed only if a module still needs them. One that instance-id itself waits
-    for is released at once (plan.py)."""
-    if not done_guess or f"cap:{IID}" not in cg.graph:
-        return []
-    g = cg.graph
-    live = [m.node_id for m in cg.manifests.modules if m.node_id not in skips and m.node_id not in done_guess]
-    needed = ancestors(g, live)
-    return [s.node_id for s in cg.manifests.sources
-            if s.node_id not in skips and s.node_id not in needed]
-
-
-def _marker_values(marker: dict) -> dict:
-    provides = marker.get("provides")
-    return dict(provides) if isinstance(provides, dict) else {}
-
-
-class _LogGate(logging.Filter):
-    """On every node logger: scrubs secrets from each record, and holds the records of a
-    node that can give a secret until it has ended (its own secret is known only then)."""
-
-    def __init__(self, secrets: SecretPolicy, held: set[str]) -> None:
-        super().__init__()
-        self.secrets, self.held = secrets, held
-        self.buffers: dict[str, list[logging.LogRecord]] = {}
-        self._lock = threading.Lock()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        node = record.name[len("cidag.node."):]
-        if node in self.held:
-            with self._lock:
-                if node in self.held:
-                    self.buffers.setdefault(node, []).append(record)
-                    return False
-        record.msg, record.args = self.secrets.scrub(record.getMessage()), None
-        return True
-
-    def release(self, node: str, logger: logging.Logger | None) -> None:
-        with self._lock:
-            self.held.discard(node)
-            records = self.buffers.pop(node, [])
-        for record in records:
-            if logger is not None:
-                logger.handle(record)
-
-
-class _NodeLogs(logging.Handler):
-    """The run's own `cidag.node` logger handler: keeps each node's (scrubbed) records."""
-
-    def __init__(self, t0: float) -> None:
-        super().__init__(logging.DEBUG)
-        self.t0 = t0
-        self.records: dict[str, list[dict]] = {}
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.setdefault(record.name[len("cidag.node."):], []).append(
-            {"t": round(record.created - self.t0, 6), "level": record.levelname, "message": record.getMessage()})
 
 
 class _NodeContext(Context):
@@ -233,19 +82,11 @@ class Engine:
         self.faults: list[str] = []
         self.t0 = self.now()
         self.wall0 = time.time()
-        # Node loggers hang under a per-run `cidag.node` logger that keeps their records;
-        # from there they propagate to the `cidag` logger (stderr). A filter on each node
-        # logger scrubs secrets first, and holds what a secret-giving node logs until it ends.
+        # What a node that can give a secret logs is held until it ends (nodelogs.py).
         held = {n for n, spec in cg.specs.items()
                 if any(self.secrets.is_secret(c) for c in
                        (spec.capabilities if spec.kind == "source" else spec.provides))}
-        self.log_gate = _LogGate(self.secrets, held)
-        self.node_logs = _NodeLogs(self.wall0)
-        self.node_log_parent = logging.Logger("cidag.node")
-        self.node_log_parent.parent = logging.getLogger("cidag")
-        self.node_log_parent.addHandler(self.node_logs)
-        self.loggers: dict[str, logging.Logger] = {}
-        self.logs = self.node_logs.records
+        self.logs = NodeLogs(self.secrets, held, self.wall0)
         self.plan: Plan | None = None
         self.root = Path(opts.root)
         self.state_path = opts.resolved_state_dir()
@@ -278,14 +119,8 @@ class Engine:
         opts = self.opts
         # A dry run reads markers (and writes nothing): it shows what this run would do.
         self.markers = self.state if self.state is not None else StateDir(opts.resolved_state_dir())
-        last_iid = self.markers.last_instance_id()
-        self.last_iid = last_iid
-        guess: set[str] = set()
-        if last_iid is not None and not opts.force_all:
-            for m in self.cg.manifests.modules:
-                if (m.frequency == "per-instance" and m.name not in opts.force
-                        and self.markers.read_marker(m.name, "per-instance", last_iid) is not None):
-                    guess.add(m.node_id)
+        self.last_iid = self.markers.last_instance_id()
+        guess = probably_done(self.cg, opts, self.markers, self.last_iid)
         skips = plan_skips(self.cg, opts, self.markers)
         overlay = overlay_for(self.cg, opts.strategy, skips) if opts.strategy != "one-step" else Overlay()
         overlay.held = frozenset(deferred_sources(self.cg, skips, guess))
@@ -310,7 +145,7 @@ class Engine:
         marker = self.markers.read_marker(spec.name, "per-instance", str(iid))
         if marker is None:
             return None
-        return (f"already ran for instance {iid}{how}", self.secrets.public(_marker_values(marker)))
+        return (f"already ran for instance {iid}{how}", self.secrets.public(marker_values(marker)))
 
     # -- starting nodes ------------------------------------------------------
 
@@ -324,14 +159,6 @@ class Engine:
         env = capability_env(self.root, iid, facade, skip)
         env.update(CIDAG_NODE=node, CIDAG_STATE_DIR=str(self.state_path))
         return env
-
-    def _logger(self, node: str) -> logging.Logger:
-        log = logging.Logger(f"cidag.node.{node}")
-        log.parent = self.node_log_parent  # not registered globally: no leak across runs
-        log.level = logging.DEBUG  # all reaches the record; stderr filters. (setLevel clears every logger's cache)
-        log.addFilter(self.log_gate)
-        self.loggers[node] = log
-        return log
 
     def _result_so_far(self) -> str:
         return result_of(self.plan, bool(self.interrupted))
@@ -358,7 +185,7 @@ class Engine:
             commands=self.commands,
             clock=self.now,  # one clock: the runner's, which the deadline above is on
         )
-        ctx.make_log = (self._logger, node)
+        ctx.make_log = (self.logs.logger, node)
         return ctx
 
     def _start(self, node: str) -> None:
@@ -396,8 +223,7 @@ class Engine:
             self.secrets.learn(values)
         if ctx.faults:  # items that failed inside a node that went on
             self.faults.extend(f"{node}: {self.scrub(f)}" for f in ctx.faults)
-        if node in self.log_gate.held:
-            self.log_gate.release(node, self.loggers.get(node))
+        self.logs.release(node)
         self.plan.finished(node, status, reason=self.scrub(reason) if reason else "", values=values, code=code)
         if status == "ok" and self.state is not None and spec.frequency != "per-boot":
             self._write_marker(node, spec, values or {})
@@ -418,53 +244,10 @@ class Engine:
                 self.contexts[node].log.warning("%s", why)
             self.faults.append(f"{node}: {why}")
 
-    def _canonical(self, node: str, values: dict) -> tuple[dict, str]:
-        """Values made canonical (values.py); a value that cannot be is the node's failure."""
-        out = {}
-        for cap, value in values.items():
-            try:
-                out[cap] = canonical(value)
-            except ValueRefused as exc:
-                return {}, f"capability {cap}: {exc}"
-            except RecursionError:
-                return {}, f"capability {cap}: value nested too deep"
-        return out, ""
-
     def _classify(self, node: str, how: str, result: Any, reason: str) -> None:
-        spec = self.cg.specs[node]
-        if spec.kind == "source":
-            if how == "unavailable" or (how == "returned" and result is None):
-                self._end(node, "unavailable", reason or "probe found nothing")
-            elif how == "raised":
-                self._end(node, "failed", reason)
-            elif not isinstance(result, dict):
-                self._end(node, "failed", f"probe returned {type(result).__name__}, not a mapping")
-            else:
-                values, bad = self._canonical(
-                    node, {c: result[c] for c in spec.capabilities if c in result and result[c] is not None})
-                if bad:
-                    self._end(node, "failed", bad)
-                else:
-                    self._end(node, "available", "", values)
-        else:
-            if how == "raised" or how == "unavailable":
-                self._end(node, "failed", reason)
-            elif result is not None and not isinstance(result, dict):
-                self._end(node, "failed", f"run returned {type(result).__name__}, not a mapping or None")
-            else:
-                result = result or {}
-                # A value of None: the module ran but does not provide that capability.
-                values, bad = self._canonical(node, {c: result.get(c, True) for c in spec.provides
-                                                     if result.get(c, True) is not None})
-                if bad:
-                    self._end(node, "failed", bad)
-                else:
-                    # Why a declared capability was not provided (ctx.unprovided): the reason of
-                    # what is skipped for want of it.
-                    ctx = self.contexts.get(node)
-                    why = "; ".join(w for c, w in (ctx.unprovided.items() if ctx is not None else ())
-                                    if c in spec.provides and c not in values)
-                    self._end(node, "ok", why, values)
+        ctx = self.running[node][0]
+        status, why, values = judge(self.cg.specs[node], how, result, reason, ctx.unprovided)
+        self._end(node, status, why, values)
 
     def _expire(self) -> None:
         now = self.now()
@@ -709,23 +492,11 @@ class Engine:
                 break
 
     def _install_signals(self) -> Callable[[], None]:
-        if not self.opts.handle_signals or threading.current_thread() is not threading.main_thread():
+        if not self.opts.handle_signals:
             return lambda: None
-        own = not run_signals.latched()
-        old = {sig: signal.getsignal(sig) for sig in run_signals.SIGNALS} if own else {}
-        if own:
-            run_signals.latch()
-        early = run_signals.attach(self._on_signal)
+        restore, early = run_signals.take_over(self._on_signal)
         for signum in early[:1]:
             self.interrupted = signal.Signals(signum).name  # before anything started
-
-        def restore() -> None:
-            run_signals.detach()
-            for sig, handler in old.items():
-                signal.signal(sig, handler)
-            if own:
-                run_signals._latched = False  # noqa: SLF001 - we latched, we unlatch
-
         return restore
 
     # -- output --------------------------------------------------------------
@@ -751,24 +522,14 @@ class Engine:
         counters = {node: dict(ctx.counters) for node, ctx in self.contexts.items() if ctx.counters}
         record = build_record(self.plan, started_at=started_at, makespan=makespan,
                               interrupted=bool(self.interrupted), instance_id=self.instance_id(), meta=meta,
-                              logs=self.logs, outputs=outputs, workers=self.workers, scrub=self.scrub,
+                              logs=self.logs.records, outputs=outputs, workers=self.workers, scrub=self.scrub,
                               counters=counters, error=error)
         if self.faults and record["result"] == "ok":
             record["result"] = "degraded"
         return record
 
     def _write_instance_data(self) -> None:
-        public: dict = {}
-        sensitive: dict = {}
-        for name, cap in sorted(self.plan.caps.items()):
-            if cap.status != "resolved":
-                continue
-            shown, kept = self.secrets.kept_at_rest(name, self.plan.nodes[cap.provider].values.get(name))
-            sensitive[name] = {"provider": cap.provider, "value": kept}
-            public[name] = {"provider": cap.provider, "value": shown}
-        iid = self.instance_id()
-        self.state.write_instance_data({"instance_id": iid, "capabilities": public},
-                                       {"instance_id": iid, "capabilities": sensitive})
+        self.state.write_instance_data(*instance_data(self.plan, self.secrets, self.instance_id()))
 
     def _dry_run(self) -> RunResult:
         """Walk the plan as if every source were available with every declared capability

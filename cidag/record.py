@@ -164,5 +164,20 @@ def build_record(
     }
 
 
+def instance_data(plan: Plan, policy: Any, instance_id: str | None) -> tuple[dict, dict]:
+    """(public, sensitive): the resolved capabilities as instance-data.json and the 0600
+    instance-data-sensitive.json keep them; what is secret is the policy's (values.SecretPolicy)."""
+    public: dict = {}
+    sensitive: dict = {}
+    for name, cap in sorted(plan.caps.items()):
+        if cap.status != "resolved":
+            continue
+        shown, kept = policy.kept_at_rest(name, plan.nodes[cap.provider].values.get(name))
+        sensitive[name] = {"provider": cap.provider, "value": kept}
+        public[name] = {"provider": cap.provider, "value": shown}
+    return ({"instance_id": instance_id, "capabilities": public},
+            {"instance_id": instance_id, "capabilities": sensitive})
+
+
 def _r(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
