@@ -20,42 +20,22 @@ from typing import Any, Callable, Iterable
 from . import signals as run_signals
 from .answers import judge
 from .api import Context
-from .cmdenv import LazyEnv, capability_env
 from .compiler import CompiledGraph, load_and_compile  # noqa: F401 - re-exported
 from .errors import UsageError
-from .facade import Facade
+from .nodecontext import Contexts
 from .nodelogs import NodeLogs
 from .options import InternalError, RunOptions, RunResult, StateError
 from .plan import FAIL_FAST, INTERNAL, INTERRUPTED, OBSOLETE, OBSOLETE_CODE, TIMEOUT, Overlay, Plan
 from .skips import deferred_sources, marker_values, plan_skips, probably_done
 from .record import build_record, instance_data, result_of
 from .sdnotify import Notifier
-from .runner import CancelEvent, ThreadRunner, describe_exception
+from .runner import ThreadRunner, describe_exception
 from .state import LastRunNotUpdated, StateDir, process_identity
 from .strategies import overlay_for
 from .values import SecretPolicy, at_rest
 
 MILESTONE = "milestone:"  # gate node of a milestone (docs/manifests.md)
 IID = "instance-id"
-
-
-class _NodeContext(Context):
-    """A Context whose logger is made on first use: most nodes never log, and a Logger per
-    node is a tenth of a no-op node's cost."""
-
-    make_log: tuple  # (function, node): what makes the logger
-
-    @property  # type: ignore[override]
-    def log(self) -> logging.Logger:
-        log = self.__dict__.get("_log")
-        if log is None:
-            make, node = self.make_log
-            log = self.__dict__["_log"] = make(node)
-        return log
-
-    @log.setter
-    def log(self, value: logging.Logger | None) -> None:
-        self.__dict__["_log"] = value
 
 
 class Engine:
@@ -149,48 +129,12 @@ class Engine:
 
     # -- starting nodes ------------------------------------------------------
 
-    def _declared(self, node: str) -> list[str]:
-        return [u[4:] for u, k in self.plan.inputs[node] if k in ("needs", "wants")]
-
-    def _env(self, node: str, spec, facade: Facade, iid: str | None) -> dict[str, str]:
-        """CIDAG_* variables for the node's commands. Secret capabilities go only to the
-        built-in exec type, whose recipe has no other way to read what it declared."""
-        skip = self.secrets.is_secret if spec.type != "exec" else (lambda name: False)
-        env = capability_env(self.root, iid, facade, skip)
-        env.update(CIDAG_NODE=node, CIDAG_STATE_DIR=str(self.state_path))
-        return env
-
     def _result_so_far(self) -> str:
         return result_of(self.plan, bool(self.interrupted))
 
-    def _make_context(self, node: str) -> Context:
-        spec = self.cg.specs[node]
-        facade = Facade(self.plan, node, self._declared(node))
-        iid = self.instance_id()
-        ctx = _NodeContext(
-            name=spec.name,
-            kind=spec.kind,
-            settings=spec.settings,
-            caps=facade,
-            root=self.root,
-            instance_id=iid,
-            log=None,
-            deadline=self.now() + spec.timeout,
-            cancelled=CancelEvent(),
-            state_dir=self.state_path,
-            env=LazyEnv(self._env, node, spec, facade, iid),  # built only if a command runs
-            run_started=self.t0,
-            run_result=self._result_so_far,
-            is_secret=self.secrets.is_secret,
-            commands=self.commands,
-            clock=self.now,  # one clock: the runner's, which the deadline above is on
-        )
-        ctx.make_log = (self.logs.logger, node)
-        return ctx
-
     def _start(self, node: str) -> None:
         spec = self.cg.specs[node]
-        ctx = self._make_context(node)
+        ctx = self.make_context.make(node, self.instance_id())
         if spec.kind == "module":
             lane = heapq.heappop(self._free_lanes) if self._free_lanes else len(self.workers) + self.opts.jobs
         else:
@@ -281,6 +225,9 @@ class Engine:
 
     def _run(self) -> RunResult:
         self.plan = self._make_plan()
+        self.make_context = Contexts(self.plan, root=self.root, state_dir=self.state_path, clock=self.now,
+                                     t0=self.t0, secrets=self.secrets, logs=self.logs, commands=self.commands,
+                                     run_result=self._result_so_far)
         if self.opts.dry_run:
             return self._dry_run()
         self.state.ensure_writable()
