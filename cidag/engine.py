@@ -26,12 +26,11 @@ from .nodecontext import Contexts
 from .nodelogs import NodeLogs
 from .options import InternalError, RunOptions, RunResult, StateError
 from .plan import FAIL_FAST, INTERNAL, INTERRUPTED, OBSOLETE, OBSOLETE_CODE, TIMEOUT, Overlay, Plan
-from .skips import deferred_sources, marker_values, plan_skips, probably_done
+from .skips import plan_run, plan_skips  # noqa: F401 - plan_skips re-exported (bench)
 from .record import build_record, instance_data, result_of
 from .sdnotify import Notifier
 from .runner import ThreadRunner, describe_exception
 from .state import LastRunNotUpdated, StateDir, process_identity
-from .strategies import overlay_for
 from .values import SecretPolicy, at_rest
 
 MILESTONE = "milestone:"  # gate node of a milestone (docs/manifests.md)
@@ -96,36 +95,14 @@ class Engine:
     # -- planning -----------------------------------------------------------
 
     def _make_plan(self) -> Plan:
-        opts = self.opts
         # A dry run reads markers (and writes nothing): it shows what this run would do.
-        self.markers = self.state if self.state is not None else StateDir(opts.resolved_state_dir())
-        self.last_iid = self.markers.last_instance_id()
-        guess = probably_done(self.cg, opts, self.markers, self.last_iid)
-        skips = plan_skips(self.cg, opts, self.markers)
-        overlay = overlay_for(self.cg, opts.strategy, skips) if opts.strategy != "one-step" else Overlay()
-        overlay.held = frozenset(deferred_sources(self.cg, skips, guess))
+        markers = self.state if self.state is not None else StateDir(self.opts.resolved_state_dir())
+        overlay = Overlay()
         for name, members in self.milestones.items():
             overlay.gates.append(MILESTONE + name)
             overlay.edges.extend((f"module:{m}", MILESTONE + name, "gate") for m in members)
-        plan = Plan(self.cg, select=self.select, jobs=opts.jobs, skip=skips, clock=self.clock, overlay=overlay)
-        plan.done_for_instance = self._done_for_instance
-        return plan
-
-    def _done_for_instance(self, node: str, iid: str | None) -> tuple[str, dict] | None:
-        """A per-instance module's marker for `iid`, judged once instance-id has settled.
-        A dry run probes nothing: it assumes the instance-id the last run resolved."""
-        spec = self.cg.specs[node]
-        if self.opts.force_all or spec.name in self.opts.force:
-            return None
-        how = ""
-        if self.opts.dry_run:
-            iid, how = self.last_iid, " (the last run's instance-id)"
-        if iid is None:
-            return None
-        marker = self.markers.read_marker(spec.name, "per-instance", str(iid))
-        if marker is None:
-            return None
-        return (f"already ran for instance {iid}{how}", self.secrets.public(marker_values(marker)))
+        return plan_run(self.cg, self.opts, markers, select=self.select, clock=self.clock,
+                        secrets=self.secrets, overlay=overlay)
 
     # -- starting nodes ------------------------------------------------------
 

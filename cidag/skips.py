@@ -3,13 +3,52 @@ sources no module of the run needs, and sources held until instance-id tells whe
 modules that need them already ran for this instance (docs/engine.md)."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .compiler import CompiledGraph, ancestors
 from .errors import UsageError
 from .options import RunOptions
-from .plan import ALREADY_RAN, NOT_NEEDED, NOT_NEEDED_CODE, NOT_SELECTED
+from .plan import ALREADY_RAN, NOT_NEEDED, NOT_NEEDED_CODE, NOT_SELECTED, Overlay, Plan
 from .state import StateDir
+from .strategies import overlay_for
+from .values import SecretPolicy
 
 IID = "instance-id"
+
+
+def plan_run(cg: CompiledGraph, opts: RunOptions, markers: StateDir, *, select: str,
+             clock: Callable[[], float], secrets: SecretPolicy, overlay: Overlay) -> Plan:
+    """The plan of one run: nodes settled before it starts, the strategy's overlay laid over
+    `overlay` (the milestones' gates), held sources, and per-instance markers judged once
+    instance-id settles. A dry run probes nothing: it assumes the last run's instance-id."""
+    last_iid = markers.last_instance_id()
+    guess = probably_done(cg, opts, markers, last_iid)
+    skips = plan_skips(cg, opts, markers)
+    if opts.strategy != "one-step":
+        strategy = overlay_for(cg, opts.strategy, skips)
+        strategy.gates.extend(overlay.gates)
+        strategy.edges.extend(overlay.edges)
+        overlay = strategy
+    overlay.held = frozenset(deferred_sources(cg, skips, guess))
+
+    def done_for_instance(node: str, iid: str | None) -> tuple[str, dict] | None:
+        """A per-instance module's marker for `iid`: (reason, the values it provided)."""
+        spec = cg.specs[node]
+        if opts.force_all or spec.name in opts.force:
+            return None
+        how = ""
+        if opts.dry_run:
+            iid, how = last_iid, " (the last run's instance-id)"
+        if iid is None:
+            return None
+        marker = markers.read_marker(spec.name, "per-instance", str(iid))
+        if marker is None:
+            return None
+        return (f"already ran for instance {iid}{how}", secrets.public(marker_values(marker)))
+
+    plan = Plan(cg, select=select, jobs=opts.jobs, skip=skips, clock=clock, overlay=overlay)
+    plan.done_for_instance = done_for_instance
+    return plan
 
 
 def probably_done(cg: CompiledGraph, opts: RunOptions, state: StateDir, last_iid: str | None) -> set[str]:
