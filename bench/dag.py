@@ -182,7 +182,7 @@ def breakdown(cg, root: Path) -> dict:
     t = time.perf_counter()
     skips = plan_skips(cg, RunOptions(root=root, jobs=JOBS, handle_signals=False), None)
     t1 = time.perf_counter()
-    plan = Plan(cg, select=cg.manifests.select, strategy="one-step", jobs=JOBS, skip=skips)
+    plan = Plan(cg, select=cg.manifests.select, jobs=JOBS, skip=skips)
     plan.start()
     while plan.is_active():
         started = plan.next_to_start()
