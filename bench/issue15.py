@@ -1,6 +1,10 @@
 """Issue 15's performance figures, measured in one run (nothing asserted):
 
-    python3 bench/issue15.py [--repeats 5] [--markdown]
+    python3 bench/issue15.py [--repeats 5] [--markdown] [--before DIR]
+
+`--before DIR`: also measure the cidag package of another checkout (e.g. `git archive
+0a3d604 | tar -x -C DIR`), interleaved with this one, so both see the same machine load.
+Each measurement runs in a child process whose `cidag` is the tree measured.
 
 - 5,000 no-op modules (dag.py's seeded graph): `run()` on the frozen graph `cidag run`
   runs, -j 4, against a bare graphlib + ThreadPoolExecutor(4) loop over the same graph
@@ -48,9 +52,9 @@ def write_chain(directory: Path, n: int) -> tuple[Path, Path]:
     return sp, mp
 
 
-def timed(argv: list[str]) -> float:
+def timed(argv: list[str], env: dict | None = None) -> float:
     t = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, env=env, cwd="/")
     wall = time.perf_counter() - t
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[:4])} exited {proc.returncode}: {(proc.stdout + proc.stderr)[-400:]}")
@@ -85,55 +89,101 @@ def noop_dag(n: int, repeats: int, tmp: Path) -> dict:
     return out
 
 
+def child_env(code: Path) -> dict:
+    """The environment of a child that imports `cidag` from `code` (bench.noop from either)."""
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(code), str(REPO)]))
+
+
+def measure(code: Path, repeats: int, tmp: Path) -> dict:
+    """Every figure, with the cidag package of `code`."""
+    py = sys.executable
+    env = child_env(code)
+    out = subprocess.run([py, str(REPO / "bench" / "issue15.py"), "--child-dag", str(code), "--repeats", str(repeats)],
+                         capture_output=True, text=True, check=True, env=dict(os.environ)).stdout
+    res: dict = {"code": str(code), "dag5k": json.loads(out)}
+    dsp, dmp = tmp / "dag10k" / "sources.yaml", tmp / "dag10k" / "modules.yaml"
+    csp, cmp_ = tmp / "chain10k" / "sources.yaml", tmp / "chain10k" / "modules.yaml"
+    check = [py, "-m", "cidag", "check", "--sources"]
+    res["check_dag10k_s"] = min(timed(check + [str(dsp), "--modules", str(dmp)], env) for _ in range(3))
+    res["check_chain10k_s"] = min(timed(check + [str(csp), "--modules", str(cmp_)], env) for _ in range(3))
+    cold, warm = [], []
+    with tempfile.TemporaryDirectory(prefix="cidag-issue15-chain-") as roots:
+        for r in range(max(2, repeats // 2)):
+            root = Path(roots) / f"root{r}"
+            argv = [py, "-m", "cidag", "run", "-q", "--sources", str(csp), "--modules", str(cmp_),
+                    "--root", str(root), "-j", str(dag.JOBS)]
+            cold.append(timed(argv, env))
+            warm.append(timed(argv, env))
+            rec = json.loads((root / "var/lib/cidag/last-run.json").read_text())
+    res["chain10k_run"] = {"cold_s": min(cold), "warm_s": min(warm), "makespan_s": rec["makespan_s"],
+                           "critical_path_s": rec["critical_path_s"]}
+    return res
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--markdown", action="store_true", help="print the README table too")
+    ap.add_argument("--before", type=Path, help="another checkout whose cidag is measured too")
+    ap.add_argument("--child-dag", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    py = sys.executable
+    if args.child_dag is not None:
+        # bench.dag is this checkout's (imported above); cidag is the measured tree's.
+        sys.path.insert(0, str(args.child_dag))
+        import cidag
+        assert Path(cidag.__file__).resolve().is_relative_to(args.child_dag.resolve()), cidag.__file__
+        with tempfile.TemporaryDirectory(prefix="cidag-issue15-dag-") as tmp:
+            print(json.dumps(noop_dag(5000, args.repeats, Path(tmp))))
+        return 0
     res: dict = {"measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                 "load_average": os.getloadavg()}
+                 "load_average_before": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="cidag-issue15-") as tmp:
         tmp = Path(tmp)
-        (tmp / "dag5k").mkdir()
-        res["dag5k"] = noop_dag(5000, args.repeats, tmp / "dag5k")
         (tmp / "dag10k").mkdir()
         (tmp / "chain10k").mkdir()
-        dsp, dmp = dag.write_manifests(tmp / "dag10k", 10000)
-        csp, cmp_ = write_chain(tmp / "chain10k", 10000)
-        check = [py, "-m", "cidag", "check", "--sources"]
-        res["check_dag10k_s"] = min(timed(check + [str(dsp), "--modules", str(dmp)]) for _ in range(3))
-        res["check_chain10k_s"] = min(timed(check + [str(csp), "--modules", str(cmp_)]) for _ in range(3))
-        cold, warm = [], []
-        for r in range(max(2, args.repeats // 2)):
-            root = tmp / f"chain-root{r}"
-            argv = [py, "-m", "cidag", "run", "-q", "--sources", str(csp), "--modules", str(cmp_),
-                    "--root", str(root), "-j", str(dag.JOBS)]
-            cold.append(timed(argv))
-            warm.append(timed(argv))
-            rec = json.loads((root / "var/lib/cidag/last-run.json").read_text())
-        res["chain10k_run"] = {"cold_s": min(cold), "warm_s": min(warm), "makespan_s": rec["makespan_s"],
-                               "critical_path_s": rec["critical_path_s"]}
+        dag.write_manifests(tmp / "dag10k", 10000)
+        write_chain(tmp / "chain10k", 10000)
+        if args.before is not None:
+            res["before"] = measure(args.before, args.repeats, tmp)
+        res["after"] = measure(REPO, args.repeats, tmp)
+    res["load_average_after"] = os.getloadavg()
     print(json.dumps(res, indent=1))
     if args.markdown:
-        d = res["dag5k"]
-        one, ser = d["one-step"], d["serial"]
-        c = res["chain10k_run"]
-        print(f"""
-| figure | value |
-|---|---|
-| 5,000 no-op modules: graphlib + ThreadPoolExecutor(4) | {d['graphlib_s']:.3f} s |
-| cidag run, one-step -j 4 (wall) | {one['wall_s']:.3f} s = **{one['ratio_to_graphlib']:.2f}×** graphlib |
-| cidag run, serial (wall) | {ser['wall_s']:.3f} s = {ser['ratio_to_graphlib']:.2f}× graphlib, {ser['wall_s'] / one['wall_s']:.2f}× one-step |
-| one-step makespan ÷ critical path | {one['makespan_s']:.3f} ÷ {one['critical_path_s']:.3f} s = {one['makespan_to_cp']:.2f} |
-| serial makespan ÷ critical path | {ser['makespan_s']:.3f} ÷ {ser['critical_path_s']:.3f} s = {ser['makespan_to_cp']:.2f} |
-| `cidag check`, 10,000 modules (dag.py graph), process | {res['check_dag10k_s']:.2f} s |
-| `cidag check`, 10,000-module chain, process | {res['check_chain10k_s']:.2f} s |
-| `cidag run`, 10,000-module chain, cold (compile + cache write + run) | {c['cold_s']:.2f} s |
-| `cidag run`, 10,000-module chain, warm (compiled-plan cache) | {c['warm_s']:.2f} s |
-| chain makespan ÷ critical path | {c['makespan_s']:.2f} ÷ {c['critical_path_s']:.2f} s |
-""")
+        print(markdown(res))
     return 0
+
+
+def markdown(res: dict) -> str:
+    """The README table: one column per tree measured."""
+    cols = [k for k in ("before", "after") if k in res]
+
+    def row(label: str, cell) -> str:
+        return f"| {label} | " + " | ".join(cell(res[k]) for k in cols) + " |"
+
+    lines = ["| figure | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    lines += [
+        row("5,000 no-op modules: graphlib + ThreadPoolExecutor(4), s", lambda r: f"{r['dag5k']['graphlib_s']:.3f}"),
+        row("cidag run one-step -j 4, s (÷ graphlib)",
+            lambda r: f"{r['dag5k']['one-step']['wall_s']:.3f} (**{r['dag5k']['one-step']['ratio_to_graphlib']:.2f}×**)"),
+        row("cidag run serial, s (÷ graphlib; ÷ one-step)",
+            lambda r: f"{r['dag5k']['serial']['wall_s']:.3f} ({r['dag5k']['serial']['ratio_to_graphlib']:.2f}×; "
+                      f"{r['dag5k']['serial']['wall_s'] / r['dag5k']['one-step']['wall_s']:.2f}×)"),
+        row("one-step makespan ÷ critical path",
+            lambda r: f"{r['dag5k']['one-step']['makespan_s']:.3f} ÷ {r['dag5k']['one-step']['critical_path_s']:.3f} s"
+                      f" = {r['dag5k']['one-step']['makespan_to_cp']:.2f}"),
+        row("serial makespan ÷ critical path",
+            lambda r: f"{r['dag5k']['serial']['makespan_s']:.3f} ÷ {r['dag5k']['serial']['critical_path_s']:.3f} s"
+                      f" = {r['dag5k']['serial']['makespan_to_cp']:.2f}"),
+        row("`cidag check`, 10,000 modules (dag.py graph), process, s", lambda r: f"{r['check_dag10k_s']:.2f}"),
+        row("`cidag check`, 10,000-module chain, process, s", lambda r: f"{r['check_chain10k_s']:.2f}"),
+        row("`cidag run`, 10,000-module chain, cold (compile, write cache, run), s",
+            lambda r: f"**{r['chain10k_run']['cold_s']:.2f}**"),
+        row("`cidag run`, 10,000-module chain, warm (compiled-plan cache), s",
+            lambda r: f"{r['chain10k_run']['warm_s']:.2f}"),
+        row("chain makespan ÷ critical path",
+            lambda r: f"{r['chain10k_run']['makespan_s']:.2f} ÷ {r['chain10k_run']['critical_path_s']:.2f} s"),
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
