@@ -27,7 +27,7 @@ from .nodelogs import NodeLogs
 from .options import InternalError, RunOptions, RunResult, StateError
 from .plan import FAIL_FAST, INTERNAL, INTERRUPTED, OBSOLETE, OBSOLETE_CODE, TIMEOUT, Overlay, Plan
 from .skips import plan_run, plan_skips  # noqa: F401 - plan_skips re-exported (bench)
-from .record import build_record, instance_data, result_of
+from .record import build_record, instance_data, node_outputs, result_of
 from .sdnotify import Notifier
 from .runner import ThreadRunner, describe_exception
 from .state import LastRunNotUpdated, StateDir, process_identity
@@ -436,14 +436,7 @@ class Engine:
             meta["milestones"] = {name: {"reached_s": round(self.reached[name], 6) if name in self.reached else None,
                                          "modules": members}
                                   for name, members in self.milestones.items()}
-        outputs = {}
-        for node, ctx in self.contexts.items():
-            if ctx.output:
-                try:
-                    outputs[node] = "".join(list(ctx.output))[-(1 << 20):]
-                except TypeError:
-                    outputs[node] = "".join(str(x) for x in list(ctx.output))[-(1 << 20):]
-        counters = {node: dict(ctx.counters) for node, ctx in self.contexts.items() if ctx.counters}
+        outputs, counters = node_outputs(self.contexts)
         record = build_record(self.plan, started_at=started_at, makespan=makespan,
                               interrupted=bool(self.interrupted), instance_id=self.instance_id(), meta=meta,
                               logs=self.logs.records, outputs=outputs, workers=self.workers, scrub=self.scrub,

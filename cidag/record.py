@@ -164,6 +164,20 @@ def build_record(
     }
 
 
+def node_outputs(contexts: dict[str, Any]) -> tuple[dict[str, str], dict[str, dict]]:
+    """(outputs, counters) of the started nodes, from their contexts: the text each kept
+    (its last MiB; build_record caps it further) and what each counted."""
+    outputs = {}
+    for node, ctx in contexts.items():
+        if ctx.output:
+            try:
+                outputs[node] = "".join(list(ctx.output))[-(1 << 20):]
+            except TypeError:
+                outputs[node] = "".join(str(x) for x in list(ctx.output))[-(1 << 20):]
+    counters = {node: dict(ctx.counters) for node, ctx in contexts.items() if ctx.counters}
+    return outputs, counters
+
+
 def instance_data(plan: Plan, policy: Any, instance_id: str | None) -> tuple[dict, dict]:
     """(public, sensitive): the resolved capabilities as instance-data.json and the 0600
     instance-data-sensitive.json keep them; what is secret is the policy's (values.SecretPolicy)."""
