@@ -47,7 +47,7 @@ class Engine:
         self.runner = opts.runner if opts.runner is not None else ThreadRunner()
         self.now: Callable[[], float] = self.runner.now
         self.running: dict[str, tuple[Context, float]] = {}  # node -> (ctx, deadline)
-        self.late: dict[str, Context] = {}  # ended without their answer (timeout, obsolete)
+        self.late: dict[str, Context] = {}  # ended without their answer (timeout, obsolete, interrupt)
         self.timed_out: set[str] = set()
         self.commands: dict = {}  # this run's live command processes (process.py), by pid
         self.contexts: dict[str, Context] = {}  # every started node: its output is read at the end
@@ -80,12 +80,14 @@ class Engine:
     # -- helpers -------------------------------------------------------------
 
     def clock(self) -> float:
+        """Seconds since the run started, on the runner's clock."""
         return self.now() - self.t0
 
     def scrub(self, text: str) -> str:
         return self.secrets.scrub(text)
 
     def instance_id(self) -> str | None:
+        """The instance-id this run resolved, or None while it is pending or unavailable."""
         cap = self.plan.caps.get(IID) if self.plan else None
         if cap is None or cap.status != "resolved":
             return None
@@ -111,7 +113,7 @@ class Engine:
 
     def _start(self, node: str) -> None:
         spec = self.cg.specs[node]
-        ctx = self.make_context.make(node, self.instance_id())
+        ctx = self.context_maker.make(node, self.instance_id())
         if spec.kind == "module":
             lane = heapq.heappop(self._free_lanes) if self._free_lanes else len(self.workers) + self.opts.jobs
         else:
@@ -202,7 +204,7 @@ class Engine:
 
     def _run(self) -> RunResult:
         self.plan = self._make_plan()
-        self.make_context = Contexts(self.plan, root=self.root, state_dir=self.state_path, clock=self.now,
+        self.context_maker = Contexts(self.plan, root=self.root, state_dir=self.state_path, clock=self.now,
                                      t0=self.t0, secrets=self.secrets, logs=self.logs, commands=self.commands,
                                      run_result=self._result_so_far)
         if self.opts.dry_run:
