@@ -61,7 +61,7 @@ class Capabilities(Mapping[str, Any]):
 
 @dataclass
 class Context:
-    """Everything a probe or run gets. `deadline` is on the monotonic clock."""
+    """Everything a probe or run gets. `deadline` is on `clock` (the monotonic clock in a real run)."""
 
     name: str
     kind: str  # "source" | "module"
@@ -82,6 +82,7 @@ class Context:
     commands: dict | None = None  # the run's live commands (pid -> Popen), killed when it ends
     unprovided: dict[str, str] = field(default_factory=dict)  # capability -> why this module ended ok without it
     faults: list[str] = field(default_factory=list)  # items that failed while the rest was done
+    clock: Callable[[], float] = time.monotonic  # the clock `deadline` is on: the runner's
 
     def fault(self, message: str) -> None:
         """One item of the node's work failed (a user, a file) and the rest goes on (make -k
@@ -92,8 +93,8 @@ class Context:
         self.faults.append(message)
 
     def remaining(self) -> float:
-        """Seconds left before the node's deadline (never negative)."""
-        return max(0.0, self.deadline - time.monotonic())
+        """Seconds left before the node's deadline (never negative), on the run's own clock."""
+        return max(0.0, self.deadline - self.clock())
 
     def run(
         self,

@@ -6,7 +6,7 @@ table in docs/modules.md (`python3 -m cidag.cloudconfig_keys --write
 docs/modules.md`; a test fails when the doc is out of date).
 
 The keys cidag applies are the `CLOUD_CONFIG` schemas the built-in module
-types declare (`userdata.section_schemas()`); CLOUD_INIT_KEYS is the list of
+types declare (`section_schemas()`); CLOUD_INIT_KEYS is the list of
 top-level keys in cloud-init's own schema, with the cloud-init module that
 owns each.
 """
@@ -154,13 +154,28 @@ NOTES: dict[str, str] = {
     "growpart": "with `growpart` (cloud-utils); skipped when there is nothing to grow",
 }
 
+def section_schemas() -> dict[str, tuple[str, dict]]:
+    """Top-level cloud-config key -> (module type, JSON Schema), from every built-in module."""
+    import importlib
+
+    from .modules import BUILTIN_MODULES
+
+    out: dict[str, tuple[str, dict]] = {}
+    for type_name, modname in BUILTIN_MODULES.items():
+        try:
+            mod = importlib.import_module(modname)
+        except Exception:  # a broken module is cidag check's business elsewhere
+            continue
+        for key, schema in (getattr(mod, "CLOUD_CONFIG", None) or {}).items():
+            out.setdefault(key, (type_name, schema))
+    return out
+
+
 _KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def applied() -> dict[str, str]:
     """Top-level key -> the built-in cidag module type that applies it."""
-    from .userdata import section_schemas
-
     return {key: owner for key, (owner, _) in section_schemas().items()}
 
 

@@ -10,10 +10,11 @@ the file, line and column that declared it, so a cycle names its edges.
 from __future__ import annotations
 
 import difflib
+import gc
 import itertools
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from .errors import Diagnostic, ManifestError
 from .frozengraph import longest_remaining, topological_order  # noqa: F401 - re-exported
@@ -335,3 +336,19 @@ def ancestors(g: nx.DiGraph, starts, skip_kinds: frozenset = frozenset()) -> set
                 seen.add(u)
                 stack.append(u)
     return seen
+
+
+def load_and_compile(sources: str | None = None, modules: str | None = None,
+                     config_dir: str | None = None, env: Mapping[str, str] | None = None) -> CompiledGraph:
+    """Find, load and compile the manifests (the lookup order of spec §2); `env` is what their
+    ${VAR}s read (default os.environ). `cidag run` goes through plancache.load_for_run."""
+    from .manifest import find_manifests, load_manifests  # not at the top: they import yaml
+
+    s, m = find_manifests(sources, modules, config_dir)
+    enabled = gc.isenabled()
+    gc.disable()  # loading allocates many containers and frees few: collections only cost
+    try:
+        return compile_manifests(load_manifests(s, m, env))
+    finally:
+        if enabled:
+            gc.enable()

@@ -26,6 +26,7 @@ class FrozenGraph:
                 self._pred[v][u] = data
         self.topo_order: tuple[str, ...] = tuple(topological_order(self))
         self.remaining: dict[str, int] = longest_remaining(self, self.topo_order)
+        self.inputs, self.outputs = adjacency(self)
 
     @classmethod
     def from_graph(cls, g: Any) -> FrozenGraph:
@@ -41,6 +42,7 @@ class FrozenGraph:
         out._pred = {v: {u: succ[u][v] for u in g._pred[v]} for v in nodes}
         out.topo_order = tuple(topological_order(out))
         out.remaining = longest_remaining(out, out.topo_order)
+        out.inputs, out.outputs = adjacency(out)
         return out
 
     # -- the part of networkx's DiGraph interface the run path and tools use --
@@ -176,6 +178,17 @@ def topological_order(g: Any) -> list[str]:
     if indegree:
         raise ValueError("the graph has a cycle")
     return out
+
+
+def adjacency(g: Any) -> tuple[dict[str, tuple], dict[str, tuple]]:
+    """(inputs, outputs): for each node, its (neighbour, edge kind) pairs in networkx's order.
+    What the planner walks at every event; a FrozenGraph holds them, made at compile time."""
+    inputs = getattr(g, "inputs", None)
+    if inputs is not None:
+        return inputs, g.outputs
+    pred, succ = g._pred, g._succ
+    return ({n: tuple((u, d["kind"]) for u, d in pred[n].items()) for n in pred},
+            {n: tuple((v, d["kind"]) for v, d in succ[n].items()) for n in succ})
 
 
 def longest_remaining(g: Any, order: list[str] | tuple[str, ...] | None = None) -> dict[str, int]:

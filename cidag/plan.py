@@ -19,12 +19,11 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .compiler import CompiledGraph
-from .frozengraph import longest_remaining, topological_order
+from .frozengraph import adjacency, longest_remaining, topological_order
 
 SOURCE_FINAL = frozenset({"available", "unavailable", "failed", "skipped", "interrupted"})
 MODULE_FINAL = frozenset({"ok", "failed", "timeout", "skipped", "interrupted"})
 FINAL = SOURCE_FINAL | MODULE_FINAL | {"done"}
-STRATEGIES = ("one-step", "two-step", "serial")
 OBSOLETE = "not needed any more: every capability it offers is settled"
 NOT_NEEDED = "not needed"
 IID = "instance-id"
@@ -101,7 +100,6 @@ class Plan:
         cg: CompiledGraph,
         *,
         select: str = "preferred",
-        strategy: str | None = None,
         jobs: int = 4,
         skip: dict[str, tuple] | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -109,18 +107,13 @@ class Plan:
     ) -> None:
         """`skip` maps node id -> (reason, success, values[, code]) for nodes settled before the
         run (not needed, outside --only, already ran); `success` with `values` lets a
-        module that already ran still provide its capabilities. `strategy` builds the
-        overlay from strategies.py (a convenience; the plan itself knows none)."""
-        if strategy is not None and strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {strategy!r}")
+        module that already ran still provide its capabilities. `overlay`: extra nodes and
+        edges (a strategy's, from strategies.overlay_for; milestones' gates); the plan itself
+        knows no strategy. Raises ValueError for an unknown select mode or jobs < 1."""
         if select not in ("preferred", "first"):
             raise ValueError(f"unknown select mode {select!r}")
         if jobs < 1:
             raise ValueError(f"jobs must be >= 1, got {jobs}")
-        if overlay is None and strategy not in (None, "one-step"):
-            from .strategies import overlay_for
-
-            overlay = overlay_for(cg, strategy, skip or {})
         self.overlay = overlay = overlay or Overlay()
         self.cg, self.g = cg, cg.graph
         self.select, self.jobs = select, jobs
@@ -139,12 +132,11 @@ class Plan:
         # networkx's topological_sort order (frozengraph.py), precomputed in a FrozenGraph.
         self.order: list[str] = topological_order(self.g)  # also used by the record
         self._longest = longest_remaining(self.g, self.order)
-        # (neighbour, edge kind) per node, built once: networkx edge views cost a lot per call.
-        # g._pred/_succ are networkx's own dict-of-dicts: 5x faster to walk than its views.
-        pred, succ = self.g._pred, self.g._succ
-        self.inputs: dict[str, tuple] = {n: tuple((u, d["kind"]) for u, d in pred[n].items()) for n in pred}
-        self.outputs: dict[str, tuple] = {n: tuple((v, d["kind"]) for v, d in succ[n].items()) for n in succ}
+        # (neighbour, edge kind) per node: networkx edge views cost a lot per call. A FrozenGraph
+        # (what `cidag run` runs) holds them from compile time; they are shared, never changed.
+        self.inputs, self.outputs = adjacency(self.g)
         if overlay.edges or overlay.gates:
+            self.inputs, self.outputs = dict(self.inputs), dict(self.outputs)
             extra_in: dict[str, list] = {g: [] for g in overlay.gates}
             extra_out: dict[str, list] = {g: [] for g in overlay.gates}
             for u, v, kind in overlay.edges:
@@ -173,10 +165,6 @@ class Plan:
             state = self.nodes[node]
             if not state.final:
                 self._finish(state, "skipped", reason, success=success, values=values, code=code)
-
-    @property
-    def strategy(self) -> str:  # kept for callers that read it; the plan itself never does
-        return "serial" if self.overlay.lanes == 1 else ("two-step" if "gate:sources" in self.overlay.gates else "one-step")
 
     # -- life cycle ----------------------------------------------------------
 

@@ -20,21 +20,28 @@ def critical_path(plan: Plan) -> tuple[float, list[str]]:
     """
     length: dict[str, float] = {}
     best_in: dict[str, str | None] = {}
+    caps, nodes, inputs_of = plan.caps, plan.nodes, plan.inputs
+    unended = ("waiting", "ready", "running")
     for node in plan.order:
         if node.startswith("cap:"):
-            cap = plan.caps[node[4:]]
+            cap = caps[node[4:]]
             if cap.status == "pending":
                 continue
-            inputs = [p for p in cap.waited_for if p in length]
+            inputs = cap.waited_for
             own = 0.0
         else:
-            st = plan.nodes[node]
-            if st.status in ("waiting", "ready", "running"):
+            st = nodes[node]
+            if st.status in unended:
                 continue
-            inputs = [u for u, _ in plan.inputs[node] if u in length]
+            inputs = [u for u, _ in inputs_of[node]]
             own = (st.end - st.start) if st.start is not None and st.end is not None else 0.0
-        prev = max(inputs, key=lambda u: length[u], default=None)
-        length[node] = own + (length[prev] if prev is not None else 0.0)
+        # The first input with the longest chain (a plain loop: max() with a key costs a call per input).
+        prev, best = None, 0.0
+        for u in inputs:
+            at = length.get(u)
+            if at is not None and (prev is None or at > best):
+                prev, best = u, at
+        length[node] = own + best
         best_in[node] = prev
     if not length:
         return 0.0, []
@@ -112,7 +119,7 @@ def build_record(
             "start_s": _r(st.start),
             "end_s": _r(st.end),
             "duration_s": _r(st.end - st.start) if st.start is not None and st.end is not None else None,
-            "reason": scrub(st.reason),
+            "reason": scrub(st.reason) if st.reason else st.reason,
             "reason_code": st.code or None,
             "cause": st.cause,
             "worker": workers.get(node),
@@ -155,6 +162,35 @@ def build_record(
         "capabilities": caps,
         "edges": [[u, v, k] for u, outs in plan.outputs.items() for v, k in outs if k not in OVERLAY_EDGES],
     }
+
+
+def node_outputs(contexts: dict[str, Any]) -> tuple[dict[str, str], dict[str, dict]]:
+    """(outputs, counters) of the started nodes, from their contexts: the text each kept
+    (its last MiB; build_record caps it further) and what each counted."""
+    outputs = {}
+    for node, ctx in contexts.items():
+        if ctx.output:
+            try:
+                outputs[node] = "".join(list(ctx.output))[-(1 << 20):]
+            except TypeError:
+                outputs[node] = "".join(str(x) for x in list(ctx.output))[-(1 << 20):]
+    counters = {node: dict(ctx.counters) for node, ctx in contexts.items() if ctx.counters}
+    return outputs, counters
+
+
+def instance_data(plan: Plan, policy: Any, instance_id: str | None) -> tuple[dict, dict]:
+    """(public, sensitive): the resolved capabilities as instance-data.json and the 0600
+    instance-data-sensitive.json keep them; what is secret is the policy's (values.SecretPolicy)."""
+    public: dict = {}
+    sensitive: dict = {}
+    for name, cap in sorted(plan.caps.items()):
+        if cap.status != "resolved":
+            continue
+        shown, kept = policy.kept_at_rest(name, plan.nodes[cap.provider].values.get(name))
+        sensitive[name] = {"provider": cap.provider, "value": kept}
+        public[name] = {"provider": cap.provider, "value": shown}
+    return ({"instance_id": instance_id, "capabilities": public},
+            {"instance_id": instance_id, "capabilities": sensitive})
 
 
 def _r(value: float | None) -> float | None:

@@ -52,3 +52,27 @@ def detach() -> None:
     """Keep signals again (the run is over; its record is written)."""
     global _handler
     _handler = None
+
+
+def take_over(handler: Callable[[int], None]) -> tuple[Callable[[], None], list[int]]:
+    """For one run on the main thread: signals go to `handler` (latched first if nobody
+    has). Returns (restore, signals that came before); `restore()` gives the previous
+    handlers back. Off the main thread it does nothing."""
+    global _latched
+    if threading.current_thread() is not threading.main_thread():
+        return (lambda: None), []
+    own = not _latched
+    old = {sig: signal.getsignal(sig) for sig in SIGNALS} if own else {}
+    if own:
+        latch()
+    early = attach(handler)
+
+    def restore() -> None:
+        global _latched
+        detach()
+        for sig, old_handler in old.items():
+            signal.signal(sig, old_handler)
+        if own:
+            _latched = False  # we latched, we unlatch
+
+    return restore, early

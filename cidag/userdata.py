@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
-import io
 import os
 import re
 import zlib
@@ -31,6 +30,8 @@ from typing import Any
 
 import yaml
 
+from . import cloudconfig_keys
+from .cloudconfig_keys import section_schemas
 from .errors import Diagnostic
 from .yamldoc import safe_load as _safe_load
 
@@ -285,23 +286,6 @@ def combine(user: UserData | None, vendor: UserData | None) -> UserData:
 # --- validation against the modules' cloud-config schemas (cidag check --user-data) ---
 
 
-def section_schemas() -> dict[str, tuple[str, dict]]:
-    """Top-level cloud-config key -> (module type, JSON Schema), from every built-in module."""
-    import importlib
-
-    from .modules import BUILTIN_MODULES
-
-    out: dict[str, tuple[str, dict]] = {}
-    for type_name, modname in BUILTIN_MODULES.items():
-        try:
-            mod = importlib.import_module(modname)
-        except Exception:  # a broken module is cidag check's business elsewhere
-            continue
-        for key, schema in (getattr(mod, "CLOUD_CONFIG", None) or {}).items():
-            out.setdefault(key, (type_name, schema))
-    return out
-
-
 def check_sections(config: dict, keys: dict[str, dict] | None = None) -> list[tuple[tuple, str]]:
     """Validate the sections in `keys` (key -> schema); return (path, message) per error.
 
@@ -423,8 +407,6 @@ def validate_user_data_file(path: str | os.PathLike, *, encoding: str | None = N
         diags.append(Diagnostic(fname, line, 1 if line else 0, _strip_origin(msg, fname), code="user-data"))
     for msg in collector.warnings:
         diags.append(Diagnostic(fname, 0, 0, _strip_origin(msg, fname), "warning", code="user-data"))
-    from . import cloudconfig_keys
-
     schemas = section_schemas()
     for text, offset in docs:
         try:
@@ -510,16 +492,6 @@ def _collect_docs(data: bytes, docs: list, collector: UserData, fname: str) -> N
                 docs.append((content, None))  # no line of the file: the message names the key
     elif _first_line(data).startswith(b"#cloud-config"):
         docs.append((data.decode("utf-8", "replace"), 0))
-
-
-def gzip_bytes(data: bytes) -> bytes:
-    """gzip `data` (tests and tools building user-data)."""
-    import gzip
-
-    buf = io.BytesIO()
-    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as f:
-        f.write(data)
-    return buf.getvalue()
 
 
 def cloud_config_sections(ctx, schemas: dict[str, dict]) -> dict:

@@ -172,6 +172,19 @@ class SecretPolicy:
                 text = text.replace(secret, SECRET_TEXT)
         return text
 
+    def kept_at_rest(self, name: str, value: Any) -> tuple[Any, Any]:
+        """(public, sensitive): capability `name`'s value as instance-data.json and the 0600
+        instance-data-sensitive.json keep it. A secret is '<secret>' in the first; a password
+        is '<secret>' in both (never kept at rest), and a secret document keeps no password
+        it holds. An operation (a callable) is '<operation>' in both: it only exists live."""
+        if callable(value):
+            return at_rest(value), at_rest(value)
+        if not self.is_secret(name):
+            return value, value
+        if "password" in name:
+            return SECRET_TEXT, SECRET_TEXT
+        return SECRET_TEXT, self.without_passwords(value)
+
     def without_passwords(self, value: Any) -> Any:
         """A secret value as `instance-data-sensitive.json` keeps it: every password a secret
         document holds (cloud-config's passwd, chpasswd...) replaced by '<secret>', in the

@@ -68,6 +68,10 @@ _MAP_TAGS = (None, "!", "tag:yaml.org,2002:map")
 _SEQ_TAGS = (None, "!", "tag:yaml.org,2002:seq")
 _MERGE = "tag:yaml.org,2002:merge"
 _NO_KEY = object()
+_ScalarEvent, _AliasEvent, _StreamEndEvent = yaml.ScalarEvent, yaml.AliasEvent, yaml.StreamEndEvent
+_MappingStartEvent, _MappingEndEvent = yaml.MappingStartEvent, yaml.MappingEndEvent
+_SequenceStartEvent, _SequenceEndEvent = yaml.SequenceStartEvent, yaml.SequenceEndEvent
+_DocumentStartEvent = yaml.DocumentStartEvent
 
 
 class _Frame:
@@ -93,38 +97,85 @@ class _Builder:
 
     def build(self) -> Any:
         loader = self.loader
+        get_event = loader.get_event
+        stack = self.stack
+        marks, key_marks = self.doc.marks, self.doc.key_marks
+        # (implicit, text) of an untagged scalar -> its value: most scalars repeat (keys,
+        # `per-boot`, module names), and resolving a tag costs a regular expression each time.
+        plain: dict[tuple, Any] = {}
         docs = 0
-        while loader.check_event():
-            ev = loader.get_event()
-            if isinstance(ev, yaml.ScalarEvent):
-                value = self._scalar(ev)
+        while True:
+            ev = get_event()
+            t = type(ev)
+            if t is _ScalarEvent:
+                tag = ev.tag
+                if tag is None or tag == "!":
+                    cache_key = (ev.implicit, ev.value)
+                    value = plain.get(cache_key, _NO_KEY)
+                    if value is _NO_KEY:
+                        value = self._scalar(ev)
+                        if isinstance(value, (str, int, float, bool)) or value is None or value is _MERGE_KEY:
+                            plain[cache_key] = value
+                else:
+                    value = self._scalar(ev)
                 # Text weighs by its length, so aliases of one long string cannot add up to gigabytes.
-                weight = 1 + (len(value) >> 6 if isinstance(value, str) else 0)
-                self._add(value, ev.start_mark, weight, ev.anchor)
-            elif isinstance(ev, yaml.MappingStartEvent):
+                weight = 1 + (len(value) >> 6 if type(value) is str else 0)
+                if ev.anchor is not None or not stack or value is _MERGE_KEY:
+                    self._add(value, ev.start_mark, weight, ev.anchor)
+                    continue
+                # The common case of _add, inlined: an unanchored scalar in a list or a mapping.
+                frame = stack[-1]
+                obj = frame.obj
+                if type(obj) is dict and frame.key is _NO_KEY and (
+                        value in obj or not (isinstance(value, (str, int, float, bool)) or value is None)):
+                    self._add(value, ev.start_mark, weight, None)  # a bad or duplicate key: raises
+                self.total += weight
+                if self.total > MAX_NODES:
+                    self.total -= weight
+                    self._add(value, ev.start_mark, weight, None)  # raises
+                frame.size += weight
+                if type(obj) is list:
+                    path = frame.path + (len(obj),)
+                    if path not in marks:
+                        mark = ev.start_mark
+                        marks[path] = (mark.line + 1, mark.column + 1)
+                    obj.append(value)
+                elif frame.key is _NO_KEY:  # this value is a key
+                    frame.key, frame.key_mark = value, ev.start_mark
+                else:
+                    key, frame.key = frame.key, _NO_KEY
+                    path = frame.path + (key,)
+                    key_mark = frame.key_mark
+                    key_marks[path] = (key_mark.line + 1, key_mark.column + 1)
+                    if path not in marks:
+                        mark = ev.start_mark
+                        marks[path] = (mark.line + 1, mark.column + 1)
+                    obj[key] = value
+            elif t is _MappingStartEvent:
                 if ev.tag not in _MAP_TAGS:
                     self._bad_tag(ev)
                 self._open({}, ev)
-            elif isinstance(ev, yaml.SequenceStartEvent):
+            elif t is _SequenceStartEvent:
                 if ev.tag not in _SEQ_TAGS:
                     self._bad_tag(ev)
                 self._open([], ev)
-            elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-                frame = self.stack.pop()
+            elif t is _MappingEndEvent or t is _SequenceEndEvent:
+                frame = stack.pop()
                 for merged in frame.merges:  # explicit keys win over merged ones
                     for k, v in merged.items():
                         frame.obj.setdefault(k, v)
                 self._add(frame.obj, None, frame.size, frame.anchor, placed=True)
-            elif isinstance(ev, yaml.AliasEvent):
+            elif t is _AliasEvent:
                 if ev.anchor not in self.anchors:
                     raise ManifestError([Diagnostic(self.doc.file, *_mark1(ev.start_mark), f"YAML: unknown alias {ev.anchor!r}", code="yaml-syntax")])
                 value, size = self.anchors[ev.anchor]
                 self._add(value, ev.start_mark, size, None)
-            elif isinstance(ev, yaml.DocumentStartEvent):
+            elif t is _DocumentStartEvent:
                 docs += 1
                 if docs > 1:
                     raise ManifestError([Diagnostic(self.doc.file, *_mark1(ev.start_mark), "YAML: expected a single document, found another", code="yaml-syntax")])
-        return self.root
+            elif ev is None or t is _StreamEndEvent:
+                return self.root
 
     def _scalar(self, ev) -> Any:
         tag = ev.tag

@@ -84,3 +84,8 @@ def records_what_it_sees(ctx):
     seen = {name: [type(ctx.caps[name]).__name__, ctx.caps[name]] for name in ctx.caps}
     (out / ctx.name).write_text(json.dumps(seen, sort_keys=True))
     return None
+
+
+def reports_remaining(ctx):
+    """Provides `left`: the seconds ctx.remaining() gives when it runs."""
+    return {"left": ctx.remaining()}

@@ -156,3 +156,36 @@ def test_per_instance_markers_are_judged_when_instance_id_settles(tmp_path):
     assert n["module:reader"]["status"] == "ok"  # the marker still provides `done`
     result, n = go(tmp_path, sources, modules, fake({"cd": 0.1}), force=("once-per-instance",))
     assert n["module:once-per-instance"]["status"] == "ok"
+
+
+def test_remaining_is_on_the_runners_clock(tmp_path):
+    """A 600 s module that has run 100 s (fake time) has 500 s left, whatever the real
+    monotonic clock says (before: Context.remaining() read time.monotonic and saw 0.0)."""
+    runner = FakeRunner(lambda node, ctx: (100.0, FakeRunner.CALL))
+    cg = compile_text({"version": 1, "sources": [src("seed", ["instance-id"])]}, {"version": 1, "modules": [
+        {"name": "long", "type": "plugins_for_tests:reports_remaining", "frequency": "per-boot",
+         "timeout": "600s", "provides": ["left"]},
+        {"name": "reader", "type": "plugins_for_tests:records_what_it_sees", "frequency": "per-boot",
+         "needs": ["left"]}]})
+    result = run(cg, RunOptions(root=tmp_path / "root", runner=runner, handle_signals=False))
+    assert result.exit_code == 0
+    seen = (tmp_path / "root" / "out" / "reader").read_text()
+    assert seen == '{"left": ["float", 500.0]}'
+
+
+def test_interrupted_secret_source_keeps_its_log_lines(tmp_path):
+    """What a source that can give a secret logs is held until it ends; interrupted, it
+    still ends, and its lines reach the record (before: they were lost)."""
+    def answer(node, ctx):
+        if node == "source:vault":
+            ctx.log.warning("asking the vault")
+            return 0.0, HANG
+        return 0.0, dict(ctx.settings["data"])
+    runner = FakeRunner(answer, signals=[(1.0, signal.SIGINT)])
+    result, n = go(tmp_path, [
+        {"name": "vault", "type": "static", "capabilities": ["instance-id", "admin-password"],
+         "settings": {"data": {"instance-id": "i-1"}}},
+    ], [mod("set-password", needs=["admin-password"])], runner, grace=0.0)
+    assert result.exit_code == 130
+    assert n["source:vault"]["status"] == "interrupted"
+    assert [line["message"] for line in n["source:vault"].get("log", [])] == ["asking the vault"]

@@ -6,6 +6,7 @@ import random
 from hypothesis import given, settings, strategies as st
 
 from cidag.plan import Plan
+from cidag.strategies import overlay_for
 from graphs import FakeClock, compile_text
 
 
@@ -26,7 +27,8 @@ def simulate(cg, outcomes, *, rng=None, jobs=4, select="preferred", strategy="on
     """
     rng = rng or random.Random(0)
     clock = FakeClock()
-    plan = Plan(cg, select=select, strategy=strategy, jobs=jobs, skip=skip, clock=clock)
+    overlay = overlay_for(cg, strategy, skip or {}) if strategy != "one-step" else None
+    plan = Plan(cg, select=select, jobs=jobs, skip=skip, clock=clock, overlay=overlay)
     plan.start()
     running, log = [], []
     while plan.is_active():

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from cidag.cli import main
+from cidag import runstatus
 from cidag.commands import status as status_mod
 from record_factory import cidag_env, proposal_record, run_args, write_state
 
@@ -31,7 +32,7 @@ def no_kernel_disable(monkeypatch, tmp_path):
     # The machine running the tests must not decide the outcome through its own /proc/cmdline.
     cmdline = tmp_path / "cmdline"
     cmdline.write_text("quiet\n")
-    monkeypatch.setattr(status_mod, "CMDLINE", str(cmdline))
+    monkeypatch.setattr(runstatus, "CMDLINE", str(cmdline))
 
 
 def test_not_run(tmp_path, capsys):

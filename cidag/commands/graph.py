@@ -21,7 +21,7 @@ def graph(sources_path, modules_path, config_dir, dot, json_, mermaid, verbose) 
     if len(chosen) > 1:
         raise UsageError(f"{' and '.join(chosen)}: choose one output format")
     fmt = chosen[0][2:] if chosen else "dot"
-    from ..engine import load_and_compile
+    from ..compiler import load_and_compile
 
     cg = load_and_compile(sources_path, modules_path, config_dir)
     if fmt == "json":

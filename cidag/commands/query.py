@@ -1,60 +1,16 @@
 """`cidag query [CAPABILITY]`: the metadata the last run resolved, each capability with its provider.
 
-Reads STATE_DIR/instance-data.json (0644, secrets replaced by "<secret>"), or
-with --secrets instance-data-sensitive.json (0600: root only).
+Reading it is instancequery.py's; this prints it.
 """
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import click
 
+from ..instancequery import NOT_KEPT, SECRET, TABLE_VALUE_W, WITHHELD, NotResolved, read_instance_data
 from .common import state_options, state_path
-
-from ..errors import CidagError, UsageError
-
-PUBLIC = "instance-data.json"
-SENSITIVE = "instance-data-sensitive.json"
-SECRET = "<secret>"
-TABLE_VALUE_W = 72
-WITHHELD = "secret values are only in the root-only instance-data-sensitive.json (--secrets); passwords not even there"
-# What the sensitive file itself withholds: the engine never writes passwords at rest (issue 4).
-NOT_KEPT = ("not kept: cidag writes no password to its state directory, not even to the root-only "
-            "instance-data-sensitive.json; it is only used during the run")
-
-
-class NotResolved(CidagError):
-    """The asked capability did not resolve in the last run (exit 1, like a failed lookup)."""
-
-    exit_code = 1
-
-
-def read_instance_data(state_dir: str | Path, secrets: bool = False) -> dict:
-    """The instance data file as a dict; raise UsageError with one line if it cannot be read."""
-    path = Path(state_dir) / (SENSITIVE if secrets else PUBLIC)
-    from ..state import MAX_STATE_FILE, read_bytes
-
-    try:
-        text = read_bytes(path, MAX_STATE_FILE * 16).decode("utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no resolved metadata (has cidag run? use --root or --state-dir)") from None
-    except PermissionError:
-        raise UsageError(f"{path}: permission denied: only root may read secrets (--secrets)"
-                         if secrets else f"{path}: permission denied") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise UsageError(f"{path}: invalid JSON ({exc})") from None
-    except RecursionError:
-        raise UsageError(f"{path}: invalid JSON (nested too deep)") from None
-    if not isinstance(data, dict) or not isinstance(data.get("capabilities", {}), dict):
-        raise UsageError(f"{path}: not instance data (expected {{\"instance_id\", \"capabilities\"}})")
-    data.setdefault("capabilities", {})
-    return data
 
 
 def _show(value: Any) -> str:

@@ -4,11 +4,11 @@ target root. Output is kept (capped) in the record; failures are one line.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 
 from ..api import ALWAYS_SECRET, Context
+from ..cmdenv import capability_env, env_key
 from ..process import describe
 
 OUTPUT_CAP = 64 << 10  # characters of command output a module keeps in the run record
@@ -17,26 +17,17 @@ SKIP_CAPS = {"cloud-config", "user-scripts", "user-data", "vendor-data"} | set(A
 
 
 def environment(ctx: Context, secrets: frozenset[str] = frozenset()) -> dict[str, str]:
-    """Spec §2: CIDAG_ROOT, CIDAG_INSTANCE_ID and CIDAG_CAP_<NAME> for the plain capabilities read."""
-    env = {"CIDAG_ROOT": str(ctx.root)}
-    if ctx.instance_id:
-        env["CIDAG_INSTANCE_ID"] = str(ctx.instance_id)
-    for name in list(ctx.caps):
-        if name in SKIP_CAPS or name in secrets or ctx.is_secret(name):
-            continue
-        try:
-            value = ctx.caps[name]
-        except Exception:  # unavailable capability: simply absent from the environment
-            continue
-        if value is None or callable(value):
-            continue
-        key = "CIDAG_CAP_" + name.upper().replace("-", "_").replace(".", "_")
-        env[key] = value if isinstance(value, str) else json.dumps(value, default=str)
+    """Spec §2: CIDAG_ROOT, CIDAG_INSTANCE_ID and CIDAG_CAP_<NAME> for the plain capabilities read,
+    without secrets (the run's policy, ctx.is_secret, and `secrets`) nor whole documents."""
+    def hidden(name: str) -> bool:
+        return name in SKIP_CAPS or name in secrets or ctx.is_secret(name)
+
+    env = capability_env(ctx.root, ctx.instance_id or None, ctx.caps, hidden)
     env.update(ctx.env)  # what the engine sets wins...
     for name in SKIP_CAPS | set(secrets) | {n for n in list(ctx.caps) if ctx.is_secret(n)}:
         # ...except capabilities commands must not see (secrets, whole user-data); ctx.run adds
         # ctx.env to every command, so they are dropped from it too.
-        key = "CIDAG_CAP_" + name.upper().replace("-", "_").replace(".", "_")
+        key = env_key(name)
         env.pop(key, None)
         ctx.env.pop(key, None)
     return env

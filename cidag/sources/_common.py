@@ -206,11 +206,6 @@ def _unescape(field: str) -> str:
     return field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 
 
-def unavailable(message: str) -> SourceUnavailable:
-    """A SourceUnavailable with `message` (helper so call sites read as prose)."""
-    return SourceUnavailable(message)
-
-
 def plain_failures(probe: Callable) -> Callable:
     """Re-raise a probe's failure as a plain RuntimeError so the reason is its one-line message.
 
