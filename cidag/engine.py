@@ -31,7 +31,7 @@ from .sdnotify import Notifier
 from .runner import CancelEvent, ThreadRunner, describe_exception
 from .state import LastRunNotUpdated, StateDir, process_identity
 from .strategies import overlay_for
-from .values import SecretPolicy, ValueRefused, at_rest, canonical
+from .values import SecretPolicy, ValueRefused, at_rest, canonical_capability
 
 MILESTONE = "milestone:"  # gate node of a milestone (docs/manifests.md)
 GRACE_S = 2.0  # SIGTERM -> SIGKILL for commands of interrupted nodes
@@ -340,6 +340,8 @@ class Engine:
             value = facade[name]
             if callable(value) or (self.secrets.is_secret(name) and spec.type != "exec"):
                 continue
+            if isinstance(value, str) and "\0" in value:
+                continue  # an environment cannot carry a NUL: the command reads it as absent
             env[env_key(name)] = value if isinstance(value, str) else json.dumps(value)
         return env
 
@@ -420,11 +422,12 @@ class Engine:
             self.faults.append(f"{node}: {why}")
 
     def _canonical(self, node: str, values: dict) -> tuple[dict, str]:
-        """Values made canonical (values.py); a value that cannot be is the node's failure."""
+        """Values made canonical (values.py), instance-id and hostname checked as names there;
+        a value that cannot be is the node's failure."""
         out = {}
         for cap, value in values.items():
             try:
-                out[cap] = canonical(value)
+                out[cap] = canonical_capability(cap, value)
             except ValueRefused as exc:
                 return {}, f"capability {cap}: {exc}"
             except RecursionError:

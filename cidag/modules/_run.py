@@ -28,8 +28,8 @@ def environment(ctx: Context, secrets: frozenset[str] = frozenset()) -> dict[str
             value = ctx.caps[name]
         except Exception:  # unavailable capability: simply absent from the environment
             continue
-        if value is None or callable(value):
-            continue
+        if value is None or callable(value) or (isinstance(value, str) and "\0" in value):
+            continue  # an environment cannot carry a NUL: the command reads it as absent
         key = "CIDAG_CAP_" + name.upper().replace("-", "_").replace(".", "_")
         env[key] = value if isinstance(value, str) else json.dumps(value, default=str)
     env.update(ctx.env)  # what the engine sets wins...
