@@ -244,6 +244,8 @@ class Engine:
         self.interrupted: str | None = None  # the signal's name
         self.first_failure: str | None = None
         self.faults: list[str] = []
+        if self.state is not None:
+            self.state.faults = self.faults  # odd state files the run went on despite
         self.t0 = self.now()
         self.wall0 = time.time()
         # Node loggers hang under a per-run `cidag.node` logger that keeps their records;
