@@ -28,7 +28,7 @@ from .plan import (ALREADY_RAN, FAIL_FAST, INTERNAL, INTERRUPTED, NOT_NEEDED, NO
                    NOT_SELECTED, OBSOLETE, OBSOLETE_CODE, TIMEOUT, Overlay, Plan)
 from .record import build_record, result_of
 from .sdnotify import Notifier
-from .runner import CancelEvent, ThreadRunner, describe_exception
+from .runner import CancelEvent, ThreadRunner, describe_exception, thread_limit
 from .state import LastRunNotUpdated, StateDir, process_identity
 from .strategies import overlay_for
 from .values import SecretPolicy, ValueRefused, at_rest, canonical_capability
@@ -228,9 +228,11 @@ class Engine:
         self.cg, self.opts = cg, opts
         self.select = opts.select or cg.manifests.select
         self.state = None if opts.dry_run else StateDir(opts.resolved_state_dir())
-        self.runner = opts.runner if opts.runner is not None else ThreadRunner()
+        self.runner = opts.runner if opts.runner is not None else ThreadRunner(thread_limit(opts.jobs))
         self.now: Callable[[], float] = self.runner.now
-        self.running: dict[str, tuple[Context, float]] = {}  # node -> (ctx, deadline)
+        # node -> (ctx, deadline at start); ctx.deadline is the live one: a runner moves it
+        # later by the time a node waited for a thread (runner.thread_limit)
+        self.running: dict[str, tuple[Context, float]] = {}
         self.late: dict[str, Context] = {}  # ended without their answer (timeout, obsolete)
         self.timed_out: set[str] = set()
         self.commands: dict = {}  # this run's live command processes (process.py), by pid
@@ -474,8 +476,8 @@ class Engine:
 
     def _expire(self) -> None:
         now = self.now()
-        for node, (ctx, deadline) in list(self.running.items()):
-            if now >= deadline:
+        for node, (ctx, _) in list(self.running.items()):
+            if now >= ctx.deadline:
                 ctx.cancelled.set()  # the node's commands are killed; its late answer is ignored
                 self._drop(node, ctx)
                 spec = self.cg.specs[node]
@@ -613,13 +615,13 @@ class Engine:
                     continue  # markers settled some nodes and others became ready
                 plan.abandon("internal error: nothing can start (please report)", code=INTERNAL)
                 break
-            timeout = max(0.0, min(d for _, d in self.running.values()) - self.now())
+            timeout = max(0.0, min(ctx.deadline for ctx, _ in self.running.values()) - self.now())
             for node, how, result, reason in self.runner.wait(timeout):
                 if how == "signal":
                     self._interrupt(signal.Signals(result).name)
                     break
                 if node in self.running:
-                    if how != "returned" and self.now() >= self.running[node][1]:
+                    if how != "returned" and self.now() >= self.running[node][0].deadline:
                         self._expire()  # it failed because its deadline passed: a timeout
                     else:
                         self._classify(node, how, result, reason)
