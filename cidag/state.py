@@ -16,6 +16,7 @@ from .errors import UsageError
 
 PROC = Path("/proc")
 RESERVE_FILE = ".record-reserve"
+RESERVE_INODE = ".record-reserve-inode"
 RESERVE = 1 << 20  # a record without logs is ~300 bytes a node: room for some 3,000 nodes
 RUNNING = "running.json"  # the run in progress: pid, start ticks, boot id, record path, milestones
 SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -206,9 +207,16 @@ class StateDir:
             pass  # absent, or not ours to remove (a directory there: begin_run said so)
 
     def reserve(self, size: int = RESERVE) -> None:
-        """Set aside `size` bytes in the state dir (a file of zeros, allocated for real), given
-        back when the record cannot be written for want of space: a run that fills the disk
-        still leaves a true record. Best effort: no room, no reserve."""
+        """Set aside `size` bytes and an inode in the state dir (a file of zeros, allocated for
+        real, and the runs/ directory), given back when the record cannot be written for want
+        of space or inodes: a run that fills the disk still leaves a true record. Best
+        effort: no room, no reserve."""
+        try:
+            # runs/ now, while there is room: made at the end, its inode would take the one
+            # the reserve gives back (a disk out of inodes), and the record would still not fit.
+            (self.path / "runs").mkdir(exist_ok=True)
+        except OSError:
+            pass
         path = self.path / RESERVE_FILE
         try:
             # Non-blocking: opening a FIFO for writing would wait for a reader for ever.
@@ -226,13 +234,23 @@ class StateDir:
                     os.ftruncate(fd, 0)  # a tmpfs or a full disk: keep nothing half-reserved
         finally:
             os.close(fd)
+        try:
+            # A second inode (a file system out of inodes: the record's temp file takes one,
+            # and tmpfs counts the hard link that makes last-run.json as one more).
+            os.close(os.open(self.path / RESERVE_INODE,
+                             os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o600))
+        except OSError:
+            pass
 
     def _release_reserve(self) -> bool:
-        try:
-            os.unlink(self.path / RESERVE_FILE)
-            return True
-        except OSError:
-            return False
+        released = False
+        for name in (RESERVE_FILE, RESERVE_INODE):
+            try:
+                os.unlink(self.path / name)
+                released = True
+            except OSError:
+                pass
+        return released
 
     def write_record(self, record: dict, name: str, mode: int = 0o644) -> Path:
         """Write the record to runs/NAME and last-run.json (encoded once, compact: json's
@@ -257,19 +275,31 @@ class StateDir:
         # last-run.json is the same file: a hard link renamed into place (atomic, and no
         # second copy to write and fsync); a copy where links are not possible.
         tmp = self.path / f".last-run.json.{os.getpid()}.tmp"
+
+        def link() -> None:
+            try:
+                try:
+                    os.unlink(tmp)
+                except FileNotFoundError:
+                    pass
+                os.link(path, tmp)
+                os.replace(tmp, self.path / "last-run.json")
+                _fsync_dir(self.path)
+            except OSError:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+                raise
+
         try:
             try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            os.link(path, tmp)
-            os.replace(tmp, self.path / "last-run.json")
-            _fsync_dir(self.path)
+                link()
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not self._release_reserve():
+                    raise
+                link()  # out of inodes (tmpfs counts links): again with the reserve given back
         except OSError:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
             last = self.path / "last-run.json"
             try:
                 if last.is_dir() and not last.is_symlink():

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from conftest import cidag, load_record, nodes_by_id
+from conftest import cidag, load_record, mount_tmpfs, nodes_by_id
 
 STATE = "var/lib/cidag"
 READERS = [("status",), ("query", "hostname"), ("analyze", "blame")]
@@ -66,17 +66,8 @@ def test_a_fifo_given_as_a_manifest(tmp_path, command):
 @pytest.fixture
 def small_disk(tmp_path):
     """A 2 MiB tmpfs (root only): the root and state dir of a run that fills it."""
-    import shutil
-    import subprocess
-
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("needs root to mount a tmpfs")
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)]).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)])
+    with mount_tmpfs(tmp_path / "disk", size="2m") as mnt:
+        yield mnt
 
 
 def test_a_run_that_fills_the_disk_still_leaves_a_true_record(small_disk, manifests):
