@@ -274,3 +274,29 @@ def test_a_full_runs_directory_path_is_named(tmp_path, manifests):
     assert proc.returncode == 1 and (root / "work").exists()
     assert run_lines(proc) == [f"cidag: state dir {root / STATE}: the run ended ok but its record could not be "
                                "written (runs is a FIFO, where a directory belongs)"]
+
+
+def test_a_run_out_of_inodes_still_leaves_a_true_record(tmp_path, manifests):
+    """A tmpfs with 40 inodes: a module that makes files exhausts them. Before: runs/ took the
+    inode the reserve gave back, the record was lost (`status`: no run), and on tmpfs the
+    hard link of last-run.json needs an inode too."""
+    s, m = manifests(MT_SOURCES, """
+    version: 1
+    modules:
+      - name: fill
+        type: exec
+        settings: {command: 'mkdir -p "$CIDAG_ROOT/f"; for i in $(seq 1 100); do : > "$CIDAG_ROOT/f/$i" || exit 1; done'}
+      - {name: next, type: exec, after: [fill], settings: {command: 'echo next'}}
+    """)
+    with mount_tmpfs(tmp_path / "disk", size="4m", nr_inodes=40) as disk:
+        root = disk / "root"
+        proc = cidag("run", "--sources", s, "--modules", m, "--root", str(root), timeout=60)
+        assert proc.returncode == 1, proc.stdout + proc.stderr  # `fill` failed: exit 1
+        assert "Traceback" not in proc.stderr
+        status = cidag("status", "--root", str(root))
+        assert status.returncode == 1 and "result: failed" in status.stdout, status.stdout
+        record = load_record(root / STATE / "last-run.json")
+        nodes = nodes_by_id(record)
+        assert nodes["module:fill"]["status"] == "failed" and "No space left on device" in nodes["module:fill"]["reason"]
+        assert nodes["module:next"]["status"] == "ok"
+        assert not list((root / STATE).rglob("*.tmp")) and not (root / STATE / "running.json").exists()
