@@ -262,7 +262,7 @@ def records_in(root) -> set:
     return {p.name for p in runs.glob("*.json")} if runs.is_dir() else set()
 
 
-def check_disk_run(proc, root, modules: dict, odd_path, before: set = frozenset()) -> None:
+def check_disk_run(proc, root, modules: dict, odd_paths, before: set = frozenset()) -> None:
     """The invariants of a run on a small disk: one-line errors, exit 0/1/2 (never 70), no
     traceback, no half-written state file, and a record that is true or clearly absent."""
     import json
@@ -280,7 +280,7 @@ def check_disk_run(proc, root, modules: dict, odd_path, before: set = frozenset(
     # Nothing half-written: no temp file left; every state file cidag keeps is whole JSON.
     assert not [p for p in state.rglob("*.tmp")], list(state.rglob("*.tmp"))
     for p in state.rglob("*.json"):
-        if odd_path is not None and (p == odd_path or odd_path in p.parents) or not p.is_file():
+        if any(p == o or o in p.parents for o in odd_paths) or not p.is_file():
             continue
         json.loads(p.read_bytes())  # raises on a torn file
     assert not (state / "running.json").is_file()
@@ -300,13 +300,13 @@ def check_disk_run(proc, root, modules: dict, odd_path, before: set = frozenset(
     for name, spec in modules.items():
         node = nodes[f"module:{name}"]
         assert node["status"] in ("ok", "failed", "skipped", "timeout"), node
-        marker = (state / "once" / f"{name}.json") if spec["frequency"] == "once" else (
+        marker = (state / "once" / f"{name}.json") if spec.get("frequency") == "once" else (
             state / "instances/i-1/markers" / f"{name}.json")
-        if node["status"] == "ok" and spec["frequency"] != "per-boot":
+        if node["status"] == "ok" and spec.get("frequency") != "per-boot":
             # True: an ok module has its marker, or the record says why not.
             assert marker.exists() or f"module:{name}: marker not written" in faults, (name, faults)
         if node["status"] == "failed":
-            assert not marker.is_file() or marker == odd_path  # a marker only after an ok end
+            assert not marker.is_file() or marker in odd_paths  # a marker only after an ok end
 
 
 @fuzz_settings(12)
@@ -336,6 +336,64 @@ def test_runs_on_small_disks_tell_the_truth(tmp_path_factory, case):
             before = records_in(root)
             proc = cidag("run", "--sources", str(tmp / "sources.yaml"), "--modules", str(tmp / "modules.yaml"),
                          "--root", str(root), timeout=120)
-            check_disk_run(proc, root, modules, odd_path, before)
+            check_disk_run(proc, root, modules, [odd_path] if odd_path else [], before)
             status = cidag("status", "--root", str(root), timeout=60)
             assert "Traceback" not in status.stderr and status.returncode in (0, 1, 2, 3), status.stderr
+
+
+ODD_KINDS = {
+    "directory": lambda p: p.mkdir(),
+    "fifo": lambda p: os.mkfifo(p),
+    "garbage": lambda p: p.write_bytes(b"\x00\xff{not json"),
+    "empty": lambda p: p.write_bytes(b""),
+    "dangling-symlink": lambda p: p.symlink_to("/nonexistent/cidag-fuzz"),
+    "device": lambda p: p.symlink_to("/dev/zero"),
+    "deep-json": lambda p: p.write_text("[" * 100_000 + "]" * 100_000),
+    "too-big": lambda p: p.write_bytes(b" " * (5 << 20)),
+}
+STATE_PATHS = ["last-run.json", "running.json", "instance-data.json", "instance-data-sensitive.json",
+               ".record-reserve", ".record-reserve-inode", "runs", "once", "instances", "instances/i-1",
+               "instances/i-1/markers", "instances/i-1/markers/m0.json", "once/m1.json"]
+STATE_MODULES = {"version": 1, "modules": [
+    {"name": "m0", "type": "exec", "settings": {"command": 'touch "$CIDAG_ROOT/m0"'}},
+    {"name": "m1", "type": "exec", "frequency": "once", "settings": {"command": 'touch "$CIDAG_ROOT/m1"'}},
+    {"name": "m2", "type": "exec", "frequency": "per-boot", "wants": ["hostname"],
+     "settings": {"command": 'touch "$CIDAG_ROOT/m2"'}}]}
+
+
+@fuzz_settings(15)
+@given(st.lists(st.tuples(st.sampled_from(STATE_PATHS), st.sampled_from(sorted(ODD_KINDS))), min_size=1, max_size=3,
+                unique_by=lambda t: t[0]), st.integers(1, 2))
+def test_odd_state_files_never_hang_crash_or_lie(tmp_path_factory, odd, runs):
+    """Odd things at any state file's path, several at once: every command ends in bounded
+    time with one line at most and never a traceback; a run does its work and its record
+    is true or clearly absent (check_disk_run)."""
+    import json
+
+    from conftest import cidag
+
+    tmp = tmp_path_factory.mktemp("state")
+    (tmp / "sources.yaml").write_text(DISK_SOURCES)
+    (tmp / "modules.yaml").write_text(json.dumps(STATE_MODULES))
+    root = tmp / "root"
+    state = root / "var/lib/cidag"
+    odd_paths = []
+    for rel, kind in sorted(odd, key=lambda t: t[0].count("/")):
+        path = state / rel
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            ODD_KINDS[kind](path)
+        except OSError:  # a parent is itself odd: this one cannot be made
+            continue
+        odd_paths.append(path)
+    modules = {m["name"]: m for m in STATE_MODULES["modules"]}
+    for _ in range(runs):
+        before = records_in(root)
+        proc = cidag("run", "--sources", str(tmp / "sources.yaml"), "--modules", str(tmp / "modules.yaml"),
+                     "--root", str(root), timeout=60)  # TimeoutExpired: a hang
+        check_disk_run(proc, root, modules, odd_paths, before)
+        assert (root / "m2").exists()  # the per-boot module always runs
+        for args in (("status",), ("query", "hostname"), ("analyze", "blame"), ("wait", "done")):
+            reader = cidag(*args, "--root", str(root), timeout=60)
+            assert "Traceback" not in reader.stderr and len(reader.stderr.strip().splitlines()) <= 1, reader.stderr
+            assert reader.returncode in (0, 1, 2, 3, 130), (args, reader.returncode, reader.stderr)
