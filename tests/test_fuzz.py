@@ -20,6 +20,7 @@ from cidag.runner import FakeRunner
 from cidag.userdata import parse
 from cidag.values import ValueRefused, canonical
 from cidag.yamldoc import load_text
+from conftest import cidag, mount_tmpfs
 
 EXAMPLES = int(os.environ.get("CIDAG_FUZZ_EXAMPLES", "0"))
 MEMORY_LIMIT_KB = 1_500_000  # a case that grew the process past this is a memory bug
@@ -314,8 +315,6 @@ def check_disk_run(proc, root, modules: dict, odd_paths, before: set = frozenset
 def test_runs_on_small_disks_tell_the_truth(tmp_path_factory, case):
     import json
 
-    from conftest import cidag, mount_tmpfs
-
     size, inodes, modules_doc, odd, runs = case
     tmp = tmp_path_factory.mktemp("disk")
     (tmp / "sources.yaml").write_text(DISK_SOURCES)
@@ -369,8 +368,6 @@ def test_odd_state_files_never_hang_crash_or_lie(tmp_path_factory, odd, runs):
     time with one line at most and never a traceback; a run does its work and its record
     is true or clearly absent (check_disk_run)."""
     import json
-
-    from conftest import cidag
 
     tmp = tmp_path_factory.mktemp("state")
     (tmp / "sources.yaml").write_text(DISK_SOURCES)
