@@ -138,3 +138,28 @@ def test_limits_and_other_capabilities():
         check_name_value("instance-id", "x" * (MAX_NAME_VALUE + 1))
     assert check_name_value("hostname", "My Host") == "My Host"  # the hostname module judges labels
     assert check_name_value("user-data", "#!/bin/sh\n\0") == "#!/bin/sh\n\0"  # documents are not names
+
+
+@pytest.mark.parametrize("command", ["check", "run"])
+def test_a_static_source_with_a_bad_instance_id_is_a_manifest_error(tmp_path, manifests, command):
+    """Static data is manifest input: `check` (and `run`, before anything runs) says where,
+    file:line:col, exit 2, as for any bad setting."""
+    s, m = manifests("""
+    version: 1
+    sources:
+      - name: s
+        type: static
+        capabilities: [instance-id, hostname]
+        settings:
+          data: {instance-id: "i-\\0x", hostname: "ok"}
+    """, """
+    version: 1
+    modules:
+      - {name: work, type: exec, settings: {command: 'touch "$CIDAG_ROOT/ran"'}}
+    """)
+    args = [s, m] if command == "check" else ["--sources", s, "--modules", m, "--root", str(tmp_path / "root")]
+    proc = cidag(command, *args)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    out = proc.stdout + proc.stderr
+    assert f"{s}:6:" in out and "instance-id 'i-\\x00x' holds a NUL byte at offset 2" in out
+    assert "Traceback" not in out and not (tmp_path / "root/ran").exists()
