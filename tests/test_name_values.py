@@ -161,5 +161,5 @@ def test_a_static_source_with_a_bad_instance_id_is_a_manifest_error(tmp_path, ma
     proc = cidag(command, *args)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     out = proc.stdout + proc.stderr
-    assert f"{s}:6:" in out and "instance-id 'i-\\x00x' holds a NUL byte at offset 2" in out
+    assert f"{s}:7:27: static: settings: " in out and "instance-id 'i-\\x00x' holds a NUL byte at offset 2" in out
     assert "Traceback" not in out and not (tmp_path / "root/ran").exists()
