@@ -190,7 +190,12 @@ class ThreadRunner:
                 if left is not None:
                     ctx.deadline = time.monotonic() + left
             job = (node, call, ctx)
-            event = run_call(*job)
+            if left is not None and ctx.cancelled.is_set():
+                # Cancelled while it waited for a thread (an interrupt, the engine gave up):
+                # it never starts.
+                event = (node, "raised", None, "cancelled before it started")
+            else:
+                event = run_call(*job)
             with self._cond:
                 self._executing.pop(job[0], None)
                 stay = True

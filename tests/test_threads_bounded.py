@@ -99,3 +99,28 @@ def test_a_hung_node_does_not_hold_a_thread_against_the_limit(tmp_path):
 
 def test_thread_limit_grows_with_j():
     assert thread_limit(1) == 65 and thread_limit(4) == 68 and thread_limit(16) == 16 + 128
+
+
+def test_a_node_cancelled_while_it_waits_for_a_thread_never_starts():
+    from types import SimpleNamespace
+
+    from cidag.runner import CancelEvent
+
+    runner = ThreadRunner(max_threads=1)
+    release, ran = threading.Event(), []
+
+    def ctx():
+        return SimpleNamespace(deadline=time.monotonic() + 10.0, cancelled=CancelEvent())
+
+    a, b = ctx(), ctx()
+    runner.start("a", lambda c: release.wait(10) and {"a": 1}, a)
+    runner.start("b", lambda c: ran.append("b"), b)
+    assert b.deadline > time.monotonic() + 1000  # waiting: out of the engine's reach
+    b.cancelled.set()
+    release.set()
+    events = []
+    while len(events) < 2:
+        events += runner.wait(5)
+    runner.abort()
+    assert ("b", "raised", None, "cancelled before it started") in events and ran == []
+    assert runner.peak_threads == 1
