@@ -230,8 +230,9 @@ class Engine:
         self.state = None if opts.dry_run else StateDir(opts.resolved_state_dir())
         self.runner = opts.runner if opts.runner is not None else ThreadRunner(thread_limit(opts.jobs))
         self.now: Callable[[], float] = self.runner.now
-        # node -> (ctx, deadline at start); ctx.deadline is the live one: a runner moves it
-        # later by the time a node waited for a thread (runner.thread_limit)
+        # node -> (ctx, deadline at start). ctx.deadline is the live one: the ThreadRunner puts
+        # it out of reach while the node waits for a thread, then gives it its whole timeout
+        # from when it really starts (runner.thread_limit)
         self.running: dict[str, tuple[Context, float]] = {}
         self.late: dict[str, Context] = {}  # ended without their answer (timeout, obsolete)
         self.timed_out: set[str] = set()

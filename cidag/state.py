@@ -207,10 +207,10 @@ class StateDir:
             pass  # absent, or not ours to remove (a directory there: begin_run said so)
 
     def reserve(self, size: int = RESERVE) -> None:
-        """Set aside `size` bytes and an inode in the state dir (a file of zeros, allocated for
-        real, and the runs/ directory), given back when the record cannot be written for want
-        of space or inodes: a run that fills the disk still leaves a true record. Best
-        effort: no room, no reserve."""
+        """Set aside `size` bytes and two inodes in the state dir (a file of zeros, allocated
+        for real, and an empty file), and make runs/ now; the reserve is given back when the
+        record cannot be written for want of space or inodes: a run that fills the disk
+        still leaves a true record. Best effort: no room, no reserve."""
         try:
             # runs/ now, while there is room: made at the end, its inode would take the one
             # the reserve gives back (a disk out of inodes), and the record would still not fit.
