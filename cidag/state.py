@@ -351,7 +351,10 @@ def _in_the_way(base: Path, path: Path, exc: OSError) -> str:
                     pass
                 return f"{rel} is a symlink to no directory, where a directory belongs"
             return f"{rel} is {_file_kind(mode) if not stat.S_ISREG(mode) else 'a file'}, where a directory belongs"
-    return exc.strerror or str(exc)
+    try:
+        return f"{path.relative_to(base)}: {exc.strerror or exc}"
+    except ValueError:
+        return exc.strerror or str(exc)
 
 
 def read_bytes(path: str | os.PathLike, limit: int) -> bytes:
