@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .manifest import ModuleSpec, SourceSpec
-from .values import ValueRefused, canonical
+from .values import ValueRefused, canonical_capability
 
 Outcome = tuple[str, str, dict | None]  # (status, reason, values)
 
@@ -44,7 +44,7 @@ def _canonical(values: dict) -> tuple[dict, str]:
     out = {}
     for cap, value in values.items():
         try:
-            out[cap] = canonical(value)
+            out[cap] = canonical_capability(cap, value)
         except ValueRefused as exc:
             return {}, f"capability {cap}: {exc}"
         except RecursionError:

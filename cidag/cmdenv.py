@@ -30,8 +30,8 @@ def capability_env(root: str | Path, instance_id: str | None, caps: Mapping[str,
             value = caps[name]
         except Exception:  # noqa: BLE001 - unavailable: absent from the environment
             continue
-        if value is None or callable(value):
-            continue
+        if value is None or callable(value) or (isinstance(value, str) and "\0" in value):
+            continue  # an environment cannot carry a NUL: the command reads it as absent
         env[env_key(name)] = value if isinstance(value, str) else json.dumps(value, default=str)
     return env
 

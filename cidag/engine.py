@@ -29,7 +29,7 @@ from .plan import FAIL_FAST, INTERNAL, INTERRUPTED, OBSOLETE, OBSOLETE_CODE, TIM
 from .skips import plan_run, plan_skips  # noqa: F401 - plan_skips re-exported (bench)
 from .record import build_record, instance_data, node_outputs, result_of
 from .sdnotify import Notifier
-from .runner import ThreadRunner, describe_exception
+from .runner import ThreadRunner, describe_exception, thread_limit
 from .state import LastRunNotUpdated, StateDir, process_identity
 from .values import SecretPolicy, at_rest
 
@@ -44,9 +44,12 @@ class Engine:
         self.cg, self.opts = cg, opts
         self.select = opts.select or cg.manifests.select
         self.state = None if opts.dry_run else StateDir(opts.resolved_state_dir())
-        self.runner = opts.runner if opts.runner is not None else ThreadRunner()
+        self.runner = opts.runner if opts.runner is not None else ThreadRunner(thread_limit(opts.jobs))
         self.now: Callable[[], float] = self.runner.now
-        self.running: dict[str, tuple[Context, float]] = {}  # node -> (ctx, deadline)
+        # node -> (ctx, deadline at start). ctx.deadline is the live one: the ThreadRunner puts
+        # it out of reach while the node waits for a thread, then gives it its whole timeout
+        # from when it really starts (runner.thread_limit)
+        self.running: dict[str, tuple[Context, float]] = {}
         self.late: dict[str, Context] = {}  # ended without their answer (timeout, obsolete, interrupt)
         self.timed_out: set[str] = set()
         self.commands: dict = {}  # this run's live command processes (process.py), by pid
@@ -59,6 +62,8 @@ class Engine:
         self.interrupted: str | None = None  # the signal's name
         self.first_failure: str | None = None
         self.faults: list[str] = []
+        if self.state is not None:
+            self.state.faults = self.faults  # odd state files the run went on despite
         self.t0 = self.now()
         self.wall0 = time.time()
         # What a node that can give a secret logs is held until it ends (nodelogs.py).
@@ -174,8 +179,8 @@ class Engine:
 
     def _expire(self) -> None:
         now = self.now()
-        for node, (ctx, deadline) in list(self.running.items()):
-            if now >= deadline:
+        for node, (ctx, _) in list(self.running.items()):
+            if now >= ctx.deadline:
                 spec = self.cg.specs[node]
                 self.timed_out.add(node)
                 self._end(node, "failed" if spec.kind == "source" else "timeout",
@@ -310,13 +315,13 @@ class Engine:
                     continue  # markers settled some nodes and others became ready
                 plan.abandon("internal error: nothing can start (please report)", code=INTERNAL)
                 break
-            timeout = max(0.0, min(d for _, d in self.running.values()) - self.now())
+            timeout = max(0.0, min(ctx.deadline for ctx, _ in self.running.values()) - self.now())
             for node, how, result, reason in self.runner.wait(timeout):
                 if how == "signal":
                     self._interrupt(signal.Signals(result).name)
                     break
                 if node in self.running:
-                    if how != "returned" and self.now() >= self.running[node][1]:
+                    if how != "returned" and self.now() >= self.running[node][0].deadline:
                         self._expire()  # it failed because its deadline passed: a timeout
                     else:
                         self._classify(node, how, result, reason)

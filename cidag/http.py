@@ -218,7 +218,7 @@ class Client:
         while True:
             self._check_cancelled(attempts)
             if time.monotonic() >= self.deadline:
-                raise HTTPFailure(f"timeout at {url} {attempts.summary()}" + _why(last_error))
+                raise HTTPFailure(_out_of_time(url, attempts, last_error))
             attempts.tries += 1
             retry_after = None
             sent = time.monotonic()
@@ -277,7 +277,7 @@ class Client:
                 sleep = random.uniform(0, min(self.max_backoff, self.backoff * (2 ** (n - 1))))
                 if sleep >= left:
                     # Sleeping would pass the deadline: fail now, not later.
-                    raise HTTPFailure(f"timeout at {url} {attempts.summary()}" + _why(last_error))
+                    raise HTTPFailure(_out_of_time(url, attempts, last_error))
             self._count("wait_s", sleep)
             if self.cancelled is not None:
                 if self.cancelled.wait(sleep):
@@ -605,6 +605,15 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.errno:
         return _errno_text(exc)
     return f"{type(exc).__name__}: {exc}".rstrip(": ")
+
+
+def _out_of_time(url: str, attempts: _Attempts, last_error: str) -> str:
+    """The failure of a request the deadline ended. It is a timeout only when the last try
+    timed out (or nothing was tried); a try that failed otherwise (connection reset, HTTP
+    500) is reported as what it was, the deadline as why there was no other try."""
+    if not last_error or "timeout" in last_error or "timed out" in last_error:
+        return f"timeout at {url} {attempts.summary()}" + _why(last_error)
+    return f"{last_error} at {url} {attempts.summary()}; no time left for another try before the source's deadline"
 
 
 def _why(last_error: str) -> str:

@@ -19,6 +19,7 @@ signal number).
 """
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 import queue
@@ -99,18 +100,38 @@ class CancelEvent:
         return event.wait(timeout)
 
 
-class ThreadRunner:
-    """Each node on a worker thread. Threads are reused (Thread.start() waits for the new
-    thread to run, half the cost of a 5,000-node run); a hung node keeps its thread and a
-    new one is made when none is idle, so a hang never blocks a lane. Workers are daemons:
-    a plugin that never returns cannot block the exit."""
+SOURCE_THREADS = 64  # probes run at once beyond -j's modules, at least (thread_limit)
+QUEUED_S = 365 * 86400.0  # the deadline of a node waiting for a thread: out of reach, finite
 
-    def __init__(self) -> None:
+
+def thread_limit(jobs: int) -> int:
+    """Worker threads a run may have with `-j jobs`: the modules' -j, and max(64, 8*j) for
+    the probes that all start at time zero (spec 3.3). Past it a node waits, in the order it
+    was started, for a thread to come free: 10,000 sources no longer end in "can't start
+    new thread" (issue 15), and a few dozen real sources still all probe at once."""
+    jobs = max(1, int(jobs))
+    return jobs + max(SOURCE_THREADS, 8 * jobs)
+
+
+class ThreadRunner:
+    """Each node on a worker thread, at most `max_threads` of them (thread_limit). Threads
+    are reused (Thread.start() waits for the new thread to run, half the cost of a
+    5,000-node run); a node started when every thread is busy waits in a queue, in start
+    order. A node the engine gave up on (timeout, obsolete) may hang its thread for ever:
+    that thread no longer counts, so a hang never blocks a lane. Workers are daemons: a
+    plugin that never returns cannot block the exit."""
+
+    def __init__(self, max_threads: int | None = None) -> None:
         self._events: queue.SimpleQueue = queue.SimpleQueue()
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._idle = 0
-        self._lock = threading.Lock()
-        self._threads = 0
+        self._cond = threading.Condition(threading.Lock())
+        self._pending: collections.deque = collections.deque()  # started, waiting for a thread
+        self._idle = 0  # threads waiting for a job (or just made for one)
+        self._live = 0  # threads that count against the limit (not lost to a forgotten node)
+        self._threads = 0  # threads made (names)
+        self._closing = False
+        self._executing: dict[str, list] = {}  # node -> [lost?] while a thread runs it
+        self.max_threads = max_threads if max_threads is not None else thread_limit(4)
+        self.peak_threads = 0  # most threads counted at once (tests, bench)
         self.running: dict[str, Any] = {}  # node -> ctx
 
     @staticmethod
@@ -118,31 +139,74 @@ class ThreadRunner:
         return time.monotonic()
 
     def start(self, node: str, call: Callable, ctx: Any) -> None:
+        """Run `call(ctx)` on a worker thread, or queue it until one is free. A queued node's
+        `ctx.deadline` is moved out of reach until a thread takes it, then set to its whole
+        timeout from then: its timeout counts from when it really starts."""
         self.running[node] = ctx
-        with self._lock:
-            reuse = self._idle > 0
-            if reuse:
-                self._idle -= 1
-        self._jobs.put((node, call, ctx))
-        if not reuse:
+        with self._cond:
+            if self._idle > len(self._pending):
+                self._pending.append((node, call, ctx, None))
+                self._cond.notify()
+                return
+            if self._live >= self.max_threads:
+                # It waits for a thread to come free; meanwhile its deadline is out of
+                # reach (the engine does not time out what has not started), and it gets
+                # its whole timeout once it starts (_worker).
+                left = ctx.deadline - time.monotonic()
+                ctx.deadline = time.monotonic() + QUEUED_S
+                self._pending.append((node, call, ctx, left))
+                return
+            self._pending.append((node, call, ctx, None))
+            self._live += 1
+            self._idle += 1  # the new thread counts as idle until it takes a job
             self._threads += 1
-            thread = threading.Thread(target=self._worker, daemon=True, name=f"cidag-worker-{self._threads}")
-            try:
-                thread.start()
-            except BaseException:
-                self._threads -= 1
-                self.running.pop(node, None)
-                raise
+            self.peak_threads = max(self.peak_threads, self._live)
+            name = f"cidag-worker-{self._threads}"
+        thread = threading.Thread(target=self._worker, daemon=True, name=name)
+        try:
+            thread.start()
+        except BaseException:
+            with self._cond:
+                self._live -= 1
+                self._idle -= 1
+                if self._live == 0:  # no thread at all will take it: the engine sees the error
+                    self._pending.pop()
+                    self.running.pop(node, None)
+                    raise
+            # Other threads will take it in turn: fewer threads than the limit, no failure.
 
     def _worker(self) -> None:
         while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            event = run_call(*job)
-            with self._lock:
-                self._idle += 1  # before the event, so the loop sees this worker idle
-            self._events.put(event)
+            with self._cond:
+                while not self._pending and not self._closing:
+                    self._cond.wait()
+                if not self._pending:  # closing
+                    self._idle -= 1
+                    self._live -= 1
+                    return
+                node, call, ctx, left = self._pending.popleft()
+                self._idle -= 1
+                state = self._executing[node] = [False]
+                if left is not None:
+                    ctx.deadline = time.monotonic() + left
+            job = (node, call, ctx)
+            if left is not None and ctx.cancelled.is_set():
+                # Cancelled while it waited for a thread (an interrupt, the engine gave up):
+                # it never starts.
+                event = (node, "raised", None, "cancelled before it started")
+            else:
+                event = run_call(*job)
+            with self._cond:
+                self._executing.pop(job[0], None)
+                stay = True
+                if state[0]:  # the engine gave up on it meanwhile, and may have made another thread
+                    stay = self._live < self.max_threads
+                    self._live += stay
+                if stay:
+                    self._idle += 1  # before the event, so the loop sees this worker idle
+            self._events.put(event)  # a late answer still brings its output (engine._collect_late)
+            if not stay:
+                return  # one thread too many now: this one goes
 
     def wait(self, timeout: float | None) -> list[Event]:
         try:
@@ -164,13 +228,44 @@ class ThreadRunner:
         self._events.put(event)
 
     def forget(self, node: str) -> None:
-        """The engine ended `node` without its answer (timeout, obsolete): its late answer is dropped."""
+        """The engine ended `node` without its answer (timeout, obsolete): its late answer is
+        dropped; if it still waits for a thread it never starts; if a thread runs it, that
+        thread no longer counts against the limit (it may hang for ever)."""
         self.running.pop(node, None)
+        spawn = False
+        with self._cond:
+            for i, job in enumerate(self._pending):
+                if job[0] == node:
+                    del self._pending[i]
+                    break
+            state = self._executing.get(node)
+            if state is not None and not state[0]:
+                state[0] = True
+                self._live -= 1
+                spawn = len(self._pending) > self._idle and self._live < self.max_threads
+                if spawn:
+                    self._live += 1
+                    self._idle += 1
+                    self._threads += 1
+                    name = f"cidag-worker-{self._threads}"
+        if spawn:
+            try:
+                threading.Thread(target=self._worker, daemon=True, name=name).start()
+            except BaseException:  # the busy threads take the queue in turn
+                with self._cond:
+                    self._live -= 1
+                    self._idle -= 1
 
     def abort(self, grace: float = 0.0, commands: dict | None = None) -> None:
         """Cancel every running node; after `grace` seconds kill what their commands left
-        (`commands`: the run's own registry, process.py; None: every command of this process)."""
+        (`commands`: the run's own registry, process.py; None: every command of this process).
+        Nodes still waiting for a thread never start."""
         from .process import kill_all
+
+        with self._cond:
+            self._pending.clear()
+            self._closing = True
+            self._cond.notify_all()
 
         for ctx in list(self.running.values()):
             ctx.cancelled.set()
@@ -179,8 +274,6 @@ class ThreadRunner:
             while kill_all(grace=0.0, dry=True, registry=commands) and time.monotonic() < deadline:
                 time.sleep(0.02)
         kill_all(grace=0.0, registry=commands)
-        for _ in range(self._threads):
-            self._jobs.put(None)  # a hung worker never reads its None; it is a daemon
 
 
 class FakeClock:

@@ -40,7 +40,10 @@ def current_status(state_dir: str | Path, root: str | Path = "/", cmdline: str |
         out.update(status="disabled", reason=reason, exit_code=0)
         return out
     running_path = state_dir / "running.json"
-    running = _read_json(running_path) if running_path.exists() or running_path.is_symlink() else None
+    # A directory, FIFO or device there is no run's: a run could not write it (and says so
+    # in its record's faults), so it tells of no run, killed or alive.
+    odd = running_path.exists() and not running_path.is_file()
+    running = _read_json(running_path) if not odd and (running_path.exists() or running_path.is_symlink()) else None
     if running is not None and pid_alive(running.get("pid"), running.get("started_at"),
                                          running.get("start_ticks"), running.get("boot_id")):
         out.update(status="running", pid=running.get("pid"), started_at=running.get("started_at"),
@@ -49,7 +52,7 @@ def current_status(state_dir: str | Path, root: str | Path = "/", cmdline: str |
     record_path = state_dir / "last-run.json"
     if running is not None and isinstance(running.get("record"), str) and Path(running["record"]).exists():
         record_path = Path(running["record"])  # the run ended between our two reads
-    elif running is not None or running_path.exists():
+    elif running is not None or (running_path.exists() and not odd):
         out.update(status="killed", exit_code=EXIT_KILLED,
                    reason=f"run pid {(running or {}).get('pid', '?')} started "
                           f"{(running or {}).get('started_at', '?')} ended without writing its record")

@@ -4,7 +4,7 @@ Supported keywords: type (one or a list), properties, required,
 additionalProperties (bool or schema, default false: unknown keys are errors),
 items, enum, minimum, maximum, minLength, pattern, default, description, and
 `format: duration` (a number of seconds or '500ms'/'10s'/'2m', normalised to
-float seconds). The same schema is what `cidag schema` publishes, so editors
+float seconds), `format: instance-id` and `format: hostname` (values.check_name_value). The same schema is what `cidag schema` publishes, so editors
 and `cidag check` agree.
 """
 from __future__ import annotations
@@ -23,6 +23,11 @@ _PY_TYPES = {
     "boolean": bool,
     "null": type(None),
 }
+
+
+# `format: instance-id` / `format: hostname`: the value must be usable as that capability
+# (values.check_name_value), so `cidag check` refuses before boot what the run would refuse.
+NAME_FORMATS = frozenset({"instance-id", "hostname"})
 
 
 def _is_type(value: Any, name: str) -> bool:
@@ -66,6 +71,13 @@ def validate(schema: dict | None, value: Any, path: tuple = ()) -> Any:
             raise SettingsError(f"{value} is less than the minimum {schema['minimum']}", path)
         if "maximum" in schema and value > schema["maximum"]:
             raise SettingsError(f"{value} is more than the maximum {schema['maximum']}", path)
+    if schema.get("format") in NAME_FORMATS:
+        from .values import ValueRefused, check_name_value
+
+        try:
+            check_name_value(schema["format"], value)
+        except ValueRefused as exc:
+            raise SettingsError(f"{schema['format']} {exc}", path) from None
     if isinstance(value, str):
         if len(value) < schema.get("minLength", 0):
             raise SettingsError(f"{value!r} is too short", path)

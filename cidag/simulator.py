@@ -25,6 +25,7 @@ import json
 import random
 import secrets
 import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ ENDLESS_LIMIT = 1 << 30  # an endless body still ends after 1 GiB, in case no cl
 _CAPACITY_KEYS = {"concurrency", "concurrency_jitter", "service_time", "service_jitter", "queue",
                   "status", "retry_after", "client_rate", "client_burst"}
 MAX_BODY = 1 << 20  # a request body larger than this closes the connection after the answer
-_FAULT_KEYS = {"path", "method", "delay", "jitter", "stall", "close_mid_body", "status",
+_FAULT_KEYS = {"path", "method", "delay", "jitter", "stall", "close_mid_body", "reset", "status",
                "first", "body", "size", "redirect", "content_type"}
 
 
@@ -51,6 +52,7 @@ class Fault:
 
     delay/jitter: seconds before answering (jitter adds uniform [0, jitter]);
     stall: accept and never answer; close_mid_body: announce the full length, send half, close;
+    reset: read the request, answer nothing and reset the connection (TCP RST);
     status: answer this status (e.g. 500, 404); body: a literal body, or "endless" / "huge"
     (`size` bytes, announced); redirect: a Location to answer 302 with;
     first: apply to the first N matching requests only (then the path behaves).
@@ -62,6 +64,7 @@ class Fault:
     jitter: float = 0.0
     stall: bool = False
     close_mid_body: bool = False
+    reset: bool = False
     status: int | None = None
     first: int | None = None
     body: str | None = None
@@ -554,6 +557,16 @@ class _Handler(BaseHTTPRequestHandler):
         for fault in faults:
             if fault.stall:
                 sim.stopping.wait()
+                return 0
+            if fault.reset:
+                self._record(0)
+                self.close_connection = True
+                # SO_LINGER 0: close() sends RST, not FIN (what a crashed or overloaded
+                # service's kernel, or a middlebox, does); the read buffer goes first, since
+                # the socket closes only once nothing refers to it.
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.rfile.close()
+                self.connection.close()
                 return 0
             if fault.redirect:
                 return self._send(302, b"", {"Location": fault.redirect})

@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import logging
 import os
 import re
 import stat
@@ -15,6 +16,7 @@ from .errors import UsageError
 
 PROC = Path("/proc")
 RESERVE_FILE = ".record-reserve"
+RESERVE_INODE = ".record-reserve-inode"
 RESERVE = 1 << 20  # a record without logs is ~300 bytes a node: room for some 3,000 nodes
 RUNNING = "running.json"  # the run in progress: pid, start ticks, boot id, record path, milestones
 SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -86,10 +88,22 @@ def safe_component(value: str) -> str:
 
 
 class StateDir:
-    """Markers per instance and per machine, run records, and the in-progress file."""
+    """Markers per instance and per machine, run records, and the in-progress file.
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    `faults`: one line per odd thing met in the directory that the run went on despite (an
+    odd marker, a running file that could not be written); the engine shares its own list,
+    so they land in the record's `faults`. Each is also logged once as a warning."""
+
+    def __init__(self, path: str | os.PathLike, faults: list[str] | None = None) -> None:
         self.path = Path(path)
+        self.faults: list[str] = faults if faults is not None else []
+        self._told: set[str] = set()
+
+    def _fault(self, message: str) -> None:
+        if message not in self._told:
+            self._told.add(message)
+            self.faults.append(message)
+            logging.getLogger("cidag").warning("%s", message)
 
     def ensure_writable(self) -> None:
         """Create the directory; raise UsageError with a one-line reason if it cannot be used."""
@@ -110,16 +124,44 @@ class StateDir:
         return None
 
     def read_marker(self, module: str, frequency: str, instance_id: str | None) -> dict | None:
-        """The marker of a module that already ended ok, or None."""
+        """The marker of a module that already ended ok (a dict, maybe without values), or
+        None: nothing there, the module runs.
+
+        A marker is a stamp, as make's targets, systemd's ConditionPathExists= and
+        cloud-init's semaphores are: whatever is at its path, symlinks followed, means the
+        module ran. Only a regular file holding a JSON object gives values (`provides`);
+        anything else there (a directory, a FIFO, a device, a socket, a file that is not
+        JSON) counts as done without values and is a fault (one line, once). An empty file
+        (`touch`: a stamp made on purpose) is done without a fault. Reads never block."""
         path = self.marker_path(module, frequency, instance_id)
         if path is None:
             return None
-        if not path.exists():
+        rel = path.relative_to(self.path)
+        try:
+            mode = os.stat(path).st_mode
+        except (FileNotFoundError, NotADirectoryError):
             return None
-        data = read_json(path)
-        if data is None:
-            return None  # unreadable or torn: run it again
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return None  # a symlink that resolves to nothing is no stamp (make, systemd)
+            return self._odd_marker(rel, module, f"cannot be examined ({exc.strerror or exc})")
+        if not stat.S_ISREG(mode):
+            return self._odd_marker(rel, module, f"is {_file_kind(mode)}, not a file")
+        try:
+            raw = read_bytes(path, MAX_STATE_FILE)
+        except OSError as exc:
+            return self._odd_marker(rel, module, f"cannot be read ({exc.strerror or exc})")
+        if not raw.strip():
+            return {}  # a stamp made by hand (touch): done, nothing provided
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError):
+            return self._odd_marker(rel, module, "is not a marker cidag wrote (not JSON)")
         return data if isinstance(data, dict) else {}
+
+    def _odd_marker(self, rel: Path, module: str, why: str) -> dict:
+        self._fault(f"marker {rel} {why}: module {module} taken as done (remove it to run the module again)")
+        return {"odd": why}
 
     def last_instance_id(self) -> str | None:
         """The instance id the last run resolved (instance-data.json), or None."""
@@ -128,12 +170,26 @@ class StateDir:
         return iid if isinstance(iid, str) and iid else None
 
     def write_marker(self, module: str, frequency: str, instance_id: str | None, record: dict) -> None:
+        """Write a module's marker atomically. Raises OSError whose `strerror` is one line
+        naming what is in the way (a directory where the marker or a file where its
+        directory belongs)."""
         path = self.marker_path(module, frequency, instance_id)
-        if path is not None:
+        if path is None:
+            return
+        try:
             write_json(path, record, mode=0o600)
+        except OSError as exc:
+            raise OSError(exc.errno, _in_the_way(self.path, path, exc)) from None
 
     def begin_run(self, info: dict) -> None:
-        write_json(self.path / RUNNING, info)
+        """Write the running file. One that cannot be written (a directory there) is a fault,
+        not a reason to provision nothing: `status` and `wait` then see the run only once
+        it ends."""
+        try:
+            write_json(self.path / RUNNING, info)
+        except OSError as exc:
+            self._fault(f"{RUNNING} not written ({_in_the_way(self.path, self.path / RUNNING, exc)}): "
+                        "status and wait see this run only once it ends")
 
     def update_run(self, info: dict) -> None:
         """Rewrite the running file (e.g. with the milestones reached so far)."""
@@ -147,33 +203,54 @@ class StateDir:
     def end_run(self) -> None:
         try:
             os.unlink(self.path / RUNNING)
-        except FileNotFoundError:
-            pass
+        except OSError:
+            pass  # absent, or not ours to remove (a directory there: begin_run said so)
 
     def reserve(self, size: int = RESERVE) -> None:
-        """Set aside `size` bytes in the state dir (a file of zeros, allocated for real), given
-        back when the record cannot be written for want of space: a run that fills the disk
+        """Set aside `size` bytes and two inodes in the state dir (a file of zeros, allocated
+        for real, and an empty file), and make runs/ now; the reserve is given back when the
+        record cannot be written for want of space or inodes: a run that fills the disk
         still leaves a true record. Best effort: no room, no reserve."""
+        try:
+            # runs/ now, while there is room: made at the end, its inode would take the one
+            # the reserve gives back (a disk out of inodes), and the record would still not fit.
+            (self.path / "runs").mkdir(exist_ok=True)
+        except OSError:
+            pass
         path = self.path / RESERVE_FILE
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            # Non-blocking: opening a FIFO for writing would wait for a reader for ever.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o600)
         except OSError:
             return
         try:
-            if os.fstat(fd).st_size < size:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return  # not ours to fill (a FIFO would never take the bytes): no reserve
+            if st.st_size < size:
                 try:
                     os.posix_fallocate(fd, 0, size)
                 except OSError:
                     os.ftruncate(fd, 0)  # a tmpfs or a full disk: keep nothing half-reserved
         finally:
             os.close(fd)
+        try:
+            # A second inode (a file system out of inodes: the record's temp file takes one,
+            # and tmpfs counts the hard link that makes last-run.json as one more).
+            os.close(os.open(self.path / RESERVE_INODE,
+                             os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o600))
+        except OSError:
+            pass
 
     def _release_reserve(self) -> bool:
-        try:
-            os.unlink(self.path / RESERVE_FILE)
-            return True
-        except OSError:
-            return False
+        released = False
+        for name in (RESERVE_FILE, RESERVE_INODE):
+            try:
+                os.unlink(self.path / name)
+                released = True
+            except OSError:
+                pass
+        return released
 
     def write_record(self, record: dict, name: str, mode: int = 0o644) -> Path:
         """Write the record to runs/NAME and last-run.json (encoded once, compact: json's
@@ -185,7 +262,9 @@ class StateDir:
         try:
             atomic_write(path, _encode(record), mode)
         except OSError as exc:
-            if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not self._release_reserve():
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise OSError(exc.errno, _in_the_way(self.path, path, exc)) from None
+            if not self._release_reserve():
                 raise
             try:
                 atomic_write(path, _encode(record), mode)
@@ -196,19 +275,31 @@ class StateDir:
         # last-run.json is the same file: a hard link renamed into place (atomic, and no
         # second copy to write and fsync); a copy where links are not possible.
         tmp = self.path / f".last-run.json.{os.getpid()}.tmp"
+
+        def link() -> None:
+            try:
+                try:
+                    os.unlink(tmp)
+                except FileNotFoundError:
+                    pass
+                os.link(path, tmp)
+                os.replace(tmp, self.path / "last-run.json")
+                _fsync_dir(self.path)
+            except OSError:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+                raise
+
         try:
             try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            os.link(path, tmp)
-            os.replace(tmp, self.path / "last-run.json")
-            _fsync_dir(self.path)
+                link()
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not self._release_reserve():
+                    raise
+                link()  # out of inodes (tmpfs counts links): again with the reserve given back
         except OSError:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
             last = self.path / "last-run.json"
             try:
                 if last.is_dir() and not last.is_symlink():
@@ -231,6 +322,39 @@ class StateDir:
             head = json.dumps({k: v for k, v in value.items() if k != "capabilities"})[:-1]
             text = head + (", " if head != "{" else "") + '"capabilities": {' + ("\n  " + lines + "\n" if lines else "") + "}}\n"
             atomic_write(self.path / name, text.encode(), mode)
+
+
+def _file_kind(mode: int) -> str:
+    return ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else
+            "a socket" if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "not a regular file")
+
+
+def _in_the_way(base: Path, path: Path, exc: OSError) -> str:
+    """One line for a write of `path` that failed: what stands where it or its directory belongs."""
+    for p in [path, *path.parents]:
+        if p == base or base not in p.parents:
+            break
+        try:
+            mode = os.lstat(p).st_mode
+        except OSError:
+            continue
+        rel = p.relative_to(base)
+        if p == path and stat.S_ISDIR(mode):
+            return f"{rel} is a directory"
+        if p != path and not stat.S_ISDIR(mode):
+            if stat.S_ISLNK(mode):
+                try:
+                    if os.stat(p) and os.path.isdir(p):
+                        continue  # a symlink to a directory: written through, as make would
+                except OSError:
+                    pass
+                return f"{rel} is a symlink to no directory, where a directory belongs"
+            return f"{rel} is {_file_kind(mode) if not stat.S_ISREG(mode) else 'a file'}, where a directory belongs"
+    try:
+        return f"{path.relative_to(base)}: {exc.strerror or exc}"
+    except ValueError:
+        return exc.strerror or str(exc)
 
 
 def read_bytes(path: str | os.PathLike, limit: int) -> bytes:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import math
 import threading
+import unicodedata
 from typing import Any, Iterable
 
 from .api import ALWAYS_SECRET, default_is_secret
@@ -24,6 +25,7 @@ MAX_DEPTH = 64  # nesting of one value (cloud-init's own documents use < 10)
 MAX_ITEMS = 200_000  # containers and scalars in one value, aliases counted each time
 MAX_BYTES = 32 << 20  # characters of text in one value, aliases counted each time
 MAX_INT_DIGITS = 64  # integers beyond this are refused (JSON readers lose them anyway)
+MAX_NAME_VALUE = 255  # an instance-id or host name past a file name's length is no name
 SECRET_TEXT = "<secret>"
 OPERATION_TEXT = "<operation>"
 
@@ -54,6 +56,68 @@ def canonical(value: Any, *, max_depth: int = MAX_DEPTH, max_items: int = MAX_IT
         return value
     budget = [max_items, max_bytes]
     return _canon(value, 0, max_depth, budget, set())
+
+
+def canonical_capability(name: str, value: Any) -> Any:
+    """`canonical(value)`, then the rules of capability `name` (`check_name_value`): what the
+    engine keeps of every value a node gives. Raises ValueRefused (one line)."""
+    return check_name_value(name, canonical(value))
+
+
+# Capabilities whose values become names: the instance-id names a directory of the state
+# dir, goes into every command's environment (CIDAG_INSTANCE_ID) and into the status line;
+# the host name goes into /etc/hostname and /etc/hosts. A value that cannot be one of those
+# (a NUL, a newline, 5,000 characters) fails the node that gave it, naming it, so the
+# capability falls to the next provider instead of crashing each module that reads it.
+# Whitespace is refused in an instance-id (the built-in sources already refused it); a host
+# name's finer rules (RFC 1123 labels) are the hostname module's.
+_NAME_RULES = {"instance-id": True, "hostname": False}  # name -> whitespace refused
+# Control, format (bidi overrides, zero-width), unpaired surrogates, line and paragraph separators.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def check_name_value(name: str, value: Any) -> Any:
+    """`value` if it is usable as capability `name`; raises ValueRefused saying why otherwise.
+
+    `instance-id`: text (or an integer), 1 to MAX_NAME_VALUE characters, no whitespace, no
+    control or format character. `hostname`: text of at most MAX_NAME_VALUE characters
+    without control or format characters. Other capabilities: any canonical value.
+    """
+    no_space = _NAME_RULES.get(name)
+    if no_space is None:
+        return value
+    if name == "instance-id" and type(value) is int:
+        return value
+    if not isinstance(value, str):
+        raise ValueRefused(f"must be text, not {_kind(value)}")
+    if not value:
+        raise ValueRefused("is empty")
+    if len(value) > MAX_NAME_VALUE:
+        raise ValueRefused(f"is {len(value)} characters long (at most {MAX_NAME_VALUE})")
+    for i, ch in enumerate(value):
+        if unicodedata.category(ch) in _REFUSED_CATEGORIES or (no_space and ch.isspace()):
+            raise ValueRefused(f"{_show(value)} holds {_char(ch)} at offset {i}")
+    return value
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", bool: "a boolean", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _show(value: str) -> str:
+    """A value quoted for a one-line message: escaped, at most 40 characters of it."""
+    shown = repr(value[:40])
+    return shown + ("..." if len(value) > 40 else "")
+
+
+def _char(ch: str) -> str:
+    if ch == "\0":
+        return "a NUL byte"
+    name = unicodedata.name(ch, "") or {"\n": "LINE FEED", "\r": "CARRIAGE RETURN", "\t": "TAB"}.get(ch, "")
+    cat = unicodedata.category(ch)
+    what = "a space" if cat == "Zs" else "a format character" if cat == "Cf" else \
+        "an unpaired surrogate" if cat == "Cs" else "a control character"
+    return f"{what} (U+{ord(ch):04X}{' ' + name if name else ''})"
 
 
 def _canon(value: Any, depth: int, max_depth: int, budget: list[int], path: set[int]) -> Any:

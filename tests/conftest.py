@@ -66,3 +66,31 @@ def process_gone(pid: int, within: float = 5.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def mount_tmpfs(where: Path, *, size: str = "4m", nr_inodes: int | None = None):
+    """A context manager: a tmpfs of `size` bytes (k/m suffixes) and at most `nr_inodes`
+    inodes mounted at `where` (made if needed), always unmounted at the end. Skips the
+    test with the reason when not root or when mounting is not permitted here."""
+    import contextlib
+    import shutil
+
+    @contextlib.contextmanager
+    def mounted():
+        if os.geteuid() != 0:
+            pytest.skip("mounting a tmpfs needs root")
+        if shutil.which("mount") is None or shutil.which("umount") is None:
+            pytest.skip("no mount/umount command")
+        where.mkdir(parents=True, exist_ok=True)
+        options = f"size={size}" + (f",nr_inodes={nr_inodes}" if nr_inodes else "") + ",mode=0755"
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip() or proc.returncode}")
+        try:
+            yield where
+        finally:
+            # Lazy: a process of the test still holding a file there must not keep it mounted.
+            subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+    return mounted()

@@ -20,6 +20,7 @@ from cidag.runner import FakeRunner
 from cidag.userdata import parse
 from cidag.values import ValueRefused, canonical
 from cidag.yamldoc import load_text
+from conftest import cidag, mount_tmpfs
 
 EXAMPLES = int(os.environ.get("CIDAG_FUZZ_EXAMPLES", "0"))
 MEMORY_LIMIT_KB = 1_500_000  # a case that grew the process past this is a memory bug
@@ -212,3 +213,184 @@ def test_canonical_values_are_json_or_refused(value):
         return
     assert json.loads(json.dumps(out, allow_nan=False)) == out
     assert canonical(out) == out  # canonical is a fixed point: a marker gives back the same value
+
+
+# -- disks and state files: a real `cidag run` on a small tmpfs ------------------------------------
+
+DISK_SOURCES = """version: 1
+sources:
+  - {name: s, type: static, capabilities: [instance-id, hostname], settings: {data: {instance-id: i-1, hostname: h}}}
+"""
+
+
+@st.composite
+def disk_cases(draw):
+    """A tmpfs (size, inode limit), modules that write bytes or make files on it, and odd
+    things already in its state dir; the run goes once or twice."""
+    size = draw(st.sampled_from(["192k", "512k", "1m", "2m"]))
+    inodes = draw(st.sampled_from([None, 24, 32, 48, 80, 400]))
+    modules = []
+    for i in range(draw(st.integers(1, 5))):
+        work = draw(st.sampled_from(["bytes", "files", "nothing"]))
+        n = draw(st.sampled_from([1, 10, 100, 2000])) if work == "files" else draw(
+            st.sampled_from([0, 4096, 200_000, 3_000_000]))
+        command = {"bytes": f'head -c {n} /dev/zero > "$CIDAG_ROOT/b{i}"',
+                   "files": f'mkdir -p "$CIDAG_ROOT/d{i}" && for k in $(seq 1 {n}); do : > "$CIDAG_ROOT/d{i}/$k" || exit 1; done',
+                   "nothing": "true"}[work]
+        modules.append({"name": f"m{i}", "type": "exec", "settings": {"command": command},
+                        "frequency": draw(st.sampled_from(["per-instance", "once", "per-boot"])),
+                        "wants": ["hostname"]})
+    odd = draw(st.sampled_from([None, "marker-fifo", "marker-dir", "running-dir", "reserve-fifo", "runs-file",
+                                "last-run-dir", "instance-data-fifo"]))
+    return size, inodes, {"version": 1, "modules": modules}, odd, draw(st.integers(1, 2))
+
+
+ODD_DISK_STATE = {
+    "marker-fifo": ("instances/i-1/markers/m0.json", lambda p: os.mkfifo(p)),
+    "marker-dir": ("once/m0.json", lambda p: p.mkdir()),
+    "running-dir": ("running.json", lambda p: p.mkdir()),
+    "reserve-fifo": (".record-reserve", lambda p: os.mkfifo(p)),
+    "runs-file": ("runs", lambda p: p.write_text("x")),
+    "last-run-dir": ("last-run.json", lambda p: p.mkdir()),
+    "instance-data-fifo": ("instance-data.json", lambda p: os.mkfifo(p)),
+}
+
+
+def records_in(root) -> set:
+    from pathlib import Path
+
+    runs = Path(root) / "var/lib/cidag/runs"
+    return {p.name for p in runs.glob("*.json")} if runs.is_dir() else set()
+
+
+def check_disk_run(proc, root, modules: dict, odd_paths, before: set = frozenset()) -> None:
+    """The invariants of a run on a small disk: one-line errors, exit 0/1/2 (never 70), no
+    traceback, no half-written state file, and a record that is true or clearly absent."""
+    import json
+    from pathlib import Path
+
+    out = proc.stdout + proc.stderr
+    assert "Traceback" not in out and proc.returncode in (0, 1, 2), out
+    said = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith("[")]
+    errors = [ln for ln in said if "WARNING" not in ln]
+    assert len(errors) <= 1, said
+    state = Path(root) / "var/lib/cidag"
+    if proc.returncode == 2:
+        assert len(errors) == 1 and errors[0].startswith("cidag: "), said  # e.g. the state dir cannot be made
+        return
+    # Nothing half-written: no temp file left; every state file cidag keeps is whole JSON.
+    assert not [p for p in state.rglob("*.tmp")], list(state.rglob("*.tmp"))
+    for p in state.rglob("*.json"):
+        if any(p == o or o in p.parents for o in odd_paths) or not p.is_file():
+            continue
+        json.loads(p.read_bytes())  # raises on a torn file
+    assert not (state / "running.json").is_file()
+    lost = [ln for ln in errors if "record could not be written" in ln]
+    last = state / "last-run.json"
+    if lost:
+        # Clearly absent: the one line says so, and no record of this run claims otherwise.
+        assert proc.returncode == 1
+        assert records_in(root) <= set(before)
+        return
+    kept = [ln for ln in said if "this run's record is" in ln]
+    record_path = Path(kept[0].rsplit(" ", 1)[1]) if kept else last
+    record = json.loads(record_path.read_text())
+    assert record["exit_code"] == proc.returncode, (record["result"], proc.returncode, said)
+    nodes = {n["id"]: n for n in record["nodes"]}
+    faults = " ".join(record.get("faults", []))
+    for name, spec in modules.items():
+        node = nodes[f"module:{name}"]
+        assert node["status"] in ("ok", "failed", "skipped", "timeout"), node
+        marker = (state / "once" / f"{name}.json") if spec.get("frequency") == "once" else (
+            state / "instances/i-1/markers" / f"{name}.json")
+        if node["status"] == "ok" and spec.get("frequency") != "per-boot":
+            # True: an ok module has its marker, or the record says why not.
+            assert marker.exists() or f"module:{name}: marker not written" in faults, (name, faults)
+        if node["status"] == "failed":
+            assert not marker.is_file() or marker in odd_paths  # a marker only after an ok end
+
+
+@fuzz_settings(12)
+@given(disk_cases())
+def test_runs_on_small_disks_tell_the_truth(tmp_path_factory, case):
+    import json
+
+    size, inodes, modules_doc, odd, runs = case
+    tmp = tmp_path_factory.mktemp("disk")
+    (tmp / "sources.yaml").write_text(DISK_SOURCES)
+    (tmp / "modules.yaml").write_text(json.dumps(modules_doc))  # JSON is YAML
+    modules = {m["name"]: m for m in modules_doc["modules"]}
+    with mount_tmpfs(tmp / "mnt", size=size, nr_inodes=inodes) as disk:
+        root = disk / "root"
+        odd_path = None
+        if odd is not None:
+            rel, make = ODD_DISK_STATE[odd]
+            odd_path = root / "var/lib/cidag" / rel
+            try:
+                odd_path.parent.mkdir(parents=True, exist_ok=True)
+                make(odd_path)
+            except OSError:  # the disk is too small for the setup itself
+                odd_path = None
+        for _ in range(runs):
+            before = records_in(root)
+            proc = cidag("run", "--sources", str(tmp / "sources.yaml"), "--modules", str(tmp / "modules.yaml"),
+                         "--root", str(root), timeout=120)
+            check_disk_run(proc, root, modules, [odd_path] if odd_path else [], before)
+            status = cidag("status", "--root", str(root), timeout=60)
+            assert "Traceback" not in status.stderr and status.returncode in (0, 1, 2, 3), status.stderr
+
+
+ODD_KINDS = {
+    "directory": lambda p: p.mkdir(),
+    "fifo": lambda p: os.mkfifo(p),
+    "garbage": lambda p: p.write_bytes(b"\x00\xff{not json"),
+    "empty": lambda p: p.write_bytes(b""),
+    "dangling-symlink": lambda p: p.symlink_to("/nonexistent/cidag-fuzz"),
+    "device": lambda p: p.symlink_to("/dev/zero"),
+    "deep-json": lambda p: p.write_text("[" * 100_000 + "]" * 100_000),
+    "too-big": lambda p: p.write_bytes(b" " * (5 << 20)),
+}
+STATE_PATHS = ["last-run.json", "running.json", "instance-data.json", "instance-data-sensitive.json",
+               ".record-reserve", ".record-reserve-inode", "runs", "once", "instances", "instances/i-1",
+               "instances/i-1/markers", "instances/i-1/markers/m0.json", "once/m1.json"]
+STATE_MODULES = {"version": 1, "modules": [
+    {"name": "m0", "type": "exec", "settings": {"command": 'touch "$CIDAG_ROOT/m0"'}},
+    {"name": "m1", "type": "exec", "frequency": "once", "settings": {"command": 'touch "$CIDAG_ROOT/m1"'}},
+    {"name": "m2", "type": "exec", "frequency": "per-boot", "wants": ["hostname"],
+     "settings": {"command": 'touch "$CIDAG_ROOT/m2"'}}]}
+
+
+@fuzz_settings(15)
+@given(st.lists(st.tuples(st.sampled_from(STATE_PATHS), st.sampled_from(sorted(ODD_KINDS))), min_size=1, max_size=3,
+                unique_by=lambda t: t[0]), st.integers(1, 2))
+def test_odd_state_files_never_hang_crash_or_lie(tmp_path_factory, odd, runs):
+    """Odd things at any state file's path, several at once: every command ends in bounded
+    time with one line at most and never a traceback; a run does its work and its record
+    is true or clearly absent (check_disk_run)."""
+    import json
+
+    tmp = tmp_path_factory.mktemp("state")
+    (tmp / "sources.yaml").write_text(DISK_SOURCES)
+    (tmp / "modules.yaml").write_text(json.dumps(STATE_MODULES))
+    root = tmp / "root"
+    state = root / "var/lib/cidag"
+    odd_paths = []
+    for rel, kind in sorted(odd, key=lambda t: t[0].count("/")):
+        path = state / rel
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            ODD_KINDS[kind](path)
+        except OSError:  # a parent is itself odd: this one cannot be made
+            continue
+        odd_paths.append(path)
+    modules = {m["name"]: m for m in STATE_MODULES["modules"]}
+    for _ in range(runs):
+        before = records_in(root)
+        proc = cidag("run", "--sources", str(tmp / "sources.yaml"), "--modules", str(tmp / "modules.yaml"),
+                     "--root", str(root), timeout=60)  # TimeoutExpired: a hang
+        check_disk_run(proc, root, modules, odd_paths, before)
+        assert (root / "m2").exists()  # the per-boot module always runs
+        for args in (("status",), ("query", "hostname"), ("analyze", "blame"), ("wait", "done")):
+            reader = cidag(*args, "--root", str(root), timeout=60)
+            assert "Traceback" not in reader.stderr and len(reader.stderr.strip().splitlines()) <= 1, reader.stderr
+            assert reader.returncode in (0, 1, 2, 3, 130), (args, reader.returncode, reader.stderr)

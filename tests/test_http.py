@@ -87,9 +87,39 @@ def test_stalled_server_fails_at_the_deadline_not_later(sim):
 def test_retries_never_sleep_past_the_deadline(sim):
     sim.add_fault("/openstack", status=500)
     t0 = time.monotonic()
-    with pytest.raises(HTTPFailure, match="timeout"):
+    # What failed is said as it was (HTTP 500), the deadline as why there was no other try.
+    with pytest.raises(HTTPFailure, match=r"^HTTP 500 .*at .*/openstack \(\d+ tries in .*\); no time left for "
+                                          r"another try before the source's deadline$"):
         client(sim.url, deadline=1.0, retries=1000, backoff=0.2, max_backoff=0.5).get("openstack")
     assert time.monotonic() - t0 < 1.0 + 2
+
+
+def test_a_connection_reset_is_reported_as_a_reset_not_a_timeout(sim):
+    """Issue 15: a service that resets every connection (TCP RST, the simulator's `reset`
+    fault) read `timeout at URL ...; last error: connection reset` once the deadline ended
+    the retries. Now the headline is what happened, whichever of deadline or budget ends it."""
+    sim.add_fault("/openstack", reset=True)
+    t0 = time.monotonic()
+    with pytest.raises(HTTPFailure) as by_deadline:
+        client(sim.url, deadline=1.0, retries=1000, backoff=0.05, max_backoff=0.2).get("openstack")
+    assert time.monotonic() - t0 < 1.0 + 2
+    message = str(by_deadline.value)
+    assert message.startswith(f"connection reset at {sim.url}/openstack (") and "timeout" not in message
+    assert message.endswith("no time left for another try before the source's deadline")
+    with pytest.raises(HTTPFailure, match=r"^connection reset at .*\(3 tries in .*\); retry budget of the source \(2\) spent$"):
+        client(sim.url, retries=2).get("openstack")
+    assert all(status == 0 for _, _, path, status in sim.requests if path == "/openstack")  # never answered
+
+
+def test_a_reset_once_is_retried_on_a_new_connection(sim):
+    sim.add_fault("/openstack", reset=True, first=1)
+    assert client(sim.url, retries=1).get("openstack").status == 200
+
+
+def test_a_stall_is_still_a_timeout(sim):
+    sim.add_fault("/openstack", stall=True)
+    with pytest.raises(HTTPFailure, match=r"^timeout at .*/openstack"):
+        client(sim.url, deadline=0.5, timeout=0.2, retries=1000, backoff=0.01).get("openstack")
 
 
 def test_close_mid_body_is_retried_then_reported(sim):

@@ -184,3 +184,11 @@ def test_secret_never_in_failure_messages(sim, dmi):
     with pytest.raises(RuntimeError) as exc:
         probe(sim.url, dmi)
     assert SECRET not in str(exc.value)
+
+
+def test_a_service_that_resets_connections_fails_the_source_as_a_reset(sim, dmi):
+    """Issue 15: reported as `timeout at ...` before, though nothing timed out."""
+    sim.add_fault("/openstack*", reset=True)
+    with pytest.raises(RuntimeError, match=r"^connection reset at .*/openstack \(") as exc:
+        probe(sim.url, dmi, timeout=1.5, retries=100)
+    assert "timeout" not in str(exc.value)

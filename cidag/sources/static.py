@@ -7,7 +7,10 @@ SETTINGS = {
     "type": "object",
     "properties": {
         "data": {"type": "object", "default": {}, "additionalProperties": True,
-                 "description": "capability name -> value"},
+                 "description": "capability name -> value",
+                 # Checked as the run would check them (docs/sources.md, values that become names).
+                 "properties": {"instance-id": {"type": ["string", "integer"], "format": "instance-id"},
+                                "hostname": {"type": "string", "format": "hostname"}}},
         "delay": {"format": "duration", "default": 0,
                   "description": "seconds the probe takes"},
         "available": {"type": "boolean", "default": True,
