@@ -33,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 SSH_OPTS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
             "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
             "-o", "IdentitiesOnly=yes"]
-REPORT_RE = re.compile(r"^VM-REPORT (\S+) uptime=(\S+) rc=(\d+) units=(\S*)$", re.M)
+REPORT_RE = re.compile(r"^VM-REPORT (\S+) uptime=(\S+) rc=(\d+) units=(\S*)(?: marks=(\S*))?$", re.M)
 DMI = {
     "openstack": "type=1,manufacturer=OpenStack Foundation,product=OpenStack Nova",
     "ec2": "type=1,manufacturer=Amazon EC2,product=t3.micro",
@@ -64,6 +64,8 @@ class Report:
     status: str
     units: dict[str, dict[str, int]]
     host_seconds: float  # from QEMU start to the report, on the host's monotonic clock
+    # guest monotonic seconds: basic, network (targets reached), ssh (sshd up); clock: (wall, monotonic)
+    marks: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -177,7 +179,8 @@ class Guest:
                 name, *vals = item.split(":")
                 nums = [int(v) if v.isdigit() else 0 for v in vals[:3]]
                 units[name] = dict(zip(("cpu_ns", "exit_us", "start_us"), nums))
-            out.append(Report(m.group(1), float(m.group(2)), int(m.group(3)), status.strip(), units, 0.0))
+            out.append(Report(m.group(1), float(m.group(2)), int(m.group(3)), status.strip(), units, 0.0,
+                              _marks(m.group(5) or "")))
         return out
 
     def wait_report(self, count: int = 1, timeout: float = 300) -> Report:
@@ -237,6 +240,22 @@ class Guest:
         if res.returncode != 0:
             raise AssertionError(f"as root: {command!r} -> {res.returncode}: {res.stderr.strip()}")
         return res.stdout
+
+
+def _marks(text: str) -> dict:
+    """`basic:US,network:US,ssh:US,clock:WALL/MONO` -> seconds (None when not reached)."""
+    out: dict = {}
+    for item in filter(None, text.split(",")):
+        name, _, value = item.partition(":")
+        if name == "clock":
+            wall, _, mono = value.partition("/")
+            try:
+                out["clock"] = (float(wall), float(mono))
+            except ValueError:
+                pass
+        else:
+            out[name] = int(value) / 1e6 if value.isdigit() and int(value) else None
+    return out
 
 
 class LoginProbe:
