@@ -85,6 +85,7 @@ def test_login_work_on_every_boot_is_never_skipped(tmp_path):
 
 
 def generate(tmp_path: Path, root: Path) -> Path:
+    """Run the generator as systemd does; the path of the mask it may have made."""
     dirs = [tmp_path / "gen" / d for d in ("normal", "early", "late")]
     subprocess.run(["sh", str(GENERATOR), *map(str, dirs)], check=True, timeout=10,
                    env={**os.environ, "CIDAG_GENERATOR_ROOT": str(root)})
@@ -97,10 +98,15 @@ def test_generator_masks_the_login_wait_on_the_same_machine_only(tmp_path):
     assert run(tmp_path, root, *manifests(tmp_path)) == 0
     mask = generate(tmp_path, root)
     assert mask.is_symlink() and os.readlink(mask) == "/dev/null"
+    # ... and cidag yields the CPU to the logins it no longer holds
+    dropin = tmp_path / "gen/normal/cidag.service.d/50-known-instance.conf"
+    assert "CPUWeight=20" in dropin.read_text().splitlines()
     mask.unlink()
+    dropin.unlink()
     # the image captured and booted as another machine: another UUID, logins wait again
     (root / "sys/class/dmi/id/product_uuid").write_text("0e1f2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b\n")
     assert not generate(tmp_path, root).exists()
+    assert not dropin.exists()
 
 
 @pytest.mark.parametrize("uuid", ["00000000-0000-0000-0000-000000000000", None])

@@ -118,6 +118,8 @@ def test_config_drive_then_reboot_then_new_instance(cidag_image, workdir, keys, 
     assert g.root(keys["user"][0], "alice", "cat /etc/vm-test/hello").strip() == "tampered"
     # The same machine (SMBIOS UUID) with its login work done: sshd did not wait for cidag.
     assert g.root(keys["user"][0], "alice", login_wait).strip() == "masked"
+    # ... and cidag yielded the CPU to them on that boot
+    assert g.root(keys["user"][0], "alice", "systemctl show -p CPUWeight --value cidag.service").strip() == "20"
     g.kill()
 
     # Another instance id on the same disk (a new config drive): per-instance work runs again.
