@@ -171,12 +171,62 @@ def section_schemas() -> dict[str, tuple[str, dict]]:
     return out
 
 
+# Top-level key -> the built-in module type that applies it: what section_schemas() finds,
+# written out so that a boot's user-data module need not import every module to warn about
+# unsupported keys (tests/test_cloudconfig_keys.py checks that it is current).
+APPLIED = {
+    'apt_update': 'packages',
+    'apt_upgrade': 'packages',
+    'bootcmd': 'bootcmd',
+    'ca-certs': 'ca-certs',
+    'ca_certs': 'ca-certs',
+    'chpasswd': 'set-password',
+    'create_hostname_file': 'hostname',
+    'disable_root': 'ssh-keys',
+    'disable_root_opts': 'ssh-keys',
+    'final_message': 'final-message',
+    'fqdn': 'hostname',
+    'groups': 'users',
+    'growpart': 'growpart',
+    'hostname': 'hostname',
+    'locale': 'locale',
+    'locale_configfile': 'locale',
+    'manage_etc_hosts': 'hostname',
+    'mount_default_fields': 'mounts',
+    'mounts': 'mounts',
+    'ntp': 'ntp',
+    'package_update': 'packages',
+    'package_upgrade': 'packages',
+    'packages': 'packages',
+    'password': 'set-password',
+    'phone_home': 'phone-home',
+    'power_state': 'power-state',
+    'prefer_fqdn_over_hostname': 'hostname',
+    'preserve_hostname': 'hostname',
+    'resize_rootfs': 'resizefs',
+    'runcmd': 'runcmd',
+    'ssh': 'ssh-host-keys',
+    'ssh_authorized_keys': 'ssh-keys',
+    'ssh_deletekeys': 'ssh-host-keys',
+    'ssh_fp_console_blacklist': 'ssh-host-keys',
+    'ssh_genkeytypes': 'ssh-host-keys',
+    'ssh_key_console_blacklist': 'ssh-host-keys',
+    'ssh_pwauth': 'set-password',
+    'swap': 'mounts',
+    'timezone': 'timezone',
+    'user': 'users',
+    'users': 'users',
+    'vendor_data': 'user-data',
+    'write_files': 'write-files',
+}
+
+
 _KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def applied() -> dict[str, str]:
-    """Top-level key -> the built-in cidag module type that applies it."""
-    return {key: owner for key, (owner, _) in section_schemas().items()}
+    """Top-level key -> the built-in cidag module type that applies it (APPLIED)."""
+    return APPLIED
 
 
 def unsupported(config: dict) -> list[str]:

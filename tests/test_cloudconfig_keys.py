@@ -122,3 +122,11 @@ def test_cloud_init_user_settings_are_reported_not_fatal(tmp_path, caplog):
     diags = userdata.validate_user_data_file(ud)
     assert [(d.severity, d.line) for d in diags] == [("warning", 4), ("error", 5)]
     assert "users[0].selinux_user is not supported" in diags[0].message and "'shel'" in diags[1].message
+
+
+def test_the_written_out_key_table_is_what_the_modules_declare():
+    # user-data warns about unsupported keys from APPLIED without importing every module;
+    # a module that gains or loses a CLOUD_CONFIG key must update it.
+    from cidag.cloudconfig_keys import APPLIED, section_schemas
+
+    assert APPLIED == {key: owner for key, (owner, _) in section_schemas().items()}
