@@ -15,6 +15,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from .state import INSTANCES
+
 EVERY_BOOT = ("per-boot", "always")
 
 
@@ -34,7 +36,7 @@ def modules_to_import(cg: Any, first_boot: bool) -> list[str]:
 
 def start(cg: Any, state_dir: str | Path) -> threading.Thread | None:
     """Start the importing thread (daemon); None when there is nothing to import."""
-    first_boot = not (Path(state_dir) / "instances").is_dir()
+    first_boot = not (Path(state_dir) / INSTANCES).is_dir()
     names = modules_to_import(cg, first_boot)
     if not names:
         return None

@@ -21,6 +21,7 @@ RESERVE = 1 << 20  # a record without logs is ~300 bytes a node: room for some 3
 RUNNING = "running.json"  # the run in progress: pid, start ticks, boot id, record path, milestones
 SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 MAX_STATE_FILE = 4 << 20  # a marker or instance-data file larger than this is not ours: ignored
+INSTANCES = "instances"  # STATE/instances/IID/markers: per-instance markers
 
 
 def atomic_write(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> None:
@@ -120,7 +121,7 @@ class StateDir:
         if frequency == "once":
             return self.path / "once" / f"{module}.json"
         if frequency == "per-instance" and instance_id is not None:
-            return self.path / "instances" / safe_component(instance_id) / "markers" / f"{module}.json"
+            return self.path / INSTANCES / safe_component(instance_id) / "markers" / f"{module}.json"
         return None
 
     def read_marker(self, module: str, frequency: str, instance_id: str | None) -> dict | None:

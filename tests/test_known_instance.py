@@ -116,3 +116,11 @@ def test_generator_never_trusts_a_placeholder(tmp_path, uuid):
     state.mkdir(parents=True)
     (state / known_instance.IDENTITY).write_text((uuid or "") + "\n")
     assert not generate(tmp_path, root).exists()
+
+
+def test_generator_never_blocks_on_an_odd_identity_file(tmp_path):
+    root = make_root(tmp_path)
+    state = root / "var/lib/cidag"
+    state.mkdir(parents=True)
+    os.mkfifo(state / known_instance.IDENTITY)  # reading it would wait for a writer for ever
+    assert not generate(tmp_path, root).exists()  # generate() times out after 10 s if it blocks
