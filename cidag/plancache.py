@@ -15,7 +15,6 @@ no one else can write them; any doubt or error means a compile, never a crash.
 from __future__ import annotations
 
 import gc
-import hashlib
 import importlib
 import logging
 import os
@@ -29,6 +28,7 @@ from typing import Any, Iterator
 
 from . import __version__
 from .compiler import CompiledGraph
+from .digest import sha256
 from .document import Document
 from .frozengraph import FrozenGraph
 
@@ -201,7 +201,7 @@ def _has_text(value: Any) -> bool:
 
 def _key(sources: str, modules: str) -> str:
     """A digest of every input known before compiling (the env and plugin files come after)."""
-    h = hashlib.sha256()
+    h = sha256()
 
     def add(*parts: Any) -> None:
         for p in parts:
@@ -213,7 +213,7 @@ def _key(sources: str, modules: str) -> str:
 
     for path in (sources, modules):
         data = read_bytes(path, MANIFEST_LIMIT)  # non-blocking: a FIFO there raises, never hangs
-        add(path, os.path.abspath(path), hashlib.sha256(data).hexdigest())
+        add(path, os.path.abspath(path), sha256(data).hexdigest())
     for entry in _package_files():
         add(*entry)
     for entry in _distributions():
@@ -281,7 +281,7 @@ def _plugin_files(cg: CompiledGraph) -> list[tuple]:
 
 def _digest_value(value: str | None) -> str | None:
     # Digests, not values: an environment variable may hold a secret.
-    return None if value is None else hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()
+    return None if value is None else sha256(value.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 class _EnvReads(Mapping):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -12,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .digest import sha256
 from .errors import UsageError
 
 PROC = Path("/proc")
@@ -85,7 +85,7 @@ def safe_component(value: str) -> str:
     """A metadata value made safe as one path component (never '.', '..' or with '/')."""
     if SAFE_ID.match(value) and value not in (".", ".."):
         return value
-    return "sha256-" + hashlib.sha256(value.encode()).hexdigest()
+    return "sha256-" + sha256(value.encode()).hexdigest()
 
 
 class StateDir:

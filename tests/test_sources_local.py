@@ -297,3 +297,57 @@ def test_configdrive_device_that_does_not_mount_fails_in_one_line(tmp_path):
     with pytest.raises(RuntimeError, match=r"^cannot mount .*junk.img: ") as exc:
         probe("configdrive", path=str(tmp_path / "no-dir"), device=str(junk), fstypes="ext4")
     assert "\n" not in str(exc.value)
+
+
+# -- a config drive whose by-label link udev has not made yet (cidag starts before sysinit.target)
+
+def test_configdrive_link_made_by_udev_late_is_found(tmp_path, monkeypatch):
+    """udev still has events queued and makes the link 0.5 s into the probe (a real process
+    stands for udevd): the probe uses it then, without waiting for the queue to drain."""
+    import subprocess
+
+    from cidag.sources import _common
+
+    image = _config2_image(tmp_path)
+    by_label, queue = tmp_path / "by-label", tmp_path / "udev-queue"
+    by_label.mkdir()
+    queue.touch()
+    monkeypatch.setattr(_common, "BY_LABEL", by_label)
+    monkeypatch.setattr(_common, "UDEV_QUEUE", queue)
+    udevd = subprocess.Popen(["sh", "-c", f"sleep 0.5; ln -s {image} {by_label}/config-2; sleep 20; rm {queue}"])
+    try:
+        t0 = time.monotonic()
+        caps = probe("configdrive", path=str(tmp_path / "no-dir"), fstypes="ext4")
+        assert caps["hostname"] == "sim-host"
+        assert time.monotonic() - t0 < 15  # used when made, not when the queue drained
+    finally:
+        udevd.kill()
+
+
+def test_no_config_drive_waits_for_udev_queue_to_drain_and_no_longer(tmp_path, monkeypatch):
+    import subprocess
+
+    from cidag.sources import _common
+
+    queue = tmp_path / "udev-queue"
+    queue.touch()
+    monkeypatch.setattr(_common, "BY_LABEL", tmp_path / "by-label")
+    monkeypatch.setattr(_common, "UDEV_QUEUE", queue)
+    udevd = subprocess.Popen(["sh", "-c", f"sleep 0.5; rm {queue}"])
+    t0 = time.monotonic()
+    with pytest.raises(SourceUnavailable, match="no config drive"):
+        probe("configdrive", path=str(tmp_path / "no-dir"), timeout=30)
+    waited = time.monotonic() - t0
+    udevd.wait()
+    assert 0.4 < waited < 10  # until the queue drained, not until the 30 s deadline
+
+
+def test_no_config_drive_and_no_udev_is_unavailable_at_once(tmp_path, monkeypatch):
+    from cidag.sources import _common
+
+    monkeypatch.setattr(_common, "BY_LABEL", tmp_path / "by-label")
+    monkeypatch.setattr(_common, "UDEV_QUEUE", tmp_path / "no-udev-queue")
+    t0 = time.monotonic()
+    with pytest.raises(SourceUnavailable, match="no config drive"):
+        probe("configdrive", path=str(tmp_path / "no-dir"), timeout=30)
+    assert time.monotonic() - t0 < 1

@@ -38,6 +38,13 @@ def test_service_order_and_switches():
     u, s = unit["Unit"], unit["Service"]
     # Not after the network managers: the login work runs while they start.
     assert "local-fs.target" in u["After"] and "network.target" not in u["After"]
+    # Early, as cloud-init-local: not after sysinit/basic.target (DefaultDependencies=no), but
+    # after /tmp is emptied and udev's coldplug is queued; and not Before=sysinit.target, which
+    # would hold the whole boot until the login milestone. Stopped at shutdown all the same.
+    assert u["DefaultDependencies"] == ["no"]
+    assert {"systemd-tmpfiles-setup.service", "systemd-udev-trigger.service"} <= set(u["After"])
+    assert not {"sysinit.target", "basic.target"} & set(u["After"] + u["Before"])
+    assert u["Conflicts"] == ["shutdown.target"] and "shutdown.target" in u["Before"]
     for before in ("network-online.target", "cidag.target"):
         assert before in u["Before"]
     # Logins wait through cidag-login.target, which it pulls in (the generator may mask it).

@@ -145,16 +145,38 @@ DEVICE_SETTINGS = {
 }
 
 
-def find_device(settings: Mapping) -> Path | None:
-    """The device given, or the first by-label link for the label (also upper case); None if none."""
+def find_device(settings: Mapping, ctx=None) -> Path | None:
+    """The device given, or the first by-label link for the label (also upper case); None if none.
+
+    With `ctx`, while udev still has events queued, looks again until the link shows, the
+    queue is empty or the probe's time is up: cidag.service starts before sysinit.target,
+    as cloud-init-local does, when a CD-ROM's driver may still be loading at udev's
+    coldplug and its link not made yet (docs/systemd.md).
+    """
     if settings.get("device"):
         path = Path(settings["device"])
         return path if path.exists() else None
     label = settings.get("label")
     if not label:
         return None
+    found = _by_label(label)
+    # udevd holds /run/udev/queue while events wait (what `udevadm settle` waits on): no
+    # process to spawn, and the device is used the moment its link is made, before the
+    # rest of the coldplug queue has drained. No udev (a container, a chroot): no file.
+    while found is None and ctx is not None and UDEV_QUEUE.exists() and ctx.remaining() > 0.5:
+        if ctx.cancelled.wait(0.05):
+            break
+        found = _by_label(label)
+    return found
+
+
+BY_LABEL = Path("/dev/disk/by-label")
+UDEV_QUEUE = Path("/run/udev/queue")
+
+
+def _by_label(label: str) -> Path | None:
     for name in dict.fromkeys((label, label.upper(), label.lower())):
-        path = Path("/dev/disk/by-label") / name
+        path = BY_LABEL / name
         if path.exists():
             return path
     return None

@@ -35,7 +35,7 @@ def probe(ctx: Context) -> dict:
     path = Path(ctx.settings["path"])
     if path.is_dir():
         return read_tree(path)
-    device = _common.find_device(ctx.settings)
+    device = _common.find_device(ctx.settings, ctx)
     if device is None:
         label = ctx.settings.get("label")
         raise SourceUnavailable(f"no config drive at {path} and no device labelled {label!r}")

@@ -47,7 +47,7 @@ def probe(ctx: Context) -> dict:
     path = Path(s["path"])
     if (path / "meta-data").is_file():
         return from_files(lambda name: _common.read_inside(path, name), f"{path}/")
-    device = _common.find_device(s)
+    device = _common.find_device(s, ctx)
     if device is not None:
         ctx.log.info("mounting %s read-only", device)
         with _common.mounted(ctx, device, s["fstypes"]) as mnt:

@@ -72,7 +72,10 @@ class Report:
 class Guest:
     image: Image
     workdir: Path
-    disks: list[Path] = field(default_factory=list)  # read-only seeds, in order
+    disks: list[Path] = field(default_factory=list)  # read-only seeds on virtio, in order
+    # read-only seeds on SATA CD-ROMs, as OpenStack attaches a config drive: unlike virtio-blk
+    # (in the initrd) their drivers (ahci, sr_mod) load at udev's coldplug in the real root
+    cdroms: list[Path] = field(default_factory=list)
     metadata_port: int | None = None  # host loopback port behind 169.254.169.254:80
     dmi: str = "qemu"
     mac: str = "52:54:00:12:34:56"
@@ -121,6 +124,9 @@ class Guest:
             argv += ["-smbios", DMI[self.dmi]]
         for disk in self.disks:
             argv += ["-drive", f"file={disk},if=virtio,format=raw,readonly=on"]
+        for i, cd in enumerate(self.cdroms):  # q35's own AHCI controller has ports ide.0-ide.5
+            argv += ["-drive", f"file={cd},if=none,id=cd{i},media=cdrom,format=raw,readonly=on",
+                     "-device", f"ide-cd,drive=cd{i},bus=ide.{i}"]
         return argv
 
     def _vmnet(self) -> str:

@@ -80,7 +80,7 @@ def test_config_drive_then_reboot_then_new_instance(cidag_image, workdir, keys, 
     fixture = write_fixture(workdir / "i1.yaml", instance("iid-vm-1", "vm-one", keys, host_keys=None))
     cd1 = seed_iso(workdir, fixture, "configdrive")
     stalled = metadata_service(fixture, {"path": "*", "stall": True})
-    g = guests(cidag_image, workdir / "g", disks=[cd1], metadata_port=stalled, dmi="openstack").start()
+    g = guests(cidag_image, workdir / "g", cdroms=[cd1], metadata_port=stalled, dmi="openstack").start()
     report = g.wait_report(1)
     assert_first_login(g, keys["user"][0], "alice")
     st = status_of(report)
@@ -126,7 +126,7 @@ def test_config_drive_then_reboot_then_new_instance(cidag_image, workdir, keys, 
     (workdir / "second").mkdir()
     inst2 = instance("iid-vm-2", "vm-two", keys)
     cd2 = seed_iso(workdir / "second", write_fixture(workdir / "i2.yaml", inst2), "configdrive")
-    g2 = guests(cidag_image, workdir / "g", disks=[cd2]).start()
+    g2 = guests(cidag_image, workdir / "g", cdroms=[cd2]).start()
     st2 = status_of(g2.wait_report(1))
     assert st2["instance_id"] == "iid-vm-2"
     assert_first_login(g2, keys["user"][0], "alice")
@@ -257,7 +257,7 @@ def test_config_drive_without_default_route(cidag_image, workdir, keys, guests):
     fixture = write_fixture(workdir / "f.yaml", inst,
                             openstack={"enabled": True, "network_data": NO_GATEWAY_NETWORK_DATA})
     drive = seed_iso(workdir, fixture, "configdrive")
-    g = guests(cidag_image, workdir / "g", disks=[drive], dmi="openstack", net="static").start()
+    g = guests(cidag_image, workdir / "g", cdroms=[drive], dmi="openstack", net="static").start()
     report = g.wait_report(1)
     assert_first_login(g, keys["user"][0], "alice")
     st = assert_run_ok(report)
@@ -295,7 +295,7 @@ def test_login_before_a_slow_runcmd_ends(cidag_image, workdir, keys, guests):
     doc["runcmd"].append(["sleep", str(SLOW_RUNCMD_S)])
     inst["user-data"] = "#cloud-config\n" + json.dumps(doc)
     drive = seed_iso(workdir, write_fixture(workdir / "s.yaml", inst), "configdrive")
-    g = guests(cidag_image, workdir / "g", disks=[drive]).start()
+    g = guests(cidag_image, workdir / "g", cdroms=[drive]).start()
     probe = machine.LoginProbe(g, keys["user"][0], "alice").start()
     try:
         login_s = probe.wait_login(300)
