@@ -230,3 +230,46 @@ def test_thousands_of_users_in_one_write(tmp_path):
     assert len(set(uids)) == n and uids == sorted(uids)  # useradd's order: max used + 1
     assert all((root / f"home/u{i}").is_dir() for i in (0, n - 1))
     pwck_ok(root)
+
+
+# -- subordinate ids: what useradd gives a new user, the files backend gives too
+
+def _subids(root, fname):
+    return [line.split(":") for line in (root / "etc" / fname).read_text().splitlines()]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_new_users_get_subordinate_ids_as_useradd_gives_them(tmp_path, backend):
+    root = make_root(tmp_path)
+    for fname in ("subuid", "subgid"):
+        (root / "etc" / fname).write_text("")
+    run_users(root, CC, backend=backend)
+    for fname in ("subuid", "subgid"):
+        # users in file order (default user first); the system user gets none
+        assert _subids(root, fname) == [["cidag", "100000", "65536"], ["bob", "165536", "65536"]], backend
+    run_users(root, CC, backend=backend)  # a second run adds nothing
+    assert len(_subids(root, "subuid")) == 2
+
+
+@pytest.mark.skipif(not ("tools" in BACKENDS), reason="needs root and useradd")
+def test_files_backend_takes_the_range_useradd_would_take(tmp_path):
+    """Ranges already taken, with a gap too small and one big enough: both backends pick the same."""
+    taken = "old1:100000:65536\nold2:200000:65536\nold3:310000:65536\n"
+    got = {}
+    for backend in ("files", "tools"):
+        root = make_root(tmp_path / backend)
+        (root / "etc/login.defs").write_text("SUB_UID_COUNT 40000\nSUB_GID_COUNT 0\n")
+        (root / "etc/subuid").write_text(taken)
+        (root / "etc/subgid").write_text("")
+        run_users(root, {"users": [{"name": "ann"}, {"name": "ben"}]}, default_user=None, backend=backend)
+        # the order of lines differs (useradd keeps them sorted by start); readers do not care
+        got[backend] = (sorted((root / "etc/subuid").read_text().splitlines()), (root / "etc/subgid").read_text())
+    assert got["files"] == got["tools"]
+    assert got["files"][0] == sorted(taken.splitlines() + ["ann:265536:40000", "ben:375536:40000"])
+    assert got["files"][1] == ""  # SUB_GID_COUNT 0: none
+
+
+def test_no_subuid_file_none_made(tmp_path):
+    root = make_root(tmp_path)
+    run_users(root, CC, backend="files")
+    assert not (root / "etc/subuid").exists() and not (root / "etc/subgid").exists()

@@ -367,3 +367,79 @@ def resolve_owner(db: Database, owner: str) -> tuple[int, int]:
                 raise ValueError(f"unknown group {group!r} in the target root")
             gid = g
     return uid, gid
+
+
+# -- subordinate ids (/etc/subuid, /etc/subgid): what useradd gives a new user ----------------
+
+SUBID_FILES = {"subuid": "UID", "subgid": "GID"}
+
+
+def add_subordinate_ranges(root: Path, names: list[str], timeout: float = 15.0) -> list[str]:
+    """Give each of `names` (new, non-system users) a range in ROOT/etc/subuid and subgid, as
+    useradd does (rootless containers need them): only where the file exists and login.defs'
+    SUB_UID_COUNT / SUB_GID_COUNT is not 0; the lowest free SUB_*_COUNT ids (65536) from
+    SUB_*_MIN (100000) within SUB_*_MAX (600100000). A name holding a range keeps it.
+    Returns the lines added, as `file name:start:count`."""
+    defs = login_defs(root)
+    added: list[str] = []
+    end = time.monotonic() + timeout
+    for fname, kind in SUBID_FILES.items():
+        try:
+            data = paths.read_file(root, f"etc/{fname}")
+        except paths.PathRefused:
+            continue
+        count = int(defs.get(f"SUB_{kind}_COUNT", 65536))
+        if data is None or count <= 0 or not names:
+            continue
+        low = int(defs.get(f"SUB_{kind}_MIN", 100000))
+        high = int(defs.get(f"SUB_{kind}_MAX", 600100000))
+        with _THREAD_LOCK, _one_file_lock(root, fname, end):
+            data = paths.read_file(root, f"etc/{fname}") or b""
+            lines = data.decode("utf-8", "replace").splitlines()
+            owners, ranges = set(), []
+            for line in lines:
+                bits = line.split(":")
+                if len(bits) == 3 and bits[1].isdigit() and bits[2].isdigit():
+                    owners.add(bits[0])
+                    ranges.append((int(bits[1]), int(bits[1]) + int(bits[2])))
+            new = []
+            for name in names:
+                if name in owners:
+                    continue
+                start = _free_range(ranges, low, high, count)
+                if start is None:
+                    raise RuntimeError(f"no free range of {count} ids left in /etc/{fname}")
+                ranges.append((start, start + count))
+                owners.add(name)
+                new.append(f"{name}:{start}:{count}")
+            if not new:
+                continue
+            target = paths.confine(root, f"etc/{fname}")
+            st = os.stat(target)
+            text = "".join(line + "\n" for line in lines + new)
+            paths.write_file(root, f"etc/{fname}", text, mode=stat.S_IMODE(st.st_mode), uid=st.st_uid,
+                             gid=st.st_gid)
+            added += [f"{fname} {line}" for line in new]
+    return added
+
+
+def _free_range(ranges: list[tuple[int, int]], low: int, high: int, count: int) -> int | None:
+    """The lowest start >= low with [start, start+count) clear of `ranges` and within high."""
+    start = low
+    for lo, hi in sorted(ranges):
+        if hi <= start:
+            continue
+        if lo >= start + count:
+            break
+        start = hi
+    return start if start + count - 1 <= high else None
+
+
+@contextlib.contextmanager
+def _one_file_lock(root: Path, fname: str, end: float) -> Iterator[None]:
+    lock = _commonio_lock(paths.makedirs(root, "etc"), fname, end)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock)
