@@ -32,6 +32,7 @@ from datetime import datetime
 import re
 import shutil
 import signal
+import statistics
 import sys
 import tempfile
 import threading
@@ -276,19 +277,49 @@ def _cell(row: dict | None) -> str:
     if row is None:
         return ""
     if row["tool"] == "bare":
-        return f"{_fmt(row.get('sshd_s'))} / {_fmt(row.get('login_s'))} / ({_fmt(row.get('provisioned_s'))})"
+        return (f"{_fmt(row.get('sshd_s'))} / {_fmt(row.get('login_s'))} / ({_fmt(row.get('provisioned_s'))})"
+                + _range(row))
     ok = {True: "ok", False: "NOT ok", None: "?"}[row.get("ok")]
     if row.get("recoverable"):
         ok = "ok (exit 2: recoverable errors)"
     cell = f"{_fmt(row.get('sshd_s'))} / {_fmt(row.get('login_s'))} / {_fmt(row.get('provisioned_s'))} {ok}"
     if row.get("default_route"):
         cell += ", HAD a default route"
-    return cell
+    return cell + _range(row)
+
+
+def _range(row: dict) -> str:
+    got = row.get("login_range")
+    return f" (login {got[0]:.1f}-{got[1]:.1f}, {got[2]} boots)" if got else ""
+
+
+def _median_row(group: list[dict]) -> dict | None:
+    """One row standing for a cell's boots: the median of each figure; ok only if every boot was;
+    with several boots, `login_range` (fastest, slowest login)."""
+    if not group:
+        return None
+    if len(group) == 1:
+        return group[0]
+    out = dict(group[0])
+    for key in ("sshd_s", "login_s", "provisioned_s"):
+        values = [r[key] for r in group if r.get(key) is not None]
+        out[key] = statistics.median(values) if len(values) == len(group) else None
+    oks = [r.get("ok") for r in group]
+    out["ok"] = None if None in oks else all(oks)
+    out["recoverable"] = any(r.get("recoverable") for r in group)
+    out["default_route"] = any(r.get("default_route") for r in group)
+    logins = [r["login_s"] for r in group if r.get("login_s") is not None]
+    out["login_range"] = (min(logins), max(logins), len(group)) if logins else None
+    return out
 
 
 def render(rows: list[dict], tools: list[str]) -> str:
-    """One table: a line per scenario, a column per tool: sshd answers / login works / provisioning done."""
-    by = {(r["variant"], r["scenario"]): r for r in rows}
+    """One table: a line per scenario, a column per tool: sshd answers / login works / provisioning
+    done (the median of the cell's boots, with the range of its logins when it had several)."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["variant"], r["scenario"]), []).append(r)
+    by = {k: _median_row(v) for k, v in groups.items()}
     head = "| scenario | " + " | ".join(tools) + " |"
     lines = [head, "|---" * (len(tools) + 1) + "|"]
     for name, sc in SCENARIOS.items():
@@ -305,12 +336,16 @@ def render(rows: list[dict], tools: list[str]) -> str:
         if any(t.values()):
             names = (("basic", "basic.target"), ("network", "network.target"), ("unit", "tool's unit started"),
                      ("run", "cidag's run began"), ("login", "login milestone"), ("ssh", "sshd up"))
-            extra.append(f"- {r['scenario']}, {r['variant']}, guest clock (s from kernel start): "
+            extra.append(f"- {r['scenario']}, {r['variant']}{_round(r)}, guest clock (s from kernel start): "
                          + ", ".join(f"{label} {t[k]:.1f}" for k, label in names if t.get(k) is not None))
         if r.get("tool_run_s") is not None:
-            extra.append(f"- {r['scenario']}, {r['variant']}: tool's units ran {r['tool_run_s']:.1f} s, "
+            extra.append(f"- {r['scenario']}, {r['variant']}{_round(r)}: tool's units ran {r['tool_run_s']:.1f} s, "
                          f"CPU {r['tool_cpu_s']:.1f} s; uptime at report {_fmt(r.get('uptime_s'))} s")
     return "\n".join(lines) + ("\n\n" + "\n".join(extra) if extra else "")
+
+
+def _round(row: dict) -> str:
+    return f" #{row['round']}" if row.get("round") else ""
 
 
 def update_readmes(table: str, stamp: str) -> None:
@@ -346,6 +381,9 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=REPO / "bench/out/boot.json")
     ap.add_argument("--keep", type=Path, help="keep each boot's files (console.log, ttyS1.log) under this directory")
     ap.add_argument("--update-readme", action="store_true", help="write the table into bench/README.md and README.md")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="boot each cell this many times, in rounds over the cells (early boot varies by "
+                         "seconds between boots of one image); the table gives medians")
     args = ap.parse_args()
     try:
         scenarios = _names(args.scenarios, SCENARIOS, "scenario")
@@ -367,26 +405,29 @@ def main() -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     try:
         key = guest_image.login_key()
-        for name in scenarios:
+        cells = [(r, name, variant) for r in range(1, max(1, args.repeat) + 1) for name in scenarios
+                 for variant in tools]
+        for rnd, name, variant in cells:
             if name == "reboot" and "configdrive" in scenarios:
                 continue  # done with configdrive: the same instance booted again
             sc = SCENARIOS[name]
-            for variant in tools:
-                if guest_image.tool_of(variant) == "bare" and not sc.bare:
-                    continue  # the bare guest ignores seeds and metadata: one boot is its floor
-                b = time.monotonic()
-                try:
-                    got = boot(variant, sc, tmp / f"{variant}-{name}", key,
-                               then_reboot=name == "configdrive" and "reboot" in scenarios)
-                except Exception as exc:  # one broken boot does not lose the rest of the run
-                    got = [{"variant": variant, "tool": guest_image.tool_of(variant), "scenario": name,
-                            "sshd_s": None, "login_s": None, "provisioned_s": None, "ok": None,
-                            "notes": [f"harness error: {type(exc).__name__}: {exc}"[:400]]}]
-                for row in got:
-                    row["wall_s"] = round(time.monotonic() - b, 1)
-                    rows.append(row)
-                    print(json.dumps(row), flush=True)
-                args.json.write_text(json.dumps(rows, indent=1))
+            if guest_image.tool_of(variant) == "bare" and not sc.bare:
+                continue  # the bare guest ignores seeds and metadata: one boot is its floor
+            b = time.monotonic()
+            try:
+                got = boot(variant, sc, tmp / f"{variant}-{name}-{rnd}", key,
+                           then_reboot=name == "configdrive" and "reboot" in scenarios)
+            except Exception as exc:  # one broken boot does not lose the rest of the run
+                got = [{"variant": variant, "tool": guest_image.tool_of(variant), "scenario": name,
+                        "sshd_s": None, "login_s": None, "provisioned_s": None, "ok": None,
+                        "notes": [f"harness error: {type(exc).__name__}: {exc}"[:400]]}]
+            for row in got:
+                row["wall_s"] = round(time.monotonic() - b, 1)
+                if args.repeat > 1:
+                    row["round"] = rnd
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+            args.json.write_text(json.dumps(rows, indent=1))
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -394,9 +435,11 @@ def main() -> int:
     table = render(rows, tools)
     stamp = (f"Measured {started} UTC, one run of `python bench/boot.py"
              f"{'' if args.scenarios == ','.join(SCENARIOS) else ' --scenarios ' + args.scenarios}"
-             f"{'' if args.tools == ','.join(TOOLS) else ' --tools ' + args.tools}` ({minutes:.0f} min). "
+             f"{'' if args.tools == ','.join(TOOLS) else ' --tools ' + args.tools}"
+             f"{'' if args.repeat <= 1 else f' --repeat {args.repeat}'}` ({minutes:.0f} min). "
              "Cells: sshd answers / login works / provisioning done, seconds from QEMU's start "
-             "(bare guest: its report, in brackets).")
+             "(bare guest: its report, in brackets)"
+             + (f"; the median of {args.repeat} boots, in rounds over the cells." if args.repeat > 1 else "."))
     print(stamp + "\n\n" + table)
     if args.update_readme:
         update_readmes(table, stamp)
