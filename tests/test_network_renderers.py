@@ -400,7 +400,7 @@ def booted(tmp_path, monkeypatch):
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for tool in ("systemctl", "networkctl", "nmcli", "netplan"):
+    for tool in ("systemctl", "networkctl", "nmcli", "netplan", "udevadm"):
         (bin_dir / tool).write_text(TOOL.format(log=tmp_path / "calls", state=tmp_path / "state",
                                                 run=tmp_path / "run"))
         (bin_dir / tool).chmod(0o755)
@@ -443,13 +443,19 @@ def test_ifupdown_is_restarted_never_waited_for(booted):
 
 
 def test_netplan_generates_then_tells_the_backend_it_wrote_for(booted, tmp_path):
-    assert booted("netplan", "active", [NETPLAN]) == [
+    eth3 = {"version": 2, "ethernets": {"eth3": {"dhcp4": True}}}
+    assert booted("netplan", "active", [NETPLAN], eth3) == [
         "netplan generate", "systemctl is-active systemd-networkd.service", "networkctl reload"]
+    # A set-name: netplan's .network matches the new name, so udev renames the NIC now.
+    assert booted("netplan", "active", [NETPLAN]) == [
+        "netplan generate", "udevadm control --reload", "udevadm trigger --action=add --subsystem-match=net",
+        "systemctl is-active systemd-networkd.service", "networkctl reload"]
     # Unchanged, and netplan's generator wrote the backend's files at boot: nothing to generate.
     assert booted("netplan", "active", []) == ["systemctl is-active systemd-networkd.service"]
     nm = tmp_path / "run/NetworkManager/system-connections"
     nm.mkdir(parents=True)
     (nm / "netplan-eth3.nmconnection").write_text("")
     calls = booted("netplan", "active", [NETPLAN])
-    assert calls[:3] == ["netplan generate", "systemctl is-active NetworkManager.service", "nmcli connection reload"]
+    assert calls[0] == "netplan generate"
+    assert calls[3:5] == ["systemctl is-active NetworkManager.service", "nmcli connection reload"]
     assert "nmcli --wait 0 connection up id netplan-primary" in calls

@@ -272,10 +272,24 @@ def _netplan(ctx: Context, interfaces: list[netconfig.Interface], changed: list[
         if not ok:
             raise RuntimeError(f"netplan generate: {why}")
         ctx.log.info("netplan generate")
+        if any(i.set_name and i.mac for i in interfaces):
+            _rename(ctx)
     if any(os.path.exists(NETPLAN_OUT[1].format(i)) for i in ids):
         _bring_up(ctx, regenerate, NETWORK_MANAGER, _activations([f"netplan-{i}" for i in ids]) if regenerate else [])
     else:
         _bring_up(ctx, regenerate)
+
+
+def _rename(ctx: Context) -> None:
+    """netplan's networkd files match a renamed NIC by its new name, so the rename (its .link file)
+    must happen now, not at the next boot: have udev replay the NICs' add events (as `netplan
+    apply` does; udev renames a NIC that is still down). `udevadm trigger` does not wait for them."""
+    for argv in (["udevadm", "control", "--reload"], ["udevadm", "trigger", "--action=add", "--subsystem-match=net"]):
+        ok, why = _tool(ctx, argv)
+        if not ok:
+            ctx.log.warning("%s: %s (the rename happens at the next boot)", " ".join(argv), why)
+            return
+    ctx.log.info("udevadm trigger --action=add --subsystem-match=net (set-name)")
 
 
 def _bring_up(ctx: Context, changed: bool, manager: Manager = NETWORKD, activate: list[list[str]] | None = None) -> None:
