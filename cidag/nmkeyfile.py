@@ -56,6 +56,8 @@ def _ip(iface: Interface, version: int, search: bool) -> list[str]:
     else:  # NetworkManager's "auto" is SLAAC plus DHCPv6 as the router says: networkd's default too
         method = "auto" if dhcp or iface.accept_ra or not addresses else "manual"
     lines = [f"method={method}"]
+    if method == "disabled":  # NetworkManager refuses DNS servers or routes on a disabled family
+        return lines
     gateway = gateway_for(iface, version) if addresses else None
     for n, a in enumerate(addresses, 1):
         lines.append(f"address{n}={a}" + (f",{gateway}" if n == 1 and gateway else ""))
@@ -84,7 +86,7 @@ def render(iface: Interface, origin: str) -> str:
         match.append(f"driver={iface.driver};")
     ethernet = []
     if iface.mac:
-        ethernet.append(f"mac-address={iface.mac}")
+        ethernet.append(f"mac-address={iface.mac.upper()}")  # as NetworkManager writes it
     if iface.mtu:
         ethernet.append(f"mtu={iface.mtu}")
     parts = [_section("connection", connection), _section("ethernet", ethernet)]

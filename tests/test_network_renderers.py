@@ -185,7 +185,7 @@ def test_keyfiles_read_back_unchanged_by_network_manager(tmp_path):
         assert {k: theirs.get(k) for k in ours} == ours
         got[path.stem] = ours
     primary = got["cidag-primary"]
-    assert primary[("ethernet", "mac-address")] == "52:54:00:12:34:01"
+    assert primary[("ethernet", "mac-address")] == "52:54:00:12:34:01"  # (upper case where letters)
     assert primary[("ethernet", "mtu")] == "9000"
     assert primary[("ipv4", "method")] == "manual"
     assert primary[("ipv4", "address1")] == "192.0.2.10/24,192.0.2.1"
@@ -459,3 +459,56 @@ def test_netplan_generates_then_tells_the_backend_it_wrote_for(booted, tmp_path)
     assert calls[0] == "netplan generate"
     assert calls[3:5] == ["systemctl is-active NetworkManager.service", "nmcli connection reload"]
     assert "nmcli --wait 0 connection up id netplan-primary" in calls
+
+
+# -- every sample config through every tool ----------------------------------------------------
+
+EDGE = yaml.safe_load("""
+version: 1
+config:
+  - type: physical
+    name: v6only
+    mac_address: "52:54:00:00:00:61"
+    subnets: [{type: static6, address: "2001:db8:6::5/64"}, {type: ipv6_slaac}]
+  - type: physical
+    name: quiet
+    subnets: [{type: manual}]
+  - type: nameserver
+    address: [192.0.2.53]
+    search: [example.net]
+  - type: route
+    destination: 0.0.0.0/0
+    gateway: 0.0.0.0
+""")
+
+
+def _samples() -> dict:
+    from test_network import OPENSTACK, V1, V2
+    return {"openstack": OPENSTACK, "v1": V1, "v2": V2, "cover": COVER, "edge": EDGE}
+
+
+@pytest.mark.parametrize("sample", sorted(_samples()))
+def test_every_sample_passes_every_tool(tmp_path, sample):
+    config = _samples()[sample]
+    checked = 0
+    if shutil.which("netplan"):
+        root = tmp_path / "netplan"
+        render(root, config, "netplan")
+        assert netplan_generate(root)
+        checked += 1
+    if _nmcli_offline():
+        root = tmp_path / "nm"
+        render(root, config, "network-manager")
+        for path in (root / NM_DIR).iterdir():
+            ours = keyfile(path.read_text())
+            assert {k: v for k, v in nm_reads(path.read_text()).items() if k in ours} == ours, path.name
+        checked += 1
+    if shutil.which("ifquery"):
+        root = tmp_path / "eni"
+        render(root, config, "eni")
+        text = (root / ENI).read_text()
+        for name in re.findall(r"^iface (\S+) ", text, re.M):
+            ifup_commands(root / ENI, "dummy9", name)
+        checked += 1
+    if not checked:
+        pytest.skip("none of netplan.io, network-manager, ifupdown installed")
