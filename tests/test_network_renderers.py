@@ -350,6 +350,18 @@ def test_renderer_detected_from_the_roots_files(tmp_path, kinds, expected):
     assert netrender.detect(str(root))[0] == expected
 
 
+def test_detection_runs_no_process(tmp_path, monkeypatch):
+    """Cheap, every boot: a few lstat and scandir calls on the root, no systemctl."""
+    def refuse(*a, **kw):
+        raise AssertionError("detect() started a process")
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    monkeypatch.setattr(os, "posix_spawn", refuse, raising=False)
+    monkeypatch.setattr(os, "fork", refuse)
+    root = image(tmp_path / "root", **merged(NM, IFUPDOWN))
+    assert netrender.detect(str(root)) == ("network-manager", "NetworkManager.service is enabled")
+
+
 def test_a_masked_unit_is_not_enabled(tmp_path):
     root = image(tmp_path / "root", **merged(NM, IFUPDOWN))
     (root / "etc/systemd/system/NetworkManager.service").symlink_to("/dev/null")
