@@ -11,6 +11,7 @@ Every value written comes out of `netconfig` already validated.
 from __future__ import annotations
 
 from .netconfig import Interface
+from .netrender import NETWORKD_DIR, header as _header
 
 PREFIX = "10-cidag-"
 FALLBACK_KEY = "fallback"
@@ -18,10 +19,6 @@ FALLBACK_KEY = "fallback"
 
 def _section(name: str, lines: list[str]) -> str:
     return f"[{name}]\n" + "".join(line + "\n" for line in lines) if lines else ""
-
-
-def _header(origin: str) -> str:
-    return f"# Written by cidag (network module) from {origin}; edits are overwritten.\n"
 
 
 def _match(iface: Interface) -> list[str]:
@@ -84,3 +81,18 @@ def render(interfaces: list[Interface], origin: str) -> dict[str, str]:
         if link is not None:
             files[f"{PREFIX}{iface.key}.link"] = link
     return files
+
+
+def links(interfaces: list[Interface], origin: str) -> dict[str, str]:
+    """The .link files that rename NICs by MAC (udev reads them whichever manager configures the NIC)."""
+    out = {}
+    for iface in interfaces:
+        link = render_link(iface, origin)
+        if link is not None:
+            out[f"{NETWORKD_DIR}/{PREFIX}{iface.key}.link"] = link
+    return out
+
+
+def render_files(interfaces: list[Interface], origin: str) -> dict[str, str]:
+    """Path relative to the root -> text (netrender.files)."""
+    return {f"{NETWORKD_DIR}/{name}": text for name, text in render(interfaces, origin).items()}

@@ -119,7 +119,10 @@ ENDPOINTS = "169.254.169.254 or fd00:ec2::254"
 MODULE = """\
 import json, sys, time
 from cidag.testing import make_context
-ctx, call = make_context("module", sys.argv[1], json.loads(sys.argv[2]),
+settings = json.loads(sys.argv[2])
+if sys.argv[1] == "network":  # the host may have netplan or NetworkManager: these tests run networkd
+    settings.setdefault("renderer", "networkd")
+ctx, call = make_context("module", sys.argv[1], settings,
                          caps=json.loads(sys.argv[3]), root="/", timeout=float(sys.argv[4]))
 start = time.monotonic()
 try:

@@ -58,10 +58,22 @@ TOOL_PACKAGES = {
 # Packages only one suite needs (none so far: systemd-networkd is in systemd in both).
 SUITE_PACKAGES: dict[str, list[str]] = {"bookworm": [], "trixie": []}
 
+# The network renderers' boots (docs/vm-tests.md): one more base with every network stack installed
+# (ifupdown's DHCP client too), so three variants share one mmdebstrap; each image then leaves one
+# stack in charge, and cidag's `renderer: auto` must find it from the image's files.
+NET_PACKAGES = ["netplan.io", "network-manager", "ifupdown", "isc-dhcp-client"]
+NET_VARIANTS = {
+    "cidag-netplan": "netplan",  # netplan on networkd, as Debian 12 cloud images and Ubuntu servers
+    "cidag-nm": "network-manager",  # NetworkManager alone, as Fedora and RHEL
+    "cidag-eni": "eni",  # ifupdown alone, as older Debian cloud images
+}
+VARIANTS.update({v: ("bookworm", "cidag") for v in NET_VARIANTS})
+
 
 def variant_packages(variant: str) -> list[str]:
     suite, tool = VARIANTS[variant]
-    return COMMON_PACKAGES + SUITE_PACKAGES[suite] + TOOL_PACKAGES[tool]
+    extra = NET_PACKAGES if variant in NET_VARIANTS else []
+    return COMMON_PACKAGES + SUITE_PACKAGES[suite] + TOOL_PACKAGES[tool] + extra
 
 
 def tool_of(variant: str) -> str:
@@ -208,6 +220,20 @@ def _install_cidag(tree: Path) -> None:
          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def _network_stack(tree: Path, stack: str) -> None:
+    """Leave one network stack in charge: the others disabled (NetworkManager and ifupdown stay
+    installed, as on images that carry them unused), netplan purged where it must not be found."""
+    units = {"netplan": "systemd-networkd.service", "network-manager": "NetworkManager.service",
+             "eni": "networking.service"}
+    off = [u for u in ("systemd-networkd.service", "NetworkManager.service", "networking.service")
+           if u != units[stack]]
+    _run(["chroot", str(tree), "systemctl", "disable", *off], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _run(["chroot", str(tree), "systemctl", "enable", units[stack]], stdout=subprocess.DEVNULL,
+         stderr=subprocess.DEVNULL)
+    if stack != "netplan":  # netplan comes first in cidag's order: an image with it uses it
+        _run(["chroot", str(tree), "dpkg", "--purge", "netplan.io"], stdout=subprocess.DEVNULL)
+
+
 def _install_report(tree: Path, variant: str) -> None:
     """The harness's own unit: once provisioning is done, the tool's status goes to ttyS1."""
     name = f"report-{tool_of(variant)}.service"
@@ -252,6 +278,8 @@ def _image(variant: str) -> Image:
         _run(["tar", "-xf", str(b.tarball), "-C", str(tree)])
         if tool_of(variant) == "cidag":
             _install_cidag(tree)
+        if variant in NET_VARIANTS:
+            _network_stack(tree, NET_VARIANTS[variant])
         elif tool_of(variant) == "bare":
             # No tool makes host keys there: the image carries them, as an installed system does.
             _run(["chroot", str(tree), "ssh-keygen", "-A"], stdout=subprocess.DEVNULL)
