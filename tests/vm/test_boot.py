@@ -58,8 +58,11 @@ def assert_first_login(guest, key, user: str) -> None:
 def assert_provisioned(guest, keys, hostname: str, default_user: str | None = "cidag") -> None:
     user_key = keys["user"][0]
     out = guest.root(user_key, "alice", "id alice; hostname; cat /etc/hostname; cat /etc/vm-test/hello;"
-                     " stat -c %a /etc/vm-test/hello; cat /var/tmp/runcmd-saw-file /var/tmp/runcmd-host")
+                     " stat -c %a /etc/vm-test/hello; cat /var/tmp/runcmd-saw-file /var/tmp/runcmd-host;"
+                     " grep -c '^alice:' /etc/subuid /etc/subgid")
     lines = out.splitlines()
+    # subordinate ids as useradd gives a new user (rootless containers need them)
+    assert lines[7:9] == ["/etc/subuid:1", "/etc/subgid:1"], lines[7:]
     assert "sudo" in lines[0] or "uid=" in lines[0]
     assert lines[1] == hostname, "running host name"
     assert lines[2] == hostname, "/etc/hostname"

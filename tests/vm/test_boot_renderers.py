@@ -13,10 +13,11 @@ from conftest import seed_iso, write_fixture
 from test_boot import assert_first_login, assert_provisioned, instance, status_of
 
 MAC = "52:54:00:12:34:56"  # the guest's NIC (machine.Guest)
-# QEMU's user network: the guest may take 10.0.2.15 itself; 10.0.2.2 routes, 10.0.2.3 answers DNS.
+# The harness's user network is 169.254.0.0/16 (docs/vm-tests.md): the ssh forward points at
+# 169.254.2.15, slirp routes through 169.254.2.2 and answers DNS at 169.254.2.3.
 NETWORK_CONFIG = {"version": 2, "ethernets": {"nic0": {
-    "match": {"macaddress": MAC}, "mtu": 1400, "addresses": ["10.0.2.15/24"], "gateway4": "10.0.2.2",
-    "nameservers": {"addresses": ["10.0.2.3"]}}}}
+    "match": {"macaddress": MAC}, "mtu": 1400, "addresses": ["169.254.2.15/16"], "gateway4": "169.254.2.2",
+    "nameservers": {"addresses": ["169.254.2.3"]}}}}
 FILES = {
     "netplan": "/etc/netplan/50-cidag.yaml",
     "network-manager": "/etc/NetworkManager/system-connections/cidag-nic0.nmconnection",
@@ -28,7 +29,7 @@ APPLIED = {
     "network-manager": "nmcli -t -f NAME connection show --active",
     "eni": "ifquery --state",
 }
-EXPECT = {"netplan": "Address=10.0.2.15/24", "network-manager": "cidag-nic0", "eni": "=nic0"}
+EXPECT = {"netplan": "Address=169.254.2.15/16", "network-manager": "cidag-nic0", "eni": "=nic0"}
 
 
 @pytest.mark.parametrize("variant", sorted(guest_image.NET_VARIANTS))
@@ -57,7 +58,7 @@ def test_renderer_boot(variant, workdir, keys, guests):
     links = json.loads(root("ip -j addr show"))
     nic = next(link for link in links if link.get("address") == MAC)
     assert nic["mtu"] == 1400, nic
-    assert {(a["local"], a["prefixlen"]) for a in nic["addr_info"] if a["family"] == "inet"} == {("10.0.2.15", 24)}
+    assert {(a["local"], a["prefixlen"]) for a in nic["addr_info"] if a["family"] == "inet"} == {("169.254.2.15", 16)}
     routes = json.loads(root("ip -j route show default"))
-    assert [(r["gateway"], r["dev"]) for r in routes] == [("10.0.2.2", nic["ifname"])], routes
+    assert [(r["gateway"], r["dev"]) for r in routes] == [("169.254.2.2", nic["ifname"])], routes
     assert not list(root("ls /etc/systemd/network/").split()), "networkd files written besides"
