@@ -252,5 +252,8 @@ def test_shipped_manifests_on_each_cloud(sim, tmp_path, cloud):
         assert [r["state"] for r in sim.reported] == ["Ready"]
         logs = "".join(p.read_text(errors="replace") for p in (root / "var/lib/cidag").rglob("*") if p.is_file())
         assert SECRET not in json.dumps(rec) + out.stdout + out.stderr + logs
+        # The ovf's UserName is the default user (vendor-data `user:`), and gets the ovf's password.
+        assert "\nazureuser:x:" in (root / "etc/passwd").read_text()
+        assert "password set for azureuser" in json.dumps(nodes["module:set-password"]["log"])
     else:
         assert nodes["module:report-ready"]["status"] == "skipped" and sim.reported == []
