@@ -3,9 +3,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -13,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_shipped
 from cidag.errors import SourceUnavailable
 from cidag.simulator import PLATFORM_DMI, Simulator, load_fixture
 from cidag.testing import make_context
 
-REPO = Path(__file__).resolve().parent.parent
 SECRET = "sim-Secret-1"  # the fixture's admin password (Azure's ovf UserPassword)
 # type -> (path under the simulator's root, the header the platform requires, or None)
 CLOUDS = {
@@ -226,21 +223,14 @@ def test_shipped_manifests_on_each_cloud(sim, tmp_path, cloud):
     (tmp_path / "cmdline").write_text("")
     if cloud == "azure":
         sim.write_ovf(tmp_path / "ovf")
-    env = {**os.environ, "PYTHONPATH": str(REPO),
+    rec, nodes, out = run_shipped(root, {
            "CIDAG_CONFIGDRIVE_PATH": str(tmp_path / "none"), "CIDAG_NOCLOUD_PATH": str(tmp_path / "none"),
            "CIDAG_OPENSTACK_URL": sim.url, "CIDAG_EC2_URL": sim.url,
            "CIDAG_GCE_URL": sim.url + "/computeMetadata/v1", "CIDAG_AZURE_URL": sim.url,
            "CIDAG_AZURE_WIRESERVER": sim.url, "CIDAG_AZURE_OVF_PATH": str(tmp_path / "ovf"),
            "CIDAG_AZURE_OVF_DEVICE": "", "CIDAG_ORACLE_URL": sim.url + "/opc/v2",
            "CIDAG_HETZNER_URL": sim.url + "/hetzner/v1",
-           "CIDAG_SYSFS": str(tmp_path / f"sys-{cloud}"), "CIDAG_CMDLINE": str(tmp_path / "cmdline"),
-           "CIDAG_NETWORK_WAIT_ONLINE": "false"}
-    out = subprocess.run(
-        [sys.executable, "-m", "cidag", "run", "--sources", str(REPO / "sources.yaml"),
-         "--modules", str(REPO / "modules.yaml"), "--root", str(root), "-j", "4", "-q"],
-        capture_output=True, text=True, env=env, timeout=120)
-    rec = json.loads((root / "var/lib/cidag/last-run.json").read_text())
-    nodes = {n["id"]: n for n in rec["nodes"]}
+           "CIDAG_SYSFS": str(tmp_path / f"sys-{cloud}"), "CIDAG_CMDLINE": str(tmp_path / "cmdline")})
     assert nodes[f"source:{cloud}"]["status"] == "available", (nodes[f"source:{cloud}"]["reason"], out.stderr)
     assert rec["capabilities"]["instance-id"]["provider"] == f"source:{cloud}"
     for other in set(CLOUDS) - {cloud}:  # ruled out by DMI, not by a request

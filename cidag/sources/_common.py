@@ -321,3 +321,17 @@ def operation_client(url: str, settings: Mapping, timeout: float, cancelled=None
         max_backoff=settings["max_backoff"],
         max_size=settings["max_size"],
     )
+
+
+def identity_caps(iid: Any, where: str, *, hostname: Any = None, keys: Any = None, zone: Any = None) -> dict:
+    """`instance-id` (checked: raises ValueError naming `where`), and `hostname`, `public-keys`
+    (once each, in order) and `availability-zone` where the metadata gives them."""
+    caps: dict[str, Any] = {"instance-id": instance_id(iid, f"{where} instance id")}
+    if short_hostname(hostname):
+        caps["hostname"] = hostname.strip()
+    found = public_keys(keys)
+    if found:
+        caps["public-keys"] = list(dict.fromkeys(found))
+    if isinstance(zone, str) and zone.strip():
+        caps["availability-zone"] = zone.strip()
+    return caps

@@ -72,22 +72,16 @@ def caps_from(imds: Any, ovf: dict, where: str) -> dict:
     compute = imds.get("compute") if isinstance(imds, dict) else None
     if not isinstance(compute, dict):
         raise ValueError(f"{where}: no 'compute' object")
-    caps: dict[str, Any] = {"instance-id": _common.instance_id(compute.get("vmId"), f"{where} compute.vmId")}
     profile = compute.get("osProfile") if isinstance(compute.get("osProfile"), dict) else {}
-    hostname = ovf.get("HostName") or profile.get("computerName") or compute.get("name")
-    if _common.short_hostname(hostname):
-        caps["hostname"] = hostname.strip()
     keys = [k.get("keyData", "") for k in compute.get("publicKeys") or [] if isinstance(k, dict)]
-    keys = _common.public_keys(keys + ovf.get("keys", []))
-    if keys:
-        caps["public-keys"] = list(dict.fromkeys(keys))
+    caps = _common.identity_caps(
+        compute.get("vmId"), f"{where} compute.vmId",
+        hostname=ovf.get("HostName") or profile.get("computerName") or compute.get("name"),
+        keys=keys + ovf.get("keys", []), zone=compute.get("zone") or compute.get("location"))
     if ovf.get("CustomData"):
         caps["user-data"] = _common.as_text_or_bytes(_common.base64_data(ovf["CustomData"], f"{OVF} CustomData"))
     elif isinstance(compute.get("userData"), str) and compute["userData"]:
         caps["user-data"] = _common.as_text_or_bytes(_common.base64_data(compute["userData"], f"{where} userData"))
-    zone = compute.get("zone") or compute.get("location")
-    if isinstance(zone, str) and zone:
-        caps["availability-zone"] = zone
     if ovf.get("UserPassword"):
         caps["admin-password"] = ovf["UserPassword"]
     user = ovf.get("UserName") or profile.get("adminUsername")

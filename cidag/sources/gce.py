@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime
 import json
-from typing import Any
 
 from ..api import Context
 from . import _common
@@ -49,20 +48,15 @@ def probe(ctx: Context) -> dict:
 
 def caps_from(instance: dict, project: dict, key_users: list[str], where: str = "") -> dict:
     """Capabilities from the instance tree and the project's attributes."""
-    caps: dict[str, Any] = {"instance-id": _common.instance_id(instance.get("id"), f"{where}/instance/id")}
-    hostname = _common.short_hostname(instance.get("hostname"))
-    if hostname:
-        caps["hostname"] = hostname
-    zone = instance.get("zone")
-    if isinstance(zone, str) and zone:
-        caps["availability-zone"] = zone.rsplit("/", 1)[-1]  # projects/N/zones/us-central1-a
     attrs = instance.get("attributes") if isinstance(instance.get("attributes"), dict) else {}
     lines = [attrs.get(k) for k in KEY_ATTRIBUTES]
     if str(attrs.get("block-project-ssh-keys", "")).strip().lower() != "true":
         lines += [project.get(k) for k in KEY_ATTRIBUTES]
-    keys = select_keys([v for v in lines if isinstance(v, str)], key_users)
-    if keys:
-        caps["public-keys"] = keys
+    zone = instance.get("zone")
+    caps = _common.identity_caps(
+        instance.get("id"), f"{where}/instance/", hostname=instance.get("hostname"),
+        keys=select_keys([v for v in lines if isinstance(v, str)], key_users),
+        zone=zone.rsplit("/", 1)[-1] if isinstance(zone, str) else None)  # projects/N/zones/us-central1-a
     data = attrs.get("user-data")
     if isinstance(data, str):
         if str(attrs.get("user-data-encoding", "")).lower() == "base64":

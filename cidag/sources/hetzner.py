@@ -12,7 +12,6 @@ which is how a Hetzner guest gets its IPv4 address; its static IPv6 is not confi
 """
 from __future__ import annotations
 
-from typing import Any
 
 from ..api import Context
 from . import _common
@@ -33,16 +32,8 @@ def probe(ctx: Context) -> dict:
     meta = _common.load_yaml(docs[METADATA], where)
     if not isinstance(meta, dict):
         raise ValueError(f"{where}: expected a YAML mapping")
-    caps: dict[str, Any] = {"instance-id": _common.instance_id(meta.get("instance-id"), f"{where} instance-id")}
-    hostname = _common.short_hostname(meta.get("hostname"))
-    if hostname:
-        caps["hostname"] = hostname
-    keys = _common.public_keys(meta.get("public-keys"))
-    if keys:
-        caps["public-keys"] = list(dict.fromkeys(keys))
-    zone = meta.get("availability-zone")
-    if isinstance(zone, str) and zone:
-        caps["availability-zone"] = zone
+    caps = _common.identity_caps(meta.get("instance-id"), where, hostname=meta.get("hostname"),
+                                 keys=meta.get("public-keys"), zone=meta.get("availability-zone"))
     if isinstance(meta.get("vendor_data"), str) and meta["vendor_data"].strip():
         caps["vendor-data"] = meta["vendor_data"]
     if docs[USERDATA]:

@@ -7,7 +7,6 @@ IMDSv1 (/opc/v1, no header) is not used.
 """
 from __future__ import annotations
 
-from typing import Any
 
 from ..api import Context
 from . import _common
@@ -28,16 +27,9 @@ def probe(ctx: Context) -> dict:
     doc = _common.load_json(docs[INSTANCE], where)
     if not isinstance(doc, dict):
         raise ValueError(f"{where}: expected a JSON object")
-    caps: dict[str, Any] = {"instance-id": _common.instance_id(doc.get("id"), f"{where} id")}
-    hostname = _common.short_hostname(doc.get("hostname"))
-    if hostname:
-        caps["hostname"] = hostname
-    if isinstance(doc.get("availabilityDomain"), str) and doc["availabilityDomain"]:
-        caps["availability-zone"] = doc["availabilityDomain"]
     meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
-    keys = _common.public_keys(meta.get("ssh_authorized_keys"))
-    if keys:
-        caps["public-keys"] = list(dict.fromkeys(keys))
+    caps = _common.identity_caps(doc.get("id"), where, hostname=doc.get("hostname"),
+                                 keys=meta.get("ssh_authorized_keys"), zone=doc.get("availabilityDomain"))
     if isinstance(meta.get("user_data"), str):
         caps["user-data"] = _common.as_text_or_bytes(
             _common.base64_data(meta["user_data"], f"{where} metadata.user_data"))
