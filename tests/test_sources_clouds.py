@@ -123,6 +123,12 @@ def test_azure_broken_ovf_is_one_line_without_its_content(sim, tmp_path):
     assert SECRET not in str(exc.value) and "\n" not in str(exc.value)
 
 
+def test_azure_unmountable_device_is_imds_only(sim, tmp_path):
+    (tmp_path / "not-a-disk").write_bytes(b"\0" * 4096)
+    caps = probe("azure", sim.url, tmp_path, device=str(tmp_path / "not-a-disk"))
+    assert caps["instance-id"] == "5c3e1f5a-7d1b-4a8e-9f2c-3b6d8e0a1c24" and "admin-password" not in caps
+
+
 def test_azure_report_ready_failure_is_one_line(sim, tmp_path):
     report = probe("azure", sim.url, tmp_path, retries=1)["report-ready"]
     sim.add_fault("/machine", method="POST", status=500)

@@ -106,8 +106,12 @@ def _read_ovf(ctx: Context) -> dict:
     if device is None or not device.exists():
         ctx.log.info("no %s (in %s or on %s): IMDS only", OVF, base, s.get("device"))
         return {}
-    with _common.mounted(ctx, device, s["fstypes"]) as mnt:
-        data = _common.read_inside(mnt, OVF, cap=1 << 20)
+    try:
+        with _common.mounted(ctx, device, s["fstypes"]) as mnt:
+            data = _common.read_inside(mnt, OVF, cap=1 << 20)
+    except RuntimeError as exc:  # an empty drive, another disk: IMDS still provisions the VM
+        ctx.log.warning("%s; IMDS only", exc)
+        return {}
     if data is None:
         ctx.log.info("%s holds no %s: IMDS only", device, OVF)
         return {}
