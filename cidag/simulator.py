@@ -222,7 +222,8 @@ class _Gate:
 
 
 class Simulator:
-    """An OpenStack + EC2 metadata server on `host` (127.0.0.1) and `port` (0 = a free one)."""
+    """A metadata server (OpenStack, EC2, GCE, Azure, Oracle, Hetzner) on `host` (127.0.0.1)
+    and `port` (0 = a free one)."""
 
     def __init__(self, fixture: Mapping | None = None, *, host: str = "127.0.0.1", port: int = 0,
                  log=None, capacity: Capacity | None = None) -> None:

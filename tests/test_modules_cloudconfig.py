@@ -418,7 +418,7 @@ def test_shipped_manifest_runs_the_cloud_config_modules(tmp_path, server):
     record = json.loads((root / "var/lib/cidag/last-run.json").read_text())
     nodes = {n["name"]: n for n in record["nodes"] if n["kind"] == "module"}
     bad = {k: (n["status"], n.get("reason")) for k, n in nodes.items()
-           if n["status"] != "ok" and k not in ("set-password", "report-ready")}  # their needs: none here
+           if n["status"] != "ok" and k != "set-password"}  # needs admin-password: none here
     assert res.returncode == 0 and not bad, (bad, res.stderr[-2000:])
     assert "cloud-config key 'apt' is not supported by cidag" in res.stderr
     boot_end = nodes["bootcmd"]["end_s"]
