@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import threading
-import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, Callable
 
@@ -124,6 +123,8 @@ def parse_ovf(data: bytes | None, where: str) -> dict:
     Elements are matched by local name (the namespaces vary). Raises ValueError on bad XML
     (the message names a line and column, never the content).
     """
+    import xml.etree.ElementTree as ET  # only where the VM is Azure: not on every boot's import
+
     try:
         root = ET.fromstring(data or b"")
     except ET.ParseError as exc:
@@ -168,6 +169,8 @@ def reporter(settings: dict) -> Callable[..., str]:
 
 def goal_state(data: bytes, where: str) -> dict:
     """incarnation, container_id and instance_id of a wireserver GoalState document."""
+    import xml.etree.ElementTree as ET
+
     try:
         root = ET.fromstring(data)
     except ET.ParseError as exc:

@@ -13,7 +13,6 @@ dropped once expired.
 """
 from __future__ import annotations
 
-import datetime
 import json
 
 from ..api import Context
@@ -85,6 +84,8 @@ def expired(key: str) -> bool:
     fields = key.split(None, 3)
     if len(fields) < 4 or fields[2] != "google-ssh":
         return False
+    import datetime  # only for Google's expiring keys
+
     try:
         when = json.loads(fields[3]).get("expireOn")
         at = datetime.datetime.strptime(when, "%Y-%m-%dT%H:%M:%S+0000").replace(tzinfo=datetime.timezone.utc)
