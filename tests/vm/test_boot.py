@@ -217,6 +217,8 @@ def test_cloud_from_dmi(cidag_image, workdir, keys, guests, metadata_service, cl
     assert_provisioned(g, keys, f"vm-{cloud}", default_user=default_user)
     ready = nodes["module:report-ready"]
     if azure:  # the simulator answers 400 to a Health report that does not match its goal state
+        source_log = json.dumps(nodes["source:azure"].get("log", []))
+        assert "IMDS only" not in source_log, source_log  # ovf-env.xml was read from /dev/sr0
         assert ready["status"] == "ok", ready["reason"]
         assert any("reported ready to http://168.63.129.16" in e["message"] for e in ready["log"]), ready
     else:
