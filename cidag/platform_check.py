@@ -58,6 +58,19 @@ def _ec2(dmi: Mapping[str, str]) -> bool:
     )
 
 
+def _field(name: str, *values: str) -> Callable[[Mapping[str, str]], bool]:
+    """A matcher: DMI `name` equals one of `values` (case-insensitive)."""
+    wanted = frozenset(v.lower() for v in values)
+    return lambda dmi: dmi.get(name, "").lower() in wanted
+
+
+# As ds-identify: GCE by product name, Azure and Oracle by chassis asset tag, Hetzner by vendor.
+_gce = _field("product_name", "Google Compute Engine")
+_azure = _field("chassis_asset_tag", "7783-7084-3265-9085-8269-3286-77")
+_oracle = _field("chassis_asset_tag", "OracleCloud.com")
+_hetzner = _field("sys_vendor", "Hetzner")
+
+
 @dataclass(frozen=True)
 class Platform:
     """What identifies one platform: its ds= names and a DMI matcher."""
@@ -70,6 +83,10 @@ class Platform:
 PLATFORMS = {
     "openstack": Platform("OpenStack", frozenset({"openstack", "configdrive"}), _openstack),
     "ec2": Platform("EC2", frozenset({"ec2"}), _ec2),
+    "gce": Platform("GCE", frozenset({"gce"}), _gce),
+    "azure": Platform("Azure", frozenset({"azure"}), _azure),
+    "oracle": Platform("Oracle Cloud", frozenset({"oracle"}), _oracle),
+    "hetzner": Platform("Hetzner Cloud", frozenset({"hetzner"}), _hetzner),
 }
 
 

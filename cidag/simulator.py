@@ -1,10 +1,16 @@
-"""A loopback metadata simulator: OpenStack- and EC2-shaped APIs from one fixture, with faults.
+"""A loopback metadata simulator: OpenStack, EC2, GCE, Azure, Oracle and Hetzner APIs from one fixture, with faults.
 
     with Simulator(load_fixture(None)) as sim:      # 127.0.0.1, a free port
         sim.add_fault("/openstack*", delay=1.0)
         ... probe sim.url ...
         sim.passwords                                # what was POSTed
 
+GCE is served under /computeMetadata/v1 (header `Metadata-Flavor: Google`
+required), Azure's IMDS under /metadata/instance (`Metadata: true`) and its
+wireserver under /machine (goal state, Health reports kept in `reported`),
+Oracle under /opc/v2 (`Authorization: Bearer Oracle`), Hetzner under
+/hetzner/v1; a request without the platform's header is refused, as the
+platform does. `PLATFORM_DMI` holds the DMI each platform shows.
 A NoCloud seed is served under /nocloud/ (a `seedfrom` URL). It can also
 write the same metadata as a config drive, a NoCloud seed and a
 fake DMI tree. Faults (see `Fault`) match request paths with fnmatch globs.
@@ -32,6 +38,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import parse_qsl
 
 from .durations import parse_duration
 
@@ -42,6 +49,18 @@ ENDLESS_LIMIT = 1 << 30  # an endless body still ends after 1 GiB, in case no cl
 _CAPACITY_KEYS = {"concurrency", "concurrency_jitter", "service_time", "service_jitter", "queue",
                   "status", "retry_after", "client_rate", "client_burst"}
 MAX_BODY = 1 << 20  # a request body larger than this closes the connection after the answer
+FIXTURE_KEYS = {"instance", "openstack", "ec2", "gce", "azure", "oracle", "hetzner", "dmi", "faults", "capacity"}
+# The DMI fields each platform's guests show (what platform_check.py looks for), for --platform.
+PLATFORM_DMI = {
+    "openstack": {"sys_vendor": "OpenStack Foundation", "product_name": "OpenStack Nova"},
+    "ec2": {"sys_vendor": "Amazon EC2", "product_name": "m5.large"},
+    "gce": {"sys_vendor": "Google", "product_name": "Google Compute Engine"},
+    "azure": {"sys_vendor": "Microsoft Corporation", "product_name": "Virtual Machine",
+              "chassis_asset_tag": "7783-7084-3265-9085-8269-3286-77"},
+    "oracle": {"sys_vendor": "QEMU", "product_name": "Standard PC (i440FX + PIIX, 1996)",
+               "chassis_asset_tag": "OracleCloud.com"},
+    "hetzner": {"sys_vendor": "Hetzner", "product_name": "vServer"},
+}
 _FAULT_KEYS = {"path", "method", "delay", "jitter", "stall", "close_mid_body", "reset", "status",
                "first", "body", "size", "redirect", "content_type"}
 
@@ -203,7 +222,8 @@ class _Gate:
 
 
 class Simulator:
-    """An OpenStack + EC2 metadata server on `host` (127.0.0.1) and `port` (0 = a free one)."""
+    """A metadata server (OpenStack, EC2, GCE, Azure, Oracle, Hetzner) on `host` (127.0.0.1)
+    and `port` (0 = a free one)."""
 
     def __init__(self, fixture: Mapping | None = None, *, host: str = "127.0.0.1", port: int = 0,
                  log=None, capacity: Capacity | None = None) -> None:
@@ -213,6 +233,7 @@ class Simulator:
         self.capacity = capacity or Capacity.from_dict(self.fixture.get("capacity") or {})
         self.gate = _Gate(self.capacity)
         self.passwords: list[bytes] = []
+        self.reported: list[dict] = []  # Azure Health reports POSTed to the wireserver
         self.requests: list[tuple[float, str, str, int]] = []  # (t, method, path, status)
         self.clients: list[str] = []  # the client address of each entry of `requests`
         self.connections = 0  # connections accepted
@@ -358,6 +379,13 @@ class Simulator:
             (base / name).write_bytes(body)
         return base
 
+    def write_ovf(self, directory: str | Path) -> Path:
+        """Write Azure's ovf-env.xml into `directory` (what the provisioning disk holds)."""
+        base = Path(directory)
+        base.mkdir(parents=True, exist_ok=True)
+        (base / "ovf-env.xml").write_bytes(self.azure_ovf())
+        return base
+
     def write_sysfs(self, directory: str | Path) -> Path:
         """Write the fixture's `dmi` fields to DIRECTORY/class/dmi/id/ (a fake sysfs root)."""
         base = Path(directory) / "class" / "dmi" / "id"
@@ -392,6 +420,11 @@ class Simulator:
             return self._openstack(handler, method, parts[1:], os_)
         if parts and parts[0] == "latest" and ec2.get("enabled", True):
             return self._ec2(handler, method, parts[1:], ec2)
+        section = {"computeMetadata": "gce", "metadata": "azure", "machine": "azure", "opc": "oracle",
+                   "hetzner": "hetzner"}.get(parts[0] if parts else "")
+        if section and (self.fixture.get(section) or {}).get("enabled", True):
+            query = dict(parse_qsl(handler.path.partition("?")[2]))
+            return getattr(self, f"_{section}")(handler, method, parts, query)
         if len(parts) == 2 and parts[0] == "nocloud" and method == "GET":
             seed = self.nocloud_documents()
             return (200, seed[parts[1]], {}) if parts[1] in seed else (404, b"Not Found\n", {})
@@ -459,6 +492,191 @@ class Simulator:
         children = sorted({k[len(prefix):].split("/")[0] + ("/" if "/" in k[len(prefix):] else "")
                            for k in meta if k.startswith(prefix)})
         return (200, _lines(children), {}) if children else (404, b"Not Found\n", {})
+
+    # -- GCE, Azure, Oracle, Hetzner
+
+    def gce_tree(self) -> dict:
+        """The GCE metadata tree: instance/ and project/ (keys as `user:key` lines)."""
+        inst, gce = self.instance, self.fixture.get("gce") or {}
+        user = gce.get("key_user", "cidag")
+        attrs: dict[str, Any] = {"ssh-keys": "".join(f"{user}:{k}\n" for k in inst.get("public-keys") or [])}
+        if inst.get("user-data") is not None:
+            attrs["user-data"] = _text(inst["user-data"])
+        attrs.update(gce.get("attributes") or {})
+        zone = gce.get("zone", inst.get("availability-zone") or "us-central1-a")
+        instance = {"id": gce.get("instance-id", 4520031799277581759), "hostname": inst.get("hostname"),
+                    "name": inst.get("hostname"), "zone": f"projects/123456789012/zones/{zone}",
+                    "attributes": {k: v for k, v in attrs.items() if v is not None}}
+        project = {"projectId": "cidag-sim", "numericProjectId": 123456789012,
+                   "attributes": dict(gce.get("project_attributes") or {})}
+        return {"instance": instance, "project": project}
+
+    def azure_imds(self) -> dict:
+        """The IMDS instance document (compute and a little network)."""
+        import base64
+
+        inst, az = self.instance, self.fixture.get("azure") or {}
+        compute: dict[str, Any] = {
+            "vmId": str(az.get("vm-id", "5c3e1f5a-7d1b-4a8e-9f2c-3b6d8e0a1c24")),
+            "name": inst.get("hostname"), "location": "westeurope", "zone": az.get("zone", "1"),
+            "osProfile": {"adminUsername": az.get("username", "azureuser"), "computerName": inst.get("hostname"),
+                          "disablePasswordAuthentication": "true"},
+            "publicKeys": [{"keyData": k, "path": f"/home/{az.get('username', 'azureuser')}/.ssh/authorized_keys"}
+                           for k in inst.get("public-keys") or []],
+        }
+        if inst.get("user-data") is not None:
+            compute["userData"] = base64.b64encode(_bytes(inst["user-data"])).decode()
+        compute.update(az.get("compute") or {})
+        return {"compute": compute, "network": {"interface": [{"macAddress": "000D3A000001"}]}}
+
+    def azure_ovf(self) -> bytes:
+        """ovf-env.xml as the provisioning disk holds it (user, password, CustomData, keys)."""
+        import base64
+        from xml.sax.saxutils import escape
+
+        inst, az = self.instance, self.fixture.get("azure") or {}
+        user = az.get("username", "azureuser")
+        keys = "".join(f"<PublicKey><Fingerprint>0</Fingerprint><Path>/home/{escape(user)}/.ssh/authorized_keys"
+                       f"</Path><Value>{escape(k)}</Value></PublicKey>" for k in inst.get("public-keys") or [])
+        password = az.get("password", inst.get("admin-password"))
+        custom = base64.b64encode(_bytes(inst["user-data"])).decode() if inst.get("user-data") is not None else ""
+        return (
+            '<?xml version="1.0" encoding="utf-8"?>\n'
+            '<Environment xmlns="http://schemas.dmtf.org/ovf/environment/1" '
+            'xmlns:wa="http://schemas.microsoft.com/windowsazure">\n'
+            "<wa:ProvisioningSection><wa:Version>1.0</wa:Version>\n"
+            '<LinuxProvisioningConfigurationSet xmlns="http://schemas.microsoft.com/windowsazure">\n'
+            "<ConfigurationSetType>LinuxProvisioningConfiguration</ConfigurationSetType>\n"
+            f"<HostName>{escape(str(inst.get('hostname') or ''))}</HostName>\n"
+            f"<UserName>{escape(user)}</UserName>\n"
+            + (f"<UserPassword>{escape(str(password))}</UserPassword>\n" if password else "")
+            + f"<DisableSshPasswordAuthentication>{'false' if password else 'true'}</DisableSshPasswordAuthentication>\n"
+            + (f"<CustomData>{custom}</CustomData>\n" if custom else "")
+            + f"<SSH><PublicKeys>{keys}</PublicKeys></SSH>\n"
+            "</LinuxProvisioningConfigurationSet>\n</wa:ProvisioningSection>\n</Environment>\n"
+        ).encode()
+
+    def azure_goal_state(self) -> dict:
+        az = self.fixture.get("azure") or {}
+        return {"incarnation": str(az.get("incarnation", 1)), "container_id": "c6d5526c-5ac2-4200-b6e2-56f2b70c5ab2",
+                "instance_id": f"{self.azure_imds()['compute']['vmId']}.{self.instance.get('hostname') or 'vm'}"}
+
+    def oracle_instance(self) -> dict:
+        import base64
+
+        inst, oc = self.instance, self.fixture.get("oracle") or {}
+        meta: dict[str, Any] = {"ssh_authorized_keys": "\n".join(inst.get("public-keys") or [])}
+        if inst.get("user-data") is not None:
+            meta["user_data"] = base64.b64encode(_bytes(inst["user-data"])).decode()
+        doc = {"id": oc.get("instance-id", "ocid1.instance.oc1.phx.anyhqljtsimcidag"),
+               "hostname": inst.get("hostname"), "displayName": inst.get("hostname"),
+               "availabilityDomain": oc.get("availability-domain", "qIZq:PHX-AD-1"),
+               "region": "phx", "metadata": meta}
+        doc.update(oc.get("instance") or {})
+        return doc
+
+    def hetzner_meta(self) -> dict:
+        inst, hz = self.instance, self.fixture.get("hetzner") or {}
+        meta = {"instance-id": hz.get("instance-id", 42424242), "hostname": inst.get("hostname"),
+                "public-keys": list(inst.get("public-keys") or []), "availability-zone": "fsn1-dc14",
+                "region": "eu-central", "local-ipv4": inst.get("local-ipv4"),
+                "network-config": {"version": 1, "config": [{"type": "physical", "name": "eth0",
+                                                             "subnets": [{"type": "dhcp", "ipv4": True}]}]}}
+        meta.update(hz.get("metadata") or {})
+        return meta
+
+    def _gce(self, handler, method, parts, query) -> tuple[int, bytes, dict]:
+        if handler.headers.get("Metadata-Flavor") != "Google":
+            return 403, b"Missing Metadata-Flavor:Google header.\n", {}  # GCE's answer
+        if parts[1:2] != ["v1"] or method != "GET":
+            return 404, b"Not Found\n", {}
+        return _tree(self.gce_tree(), parts[2:], query.get("recursive") == "true", {"Metadata-Flavor": "Google"})
+
+    def _azure(self, handler, method, parts, query) -> tuple[int, bytes, dict]:
+        if parts[0] == "machine":
+            return self._wireserver(handler, method, query)
+        if handler.headers.get("Metadata") != "true":
+            return 400, b'{"error": "Bad request. Required metadata header not specified"}\n', {}
+        if not query.get("api-version"):
+            return 400, b'{"error": "Bad request. api-version was not specified in the request"}\n', {}
+        if parts[1:2] != ["instance"] or method != "GET":
+            return 404, b"Not Found\n", {}
+        status, body, headers = _tree(self.azure_imds(), parts[2:], True, {})
+        return status, body, {**headers, "Content-Type": "application/json"}
+
+    def _wireserver(self, handler, method, query) -> tuple[int, bytes, dict]:
+        if not handler.headers.get("x-ms-version"):
+            return 400, b"missing x-ms-version\n", {}
+        gs = self.azure_goal_state()
+        if method == "GET" and query.get("comp") == "goalstate":
+            body = ('<?xml version="1.0" encoding="utf-8"?>\n<GoalState><Version>2012-11-30</Version>'
+                    f"<Incarnation>{gs['incarnation']}</Incarnation><Machine><ExpectedState>Started"
+                    "</ExpectedState></Machine><Container>"
+                    f"<ContainerId>{gs['container_id']}</ContainerId><RoleInstanceList><RoleInstance>"
+                    f"<InstanceId>{gs['instance_id']}</InstanceId></RoleInstance></RoleInstanceList>"
+                    "</Container></GoalState>\n")
+            return 200, body.encode(), {"Content-Type": "text/xml; charset=utf-8"}
+        if method == "POST" and query.get("comp") == "health":
+            import xml.etree.ElementTree as ET
+
+            try:
+                root = ET.fromstring(handler.read_body(limit=MAX_BODY))
+            except ET.ParseError:
+                return 400, b"Bad Request: not XML\n", {}
+            found = {el.tag.rsplit("}", 1)[-1]: (el.text or "").strip() for el in root.iter()}
+            report = {"incarnation": found.get("GoalStateIncarnation"), "container_id": found.get("ContainerId"),
+                      "instance_id": found.get("InstanceId"), "state": found.get("State")}
+            if report != {**gs, "state": "Ready"} and report["state"] != "NotReady":
+                return 400, b"Bad Request: the report does not match the goal state\n", {}
+            with self._lock:
+                self.reported.append(report)
+            if self.log:
+                self.log(f"health reported: {report['state']}")
+            return 200, b"", {}
+        return 404, b"Not Found\n", {}
+
+    def _oracle(self, handler, method, parts, query) -> tuple[int, bytes, dict]:
+        if parts[1:2] != ["v2"] or method != "GET":
+            return 404, b"Not Found\n", {}
+        if handler.headers.get("Authorization") != "Bearer Oracle":
+            return 401, b"Unauthorized\n", {}
+        if parts[2:3] != ["instance"]:
+            return 404, b"Not Found\n", {}
+        status, body, headers = _tree(self.oracle_instance(), parts[3:], True, {})
+        return status, body, {**headers, "Content-Type": "application/json"}
+
+    def _hetzner(self, handler, method, parts, query) -> tuple[int, bytes, dict]:
+        import yaml
+
+        if parts[1:2] != ["v1"] or method != "GET":
+            return 404, b"Not Found\n", {}
+        if parts[2:] == ["userdata"]:
+            data = self.instance.get("user-data")
+            return 200, b"" if data is None else _bytes(data), {}  # Hetzner: empty when there is none
+        if parts[2:3] == ["metadata"]:
+            meta = {k: v for k, v in self.hetzner_meta().items() if v is not None}
+            if len(parts) == 3:
+                return 200, yaml.safe_dump(meta, sort_keys=False).encode(), {"Content-Type": "text/yaml"}
+            value = meta.get(parts[3]) if len(parts) == 4 else None
+            if value is None:
+                return 404, b"Not Found\n", {}
+            return 200, (value if isinstance(value, str) else yaml.safe_dump(value)).encode(), {}
+        return 404, b"Not Found\n", {}
+
+
+def _tree(tree: Any, parts: list[str], recursive: bool, headers: dict) -> tuple[int, bytes, dict]:
+    """A node of a JSON metadata tree: JSON when `recursive` (or a leaf that is not text), a
+    listing of children for a directory asked without it, text for a leaf."""
+    node = tree
+    for part in parts:
+        if not isinstance(node, dict) or part not in node:
+            return 404, b"Not Found\n", headers
+        node = node[part]
+    if isinstance(node, dict):
+        if recursive:
+            return 200, json.dumps(node).encode(), {**headers, "Content-Type": "application/json"}
+        return 200, _lines(k + ("/" if isinstance(v, dict) else "") for k, v in node.items()), headers
+    return 200, (node.encode() if isinstance(node, str) else json.dumps(node).encode()), headers
 
 
 class _Server(ThreadingHTTPServer):
@@ -640,7 +858,7 @@ def load_fixture(path: str | Path | None) -> dict:
         raise ValueError(f"{source}: invalid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{source}: a fixture is a mapping")
-    unknown = set(data) - {"instance", "openstack", "ec2", "dmi", "faults", "capacity"}
+    unknown = set(data) - FIXTURE_KEYS
     if unknown:
         raise ValueError(f"{source}: unknown fixture key(s): {', '.join(sorted(unknown))}")
     for spec in data.get("faults") or []:

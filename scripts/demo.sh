@@ -51,7 +51,7 @@ export CIDAG_CONFIGDRIVE_PATH="$work/config-2"
 export CIDAG_NOCLOUD_PATH="$work/no-nocloud-seed"
 export CIDAG_OPENSTACK_URL="$url"
 export CIDAG_EC2_URL="http://127.0.0.1:1"   # nothing listens there: unreachable
-export CIDAG_SYSFS="$work/sys"               # fake DMI saying "OpenStack Nova"
+export CIDAG_SYSFS="$work/sys"               # fake DMI saying "OpenStack Nova": GCE, Azure, Oracle, Hetzner ruled out at once
 : > "$work/cmdline"
 export CIDAG_CMDLINE="$work/cmdline"         # no ds= hints from this machine's kernel
 export CIDAG_NETWORK_WAIT_ONLINE=false       # a temp root: network-online without checking (or touching) this machine's network

@@ -94,3 +94,17 @@ def mount_tmpfs(where: Path, *, size: str = "4m", nr_inodes: int | None = None):
             subprocess.run(["umount", "-l", str(where)], capture_output=True)
 
     return mounted()
+
+
+def run_shipped(root: Path, env: dict) -> tuple[dict, dict, subprocess.CompletedProcess]:
+    """`python -m cidag run` on the shipped sources.yaml and modules.yaml into `root`, with `env`
+    (CIDAG_* paths and URLs) laid over this environment; network-online unchecked (a temp root).
+
+    Returns (the run record, its nodes by id, the finished process)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CIDAG_NETWORK_WAIT_ONLINE": "false", **env}
+    out = subprocess.run(
+        [sys.executable, "-m", "cidag", "run", "--sources", str(REPO / "sources.yaml"),
+         "--modules", str(REPO / "modules.yaml"), "--root", str(root), "-j", "4", "-q"],
+        capture_output=True, text=True, env=env, timeout=120)
+    rec = json.loads((root / "var/lib/cidag/last-run.json").read_text())
+    return rec, {n["id"]: n for n in rec["nodes"]}, out

@@ -3,18 +3,15 @@ EC2 unreachable; `select: preferred` with the config drive preferred."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from conftest import run_shipped
 from cidag.engine import RunOptions, load_and_compile, run
 from cidag.simulator import Simulator, load_fixture
 
-REPO = Path(__file__).resolve().parent.parent
 OPENSTACK_DELAY = 1.0  # per request; the probe needs two round trips: ~2 s
 
 
@@ -98,18 +95,10 @@ def test_shipped_manifests_against_the_simulator(world):
     """`python -m cidag run` on the shipped sources.yaml and modules.yaml, aimed at the simulator."""
     sim, tmp_path = world
     root = tmp_path / "root"
-    env = {**os.environ, "PYTHONPATH": str(REPO),
-           "CIDAG_CONFIGDRIVE_PATH": str(tmp_path / "config-2"),
-           "CIDAG_NOCLOUD_PATH": str(tmp_path / "no-seed"),
-           "CIDAG_OPENSTACK_URL": sim.url, "CIDAG_EC2_URL": "http://127.0.0.1:1",
-           "CIDAG_SYSFS": str(tmp_path / "sys"), "CIDAG_CMDLINE": str(tmp_path / "cmdline"),
-           "CIDAG_NETWORK_WAIT_ONLINE": "false"}  # a temp root: network-online unchecked
-    out = subprocess.run(
-        [sys.executable, "-m", "cidag", "run", "--sources", str(REPO / "sources.yaml"),
-         "--modules", str(REPO / "modules.yaml"), "--root", str(root), "-j", "4", "-q"],
-        capture_output=True, text=True, env=env, timeout=120)
-    rec = json.loads((root / "var/lib/cidag/last-run.json").read_text())
-    nodes = {n["id"]: n for n in rec["nodes"]}
+    rec, nodes, out = run_shipped(root, {
+        "CIDAG_CONFIGDRIVE_PATH": str(tmp_path / "config-2"), "CIDAG_NOCLOUD_PATH": str(tmp_path / "no-seed"),
+        "CIDAG_OPENSTACK_URL": sim.url, "CIDAG_EC2_URL": "http://127.0.0.1:1",
+        "CIDAG_SYSFS": str(tmp_path / "sys"), "CIDAG_CMDLINE": str(tmp_path / "cmdline")})
     assert nodes["source:configdrive"]["status"] == "available", out.stderr
     assert nodes["source:openstack"]["status"] == "available", nodes["source:openstack"]["reason"]
     # Absent here; "skipped" when the config drive settled all they offer before they answered.

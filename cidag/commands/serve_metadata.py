@@ -19,6 +19,9 @@ import click
 @click.option("--write-nocloud", type=click.Path(file_okay=False), help="Write a NoCloud seed directory here.")
 @click.option("--write-sysfs", type=click.Path(file_okay=False),
               help="Write the fixture's DMI fields as DIR/class/dmi/id/* (a fake sysfs root).")
+@click.option("--write-ovf", type=click.Path(file_okay=False), help="Write Azure's ovf-env.xml into this directory.")
+@click.option("--platform", type=click.Choice(["openstack", "ec2", "gce", "azure", "oracle", "hetzner"]),
+              help="Make --write-sysfs write this platform's DMI instead of the fixture's.")
 @click.option("--no-serve", is_flag=True, help="Only write the directories asked for, then exit.")
 @click.option("-q", "--quiet", is_flag=True, help="Do not log requests on stderr.")
 @click.option("--capacity", "concurrency", type=click.IntRange(1), metavar="N",
@@ -35,8 +38,8 @@ import click
               help="Token bucket per client address: R requests per second (429 beyond).")
 @click.option("--client-burst", type=click.IntRange(1), metavar="N", help="Size of that bucket (default 10).")
 def serve_metadata(fixture, host, port, faults, write_configdrive, write_nocloud, write_sysfs,
-                   no_serve, quiet, **capacity) -> None:
-    """Serve OpenStack- and EC2-shaped metadata from FIXTURE (default: the shipped one).
+                   write_ovf, platform, no_serve, quiet, **capacity) -> None:
+    """Serve OpenStack, EC2, GCE, Azure, Oracle and Hetzner metadata from FIXTURE (default: the shipped one).
 
     Prints its URL as the first line of stdout, logs requests on stderr, and
     stops on SIGINT or SIGTERM. The capacity options make it a loaded service
@@ -44,13 +47,15 @@ def serve_metadata(fixture, host, port, faults, write_configdrive, write_nocloud
     """
     import yaml
 
-    from ..simulator import Capacity, Fault, Simulator, load_fixture
+    from ..simulator import PLATFORM_DMI, Capacity, Fault, Simulator, load_fixture
 
     try:
         data = load_fixture(fixture)
         extra = [Fault.from_dict(yaml.safe_load(spec) or {}) for spec in faults]
         limits = _capacity(data.get("capacity") or {}, capacity)
         data["capacity"] = limits
+        if platform:
+            data["dmi"] = dict(PLATFORM_DMI[platform])
         Capacity.from_dict(limits)
     except (ValueError, yaml.YAMLError, TypeError) as exc:
         raise click.UsageError(str(exc).splitlines()[0]) from None
@@ -62,7 +67,8 @@ def serve_metadata(fixture, host, port, faults, write_configdrive, write_nocloud
     sim = Simulator(data, host=host, port=port, log=log)
     sim.faults.extend(extra)
     for option, writer in ((write_configdrive, sim.write_configdrive),
-                           (write_nocloud, sim.write_nocloud), (write_sysfs, sim.write_sysfs)):
+                           (write_nocloud, sim.write_nocloud), (write_sysfs, sim.write_sysfs),
+                           (write_ovf, sim.write_ovf)):
         if option:
             log(f"wrote {writer(option)}")
     if no_serve:
@@ -80,7 +86,9 @@ def serve_metadata(fixture, host, port, faults, write_configdrive, write_nocloud
     try:
         click.echo(sim.url)
         sys.stdout.flush()
-        log(f"OpenStack at {sim.url}/openstack, EC2 at {sim.url}/latest; Ctrl-C stops")
+        log(f"OpenStack at {sim.url}/openstack, EC2 at {sim.url}/latest, GCE at {sim.url}/computeMetadata/v1, "
+            f"Azure at {sim.url}/metadata/instance and /machine, Oracle at {sim.url}/opc/v2, "
+            f"Hetzner at {sim.url}/hetzner/v1; Ctrl-C stops")
         if sim.capacity.concurrency is not None:
             c = sim.capacity
             rate = f", about {c.rate:.0f} requests/s" if c.rate else ""

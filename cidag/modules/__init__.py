@@ -25,4 +25,5 @@ BUILTIN_MODULES: dict[str, str] = {
     "ca-certs": "cidag.modules.ca_certs",
     "phone-home": "cidag.modules.phone_home",
     "power-state": "cidag.modules.power_state",
+    "report-ready": "cidag.modules.report_ready",
 }

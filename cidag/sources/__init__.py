@@ -7,4 +7,8 @@ BUILTIN_SOURCES: dict[str, str] = {
     "nocloud": "cidag.sources.nocloud",
     "openstack-http": "cidag.sources.openstack",
     "ec2": "cidag.sources.ec2",
+    "gce": "cidag.sources.gce",
+    "azure": "cidag.sources.azure",
+    "oracle": "cidag.sources.oracle",
+    "hetzner": "cidag.sources.hetzner",
 }

@@ -247,3 +247,113 @@ def plain_failures(probe: Callable) -> Callable:
             raise RuntimeError(str(exc)) from None
 
     return wrapper
+
+
+# -- metadata services over HTTP (gce, oracle, hetzner, azure IMDS)
+
+_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-")
+
+
+def http_settings(url: str, description: str, **extra: Any) -> dict:
+    """The SETTINGS schema of an HTTP source: `url` (default `url`), `extra`, client and platform check keys."""
+    from .. import http, platform_check
+
+    return {
+        "type": "object",
+        "properties": {
+            "url": {"type": "string", "default": url, "pattern": "^https?://", "description": description},
+            **extra,
+            **http.CLIENT_SETTINGS,
+            **platform_check.CHECK_SETTINGS,
+        },
+    }
+
+
+def fetch_documents(ctx, platform: str | None, paths: list[str], *, headers: Mapping[str, str],
+                    optional: frozenset[str] = frozenset()) -> dict[str, bytes | None]:
+    """Check the platform (None: the caller did), then GET `paths` under `ctx.settings["url"]` with `headers` on one session.
+
+    A 404 on an `optional` path gives None; 401/403 say the service refused the request (the
+    platform's header); any other non-200 answer is an HTTPFailure naming the URL.
+    """
+    from .. import http, platform_check
+
+    s = ctx.settings
+    if platform is not None:
+        ctx.log.info("platform check: %s", platform_check.check(platform, s))
+
+    def fetch(client: http.Client, path: str) -> bytes | None:
+        resp = client.get(path)
+        if resp.status == 404 and path in optional:
+            return None
+        expect_ok(resp)
+        return resp.body
+
+    with http.Client.from_settings(s["url"], s, ctx) as client:
+        client.headers.update(headers)
+        return http.fetch_all(client, paths, fetch, s["max_parallel"])
+
+
+def expect_ok(resp) -> None:
+    """Raise HTTPFailure (one line naming the URL) unless `resp` is a 200."""
+    from .. import http
+
+    if resp.status in (401, 403):
+        raise http.HTTPFailure(f"{resp.url}: HTTP {resp.status} (the service refused the request)")
+    if resp.status != 200:
+        raise http.HTTPFailure(f"{resp.url}: HTTP {resp.status} {resp.reason}".rstrip())
+
+
+def instance_id(value: Any, where: str) -> str:
+    """`value` as an instance id: one short token; raise ValueError naming `where` otherwise."""
+    text = str(value).strip() if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
+    if not text or len(text) > 255 or not set(text) <= _ID_CHARS:
+        raise ValueError(f"{where}: no usable instance id (got {str(value)[:40]!r})")
+    return text
+
+
+def base64_data(value: Any, where: str) -> bytes:
+    """Decode base64 user data (whitespace allowed); raise ValueError naming `where`."""
+    import base64
+    import binascii
+
+    try:
+        return base64.b64decode("".join(str(value).split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{where}: not valid base64") from None
+
+
+def short_hostname(value: Any) -> str | None:
+    """A host name from metadata (a string), or None when there is none."""
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def operation_client(url: str, settings: Mapping, timeout: float, cancelled=None):
+    """An http.Client for an operation a source exports (post-password, report-ready), run later
+    by a module: its own deadline (`timeout` seconds from now), the source's client settings."""
+    from .. import http
+
+    return http.Client(
+        url,
+        deadline=time.monotonic() + timeout,
+        cancelled=cancelled,
+        timeout=settings["request_timeout"],
+        retries=settings["retries"],
+        backoff=settings["backoff"],
+        max_backoff=settings["max_backoff"],
+        max_size=settings["max_size"],
+    )
+
+
+def identity_caps(iid: Any, where: str, *, hostname: Any = None, keys: Any = None, zone: Any = None) -> dict:
+    """`instance-id` (checked: raises ValueError naming `where`), and `hostname`, `public-keys`
+    (once each, in order) and `availability-zone` where the metadata gives them."""
+    caps: dict[str, Any] = {"instance-id": instance_id(iid, f"{where} instance id")}
+    if short_hostname(hostname):
+        caps["hostname"] = hostname.strip()
+    found = public_keys(keys)
+    if found:
+        caps["public-keys"] = list(dict.fromkeys(found))
+    if isinstance(zone, str) and zone.strip():
+        caps["availability-zone"] = zone.strip()
+    return caps

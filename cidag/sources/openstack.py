@@ -9,7 +9,6 @@ already holds a password) is reported, never retried.
 from __future__ import annotations
 
 import threading
-import time
 from typing import Callable
 
 from .. import http, platform_check
@@ -95,15 +94,9 @@ def password_poster(settings: dict) -> Callable[..., None]:
         The password never appears in a message.
         """
         body = password.encode("utf-8") if isinstance(password, str) else bytes(password)
-        with http.Client(
-            settings["url"],
-            deadline=time.monotonic() + (timeout if timeout is not None else settings["password_timeout"]),
-            cancelled=cancelled,
-            timeout=settings["request_timeout"],
-            retries=settings["retries"],
-            backoff=settings["backoff"],
-            max_backoff=settings["max_backoff"],
-            max_size=settings["max_size"],
+        with _common.operation_client(
+            settings["url"], settings,
+            timeout if timeout is not None else settings["password_timeout"], cancelled,
         ) as client:
             resp = client.request("POST", PASSWORD_PATH, body=body,
                                   headers={"Content-Type": "text/plain"}, no_retry_statuses=(409,))

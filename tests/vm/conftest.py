@@ -72,13 +72,14 @@ def _simulator(*args: str) -> subprocess.Popen:
 
 
 def seed_iso(workdir: Path, fixture: Path, kind: str) -> Path:
-    """A config drive (`config-2`) or NoCloud (`cidata`) ISO rendered from a fixture."""
+    """A config drive (`config-2`), NoCloud (`cidata`) or Azure provisioning (`ovf-env.xml`) ISO
+    rendered from a fixture."""
     tree = workdir / f"seed-{kind}"
-    option = "--write-configdrive" if kind == "configdrive" else "--write-nocloud"
+    option, label = {"configdrive": ("--write-configdrive", "config-2"), "nocloud": ("--write-nocloud", "cidata"),
+                     "azure": ("--write-ovf", "rd_rdfe_stable")}[kind]
     proc = _simulator(str(fixture), option, str(tree), "--no-serve", "-q")
     proc.communicate(timeout=60)
     assert proc.returncode == 0, f"serve-metadata {option} failed"
-    label = "config-2" if kind == "configdrive" else "cidata"
     return machine.make_iso(tree, label, workdir / f"{kind}.iso")
 
 

@@ -34,11 +34,19 @@ SSH_OPTS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/nul
             "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
             "-o", "IdentitiesOnly=yes"]
 REPORT_RE = re.compile(r"^VM-REPORT (\S+) uptime=(\S+) rc=(\d+) units=(\S*)(?: marks=(\S*))?$", re.M)
-DMI = {
-    "openstack": "type=1,manufacturer=OpenStack Foundation,product=OpenStack Nova",
-    "ec2": "type=1,manufacturer=Amazon EC2,product=t3.micro",
-    "qemu": "",
+# -smbios options per scenario: type=1 is the system (sys_vendor, product_name), type=3 the
+# chassis (chassis_asset_tag), which is how Azure and Oracle are told (cidag/platform_check.py).
+DMI: dict[str, tuple[str, ...]] = {
+    "openstack": ("type=1,manufacturer=OpenStack Foundation,product=OpenStack Nova",),
+    "ec2": ("type=1,manufacturer=Amazon EC2,product=t3.micro",),
+    "gce": ("type=1,manufacturer=Google,product=Google Compute Engine",),
+    "azure": ("type=1,manufacturer=Microsoft Corporation,product=Virtual Machine",
+              "type=3,manufacturer=Microsoft Corporation,asset=7783-7084-3265-9085-8269-3286-77"),
+    "oracle": ("type=1,manufacturer=QEMU,product=Standard PC", "type=3,asset=OracleCloud.com"),
+    "hetzner": ("type=1,manufacturer=Hetzner,product=vServer",),
+    "qemu": (),
 }
+WIRESERVER = "168.63.129.16"  # Azure's wireserver: relayed to the metadata service too (wireserver=True)
 
 
 def free_port() -> int:
@@ -73,7 +81,7 @@ class Guest:
     image: Image
     workdir: Path
     disks: list[Path] = field(default_factory=list)  # read-only seeds on virtio, in order
-    # read-only seeds on SATA CD-ROMs, as OpenStack attaches a config drive: unlike virtio-blk
+    # read-only seeds on SATA CD-ROMs, as OpenStack attaches a config drive (and Azure its ovf disk): unlike virtio-blk
     # (in the initrd) their drivers (ahci, sr_mod) load at udev's coldplug in the real root
     cdroms: list[Path] = field(default_factory=list)
     metadata_port: int | None = None  # host loopback port behind 169.254.169.254:80
@@ -85,6 +93,10 @@ class Guest:
     # dhcp: slirp's DHCP as is; onlink / hostroute: no default route (see above); static: no IPv6
     # router either, and nothing changed in the guest (the network-config gives no gateway)
     net: str = "dhcp"
+    # Also relay WIRESERVER:80 to the metadata service. slirp forwards only addresses inside its
+    # network, so the network becomes 168.0.0.0/7 (holding 168.63.129.16 and 169.254.169.254:
+    # both on-link) instead of 169.254.0.0/16.
+    wireserver: bool = False
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -102,13 +114,16 @@ class Guest:
 
     # -- life cycle -------------------------------------------------------------
     def argv(self) -> list[str]:
-        net = (f"user,id=n0,net=169.254.0.0/16,hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22")
+        subnet = "168.0.0.0/7" if self.wireserver else "169.254.0.0/16"
+        net = f"user,id=n0,net={subnet},hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22"
         if self.net != "dhcp":
             # slirp's IPv6 router advertisements would give the guest an IPv6 default route.
             net += ",ipv6=off"
         if self.metadata_port is not None:
             relay = f"{sys.executable} {HERE / 'relay.py'} 127.0.0.1 {self.metadata_port}"
             net += f",guestfwd=tcp:169.254.169.254:80-cmd:{relay}"
+            if self.wireserver:
+                net += f",guestfwd=tcp:{WIRESERVER}:80-cmd:{relay}"
         argv = [
             "qemu-system-x86_64", "-M", "q35", "-nodefaults", "-accel", "tcg", "-cpu", "max",
             "-smp", str(self.cpus), "-m", self.memory, "-display", "none", "-no-user-config",
@@ -120,8 +135,8 @@ class Guest:
             "-chardev", f"file,id=s1,path={self.reports}", "-serial", "chardev:s1",
             "-device", "virtio-rng-pci", "-uuid", self.uuid,
         ]
-        if DMI[self.dmi]:
-            argv += ["-smbios", DMI[self.dmi]]
+        for spec in DMI[self.dmi]:
+            argv += ["-smbios", spec]
         for disk in self.disks:
             argv += ["-drive", f"file={disk},if=virtio,format=raw,readonly=on"]
         for i, cd in enumerate(self.cdroms):  # q35's own AHCI controller has ports ide.0-ide.5

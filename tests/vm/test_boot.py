@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import shlex
 
+import pytest
+
 import machine
 from conftest import seed_iso, write_fixture
 
@@ -186,6 +188,44 @@ def test_ec2_imdsv2(cidag_image, workdir, keys, guests, metadata_service):
     record = json.loads(g.root(keys["user"][0], "alice", "cat /var/lib/cidag/last-run.json"))
     assert record["capabilities"]["instance-id"]["provider"] == "source:ec2", record["capabilities"]
     assert_provisioned(g, keys, "vm-ec2")
+
+
+# The four clouds told by DMI alone (machine.DMI: -smbios type=1 and, for Azure and Oracle, the
+# type=3 asset tag), metadata through the relay at 169.254.169.254:80. Per cloud: the fixture
+# key of its instance id and the default user that gets the metadata's keys (Azure: the ovf's
+# UserName, `azureuser` in the fixture).
+CLOUDS = {"gce": ("instance-id", "cidag"), "azure": ("vm-id", "azureuser"),
+          "oracle": ("instance-id", "cidag"), "hetzner": ("instance-id", "cidag")}
+
+
+@pytest.mark.parametrize("cloud", sorted(CLOUDS))
+def test_cloud_from_dmi(cidag_image, workdir, keys, guests, metadata_service, cloud):
+    id_key, default_user = CLOUDS[cloud]
+    fixture = write_fixture(workdir / "md.yaml", instance(f"iid-{cloud}-1", f"vm-{cloud}", keys),
+                            **{cloud: {id_key: f"iid-{cloud}-1"}})
+    port = metadata_service(fixture)
+    # Azure: ovf-env.xml on a CD (/dev/sr0), and the wireserver at 168.63.129.16 relayed too.
+    azure = cloud == "azure"
+    g = guests(cidag_image, workdir / "g", metadata_port=port, dmi=cloud, wireserver=azure,
+               cdroms=[seed_iso(workdir, fixture, "azure")] if azure else []).start()
+    report = g.wait_report(1)
+    assert_first_login(g, keys["user"][0], "alice")
+    assert status_of(report)["instance_id"] == f"iid-{cloud}-1"
+    record = json.loads(g.root(keys["user"][0], "alice", "cat /var/lib/cidag/last-run.json"))
+    nodes = {n["id"]: n for n in record["nodes"]}
+    assert record["capabilities"]["instance-id"]["provider"] == f"source:{cloud}", record["capabilities"]
+    assert nodes[f"source:{cloud}"]["start_s"] >= nodes["module:network"]["end_s"]
+    for other in set(CLOUDS) - {cloud}:  # ruled out by DMI at once
+        assert nodes[f"source:{other}"]["status"] in ("unavailable", "skipped"), nodes[f"source:{other}"]
+    assert_provisioned(g, keys, f"vm-{cloud}", default_user=default_user)
+    ready = nodes["module:report-ready"]
+    if azure:  # the simulator answers 400 to a Health report that does not match its goal state
+        source_log = json.dumps(nodes["source:azure"].get("log", []))
+        assert "IMDS only" not in source_log, source_log  # ovf-env.xml was read from /dev/sr0
+        assert ready["status"] == "ok", ready["reason"]
+        assert any("reported ready to http://168.63.129.16" in e["message"] for e in ready["log"]), ready
+    else:
+        assert ready["status"] == "ok" and "nothing to report" in json.dumps(ready["log"]), ready
 
 
 def test_no_source_at_all_still_boots(cidag_image, workdir, guests):
