@@ -69,6 +69,8 @@ def stage(tree: Path) -> None:
     _copy(data / "cidag-generator", tree / GENERATOR_DIR / "cidag-generator", 0o755)
     for name in MANIFESTS:
         _copy(REPO / "cidag/defaults" / name, tree / CONF_DIR / name, 0o644)
+    # The state dir, so the generator can tell "no seed in /var" from "/var not mounted yet".
+    (tree / "var/lib/cidag").mkdir(parents=True)
     doc = tree / "usr/share/doc/cidag"
     _copy(PACKAGING / "copyright", doc / "copyright", 0o644)
     with open(doc / "changelog.gz", "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
