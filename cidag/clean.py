@@ -158,17 +158,17 @@ def _empty_in_root(root: Path, rel: str, result: CleanResult) -> None:
         parent, name, shown = where
         try:
             fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
-        except (FileNotFoundError, NotADirectoryError, OSError) as exc:
-            if isinstance(exc, FileNotFoundError):
-                return
-            # A file or a symlink where the state dir belongs: not ours to follow.
-            result.problems.append(f"{shown}: not emptied: not a directory (or a symlink cidag does not follow here)")
-            return
         finally:
             os.close(parent)
-        _empty_fd(fd, shown, result)
+    except FileNotFoundError:
+        return
     except paths.PathRefused as exc:
         result.problems.append(f"/{rel}: not emptied: {exc}")
+        return
+    except OSError as exc:  # a file where the directory belongs, or a symlink swapped in since
+        result.problems.append(f"/{rel}: not emptied: {exc.strerror or exc}")
+        return
+    _empty_fd(fd, shown, result)
 
 
 def _empty_dir(path: Path, shown: str, result: CleanResult) -> None:
@@ -215,6 +215,9 @@ def _glob_in_root(root: Path, directory: str, pattern: str, result: CleanResult)
             os.close(fd)
     except paths.PathRefused as exc:
         result.problems.append(f"/{directory}: not looked at: {exc}")
+        return []
+    except OSError as exc:
+        result.problems.append(f"/{directory}: not looked at: {exc.strerror or exc}")
         return []
     return [f"{directory}/{n}" for n in names]
 
