@@ -56,7 +56,22 @@ def _copy(src: Path, dst: Path, mode: int) -> None:
     dst.chmod(mode)
 
 
-def stage(tree: Path) -> None:
+def maintainer() -> str:
+    text = (PACKAGING / "control.in").read_text()
+    return re.search(r"^Maintainer: (.+)$", text, re.M).group(1)
+
+
+def changelog(epoch: int) -> str:
+    """A one-entry Debian changelog (the project's history is its git log)."""
+    from email.utils import formatdate
+
+    return (f"cidag ({version()}) unstable; urgency=medium\n\n"
+            "  * Built from a checkout of the cidag repository (scripts/build_deb.py);\n"
+            "    the changes are in its git history.\n\n"
+            f" -- {maintainer()}  {formatdate(epoch, usegmt=False)}\n")
+
+
+def stage(tree: Path, epoch: int = 0) -> None:
     """Lay the package's files out under `tree` (DEBIAN/ included)."""
     for src in inputs():
         rel = src.relative_to(REPO)
@@ -74,8 +89,11 @@ def stage(tree: Path) -> None:
     doc = tree / "usr/share/doc/cidag"
     _copy(PACKAGING / "copyright", doc / "copyright", 0o644)
     with open(doc / "changelog.gz", "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
-        gz.write(f"cidag ({version()}) built from a checkout; see the project's git history.\n".encode())
+        gz.write(changelog(epoch).encode())
     (doc / "changelog.gz").chmod(0o644)
+    _copy(PACKAGING / "lintian-overrides", tree / "usr/share/lintian/overrides/cidag", 0o644)
+    # The generator's copy inside the package (resources.files() finds it there) is a script too.
+    (tree / SITE / "cidag/data/cidag-generator").chmod(0o755)
 
     debian = tree / "DEBIAN"
     debian.mkdir()
@@ -101,7 +119,7 @@ def build(out_dir: Path) -> Path:
     with tempfile.TemporaryDirectory(prefix="cidag-deb.") as tmp:
         tree = Path(tmp) / "cidag"
         tree.mkdir()
-        stage(tree)
+        stage(tree, epoch)
         for path in [tree, *tree.rglob("*")]:
             if path.is_dir():
                 path.chmod(0o755)

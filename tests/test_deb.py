@@ -123,3 +123,10 @@ def test_the_installed_cidag_runs(tmp_path, deb):
     assert (root / "var/lib/cidag/instances/i-deb/markers/hello.json").exists()
     r = installed("clean", "--root", str(root), "-q")
     assert r.returncode == 0 and not (root / "var/lib/cidag/instances").exists()
+
+
+@pytest.mark.skipif(shutil.which("lintian") is None, reason="lintian not installed (optional: apt-get install lintian)")
+def test_lintian_finds_only_the_missing_manual_page(deb):
+    r = subprocess.run(["lintian", "--tag-display-limit", "0", str(deb)], capture_output=True, text=True, timeout=300)
+    tags = [line for line in r.stdout.splitlines() if line[:2] in ("E:", "W:")]
+    assert tags == ["W: cidag: no-manual-page [usr/bin/cidag]"], r.stdout
