@@ -31,9 +31,14 @@ DBUS_MACHINE_ID = "var/lib/dbus/machine-id"
 SSH_DIR = "etc/ssh"
 HOST_KEY_GLOB = "ssh_host_*key*"  # as ssh_deletekeys: the keys, .pub and certificates
 # Files cidag's modules write, by kind (cloud-init's --configs choices). One place, so a
-# module that writes a new kind of file adds its pattern here.
+# module that writes a new kind of file adds its pattern here. network: every renderer's
+# files (systemd-networkd, netplan, NetworkManager keyfiles, ifupdown), as the network
+# module names them.
 GENERATED_CONFIGS: dict[str, tuple[str, ...]] = {
-    "network": ("etc/systemd/network/10-cidag-*.network", "etc/systemd/network/10-cidag-*.link"),
+    "network": ("etc/systemd/network/10-cidag-*.network", "etc/systemd/network/10-cidag-*.link",
+                "etc/netplan/50-cidag.yaml", "etc/netplan/50-cidag.*.yaml",
+                "etc/NetworkManager/system-connections/cidag-*.nmconnection",
+                "etc/network/interfaces.d/50-cidag"),
     "ssh_config": ("etc/ssh/sshd_config.d/50-cidag-*.conf",),
 }
 CONFIG_CHOICES = ("all", *GENERATED_CONFIGS)

@@ -83,6 +83,13 @@ def test_options_remove_seed_host_keys_configs_and_reset_machine_id(tmp_path):
     net.mkdir(parents=True)
     for name in ("10-cidag-eth0.network", "10-cidag-eth0.link", "50-dhcp.network"):
         (net / name).write_text("[Match]\n")
+    others = {"etc/netplan": ("50-cidag.yaml", "01-netcfg.yaml"),
+              "etc/NetworkManager/system-connections": ("cidag-eth0.nmconnection", "Wired.nmconnection"),
+              "etc/network/interfaces.d": ("50-cidag", "lo")}
+    for directory, names in others.items():
+        (root / directory).mkdir(parents=True)
+        for name in names:
+            (root / directory / name).write_text("x\n")
     (root / "usr/lib/systemd").mkdir(parents=True)
     (root / "usr/lib/systemd/systemd").write_text("")
     (root / "etc/machine-id").write_text("0123456789abcdef0123456789abcdef\n")
@@ -100,6 +107,8 @@ def test_options_remove_seed_host_keys_configs_and_reset_machine_id(tmp_path):
     assert sorted(p.name for p in ssh.iterdir()) == ["moduli", "sshd_config", "sshd_config.d"]
     assert list((ssh / "sshd_config.d").iterdir()) == []
     assert sorted(p.name for p in net.iterdir()) == ["50-dhcp.network"]
+    for directory, names in others.items():  # only what cidag wrote
+        assert [p.name for p in (root / directory).iterdir()] == [names[1]]
     mid = root / "etc/machine-id"
     assert mid.read_text() == "uninitialized\n" and (mid.stat().st_mode & 0o777) == 0o444
     assert not (root / "var/lib/dbus/machine-id").exists()
