@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test fuzz vm-test bench bench-boot venv clean check
+.PHONY: demo test fuzz vm-test bench bench-boot venv clean check deb
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,4 +45,9 @@ check: $(STAMP)
 	$(BIN)/cidag check
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache demo
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache demo
+
+# The Debian package (dist/cidag_VERSION_all.deb): the program, the units, the generator and
+# the manifests in /etc/cidag (docs/image-builders.md). Needs only python3 and dpkg-deb.
+deb:
+	$(PYTHON) scripts/build_deb.py --out dist

@@ -235,6 +235,11 @@ def main(argv: list[str] | None = None) -> int:
         text, t = report_startup(res)
         targets.extend(t)
         section("(c) start-up", text)
+        from bench import generator  # the systemd generator every boot runs (docs/systemd.md)
+
+        gen = generator.measure(10 if args.quick else 50)
+        raw["generator"] = gen
+        section("(c1) the systemd generator (bench/generator.py)", generator.report(gen))
 
     def do_fleet() -> None:
         import threading

@@ -22,6 +22,7 @@ COMMANDS = {
     "query": ("cidag.commands.query:query", "The metadata the last run resolved."),
     "analyze": ("cidag.commands.analyze:analyze", "Blame, critical chain, plot and trace of a run record."),
     "wait": ("cidag.commands.wait:wait", "Wait until the run in progress reaches a milestone (login, done...)."),
+    "clean": ("cidag.commands.clean:clean", "Reset this machine or --root so its next boot is a first boot."),
     "schema": ("cidag.commands.schema:schema", "JSON Schema of sources.yaml and modules.yaml."),
     "serve-metadata": ("cidag.commands.serve_metadata:serve_metadata", "Serve a loopback metadata simulator."),
 }

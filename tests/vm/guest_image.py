@@ -6,8 +6,9 @@ Two layers, both cached outside the repository (``$CIDAG_VM_CACHE``, default
 - the *base*: an mmdebstrap tarball of the suite with systemd, a kernel, sshd
   and cidag's Python dependencies (or cloud-init, for the comparison variants),
   plus the kernel and a small initrd taken out of it;
-- the *image*: the base unpacked, the tool installed from this checkout (its
-  systemd units enabled) and a report unit added, packed with ``mkfs.ext4 -d``
+- the *image*: the base unpacked, the tool installed from this checkout (cidag as
+  its .deb, built by scripts/build_deb.py and installed with the guest's dpkg) and a
+  report unit added, packed with ``mkfs.ext4 -d``
   (no loop device needed). Each boot writes to its own qcow2 overlay.
 
 Needs root (files keep their owners) and mmdebstrap, e2fsprogs, qemu-utils.
@@ -193,31 +194,25 @@ class Image:
 
 
 def _install_cidag(tree: Path) -> None:
-    """cidag from this checkout into the guest, the way a distribution package would put it."""
-    site = tree / "usr/lib/python3/dist-packages"
-    # The package tree as a distribution package installs it (no pip in the guest, no network here).
-    shutil.copytree(REPO / "cidag", site / "cidag", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    script = tree / "usr/bin/cidag"
-    script.write_text("#!/usr/bin/python3\nimport sys\nfrom cidag.cli import main\nsys.exit(main())\n")
-    script.chmod(0o755)
-    # Byte-compiled by the guest's own interpreter, as a .deb's postinst does: not at every boot.
-    _run(["chroot", str(tree), "python3", "-m", "compileall", "-q", "/usr/lib/python3/dist-packages/cidag"])
-    # The compiled plan, as an image builder makes it (docs/systemd.md): the first boot
-    # imports neither networkx nor click, and parses no manifest.
-    _run(["chroot", str(tree), "env", "-i", "/usr/bin/cidag", "compile"], stdout=subprocess.DEVNULL)
-    # The generator that lets a known instance's reboot skip the login wait (known_instance.py).
-    generators = tree / "usr/lib/systemd/system-generators"
-    generators.mkdir(parents=True, exist_ok=True)
-    shutil.copy(site / "cidag/data/cidag-generator", generators / "cidag-generator")
-    (generators / "cidag-generator").chmod(0o755)
-    # Every unit the package ships (cidag.service, the milestones, cidag.target), each enabled:
-    # a unit without an [Install] section is only pulled in by the others.
-    data = site / "cidag/data"
-    units = sorted(p.name for p in data.iterdir() if p.suffix in (".service", ".target"))
-    for unit in units:
-        shutil.copy(data / unit, tree / "etc/systemd/system" / unit)
-    _run(["chroot", str(tree), "systemctl", "enable", *units],
-         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """cidag's .deb (scripts/build_deb.py, what `make deb` builds from this checkout) installed
+    with the guest's own dpkg: every boot test also proves the package installs and boots.
+    Its postinst byte-compiles, enables the units and writes the compiled plan, so the first
+    boot imports neither networkx nor click and parses no manifest (docs/image-builders.md)."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import build_deb
+    finally:
+        sys.path.pop(0)
+    with tempfile.TemporaryDirectory(prefix="cidag-deb-", dir=tree / "tmp") as out:
+        deb = build_deb.build(Path(out))
+        _run(["chroot", str(tree), "dpkg", "-i", "/" + str(deb.relative_to(tree))],
+             stdout=subprocess.DEVNULL)
+    # What the package must have done (a wrong path would only show as a guest that never provisions).
+    for path in ("etc/systemd/system/cidag.target.wants/cidag.service",
+                 "etc/systemd/system/multi-user.target.wants/cidag.target",
+                 "usr/lib/systemd/system-generators/cidag-generator", "var/cache/cidag/compiled.pickle"):
+        if not os.path.lexists(tree / path):
+            raise RuntimeError(f"cidag's .deb left no /{path} in the guest image")
 
 
 def _network_stack(tree: Path, stack: str) -> None:
@@ -261,7 +256,7 @@ def _image(variant: str) -> Image:
     if tool_of(variant) == "bare":
         inputs.append(login_key()[1])
     if tool_of(variant) == "cidag":
-        inputs.append(_tree_digest(REPO, ("cidag/**/*", "setup.cfg", "pyproject.toml")))
+        inputs.append(_tree_digest(REPO, ("cidag/**/*", "packaging/deb/*", "scripts/build_deb.py")))
     key = _digest(*inputs)
     out = cache_dir() / f"image-{variant}-{key}.raw"
     img = Image(variant, out, b.kernel, b.initrd)

@@ -7,6 +7,7 @@ with the keys the metadata and the cloud-config gave.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 
 import pytest
@@ -226,6 +227,33 @@ def test_cloud_from_dmi(cidag_image, workdir, keys, guests, metadata_service, cl
         assert any("reported ready to http://168.63.129.16" in e["message"] for e in ready["log"]), ready
     else:
         assert ready["status"] == "ok" and "nothing to report" in json.dumps(ready["log"]), ready
+
+
+def test_clean_then_reboot_is_a_first_boot(cidag_image, workdir, keys, guests):
+    """`cidag clean --host-keys --machine-id` then a reboot, same config drive: the per-instance
+    work is done again, with new host keys and a new machine-id (docs/image-builders.md)."""
+    seed = seed_iso(workdir, write_fixture(workdir / "c.yaml", instance("iid-clean-1", "vm-clean", keys)),
+                    "configdrive")
+    g = guests(cidag_image, workdir / "g", disks=[seed]).start()
+    assert status_of(g.wait_report(1))["instance_id"] == "iid-clean-1"
+    assert_first_login(g, keys["user"][0], "alice")
+    user = keys["user"][0]
+    before = g.root(user, "alice", "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub; cat /etc/machine-id")
+    g.root(user, "alice", "echo tampered > /etc/vm-test/hello;"
+                          " cidag clean -q --host-keys --machine-id && systemctl reboot")
+    st = status_of(g.wait_report(2))
+    assert st["status"] == "done" and st["instance_id"] == "iid-clean-1", st
+    assert_first_login(g, user, "alice")
+    record = json.loads(g.root(user, "alice", "cat /var/lib/cidag/last-run.json"))
+    nodes = {n["id"]: n for n in record["nodes"]}
+    assert nodes["module:write-files"]["status"] == "ok" and nodes["module:create-user"]["status"] == "ok"
+    assert g.root(user, "alice", "cat /etc/vm-test/hello").strip() == "hello from user-data"
+    after = g.root(user, "alice", "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub; cat /etc/machine-id")
+    assert after.splitlines()[0] != before.splitlines()[0], (before, after)  # new host key
+    # systemd made a machine-id again (under KVM it may derive the same one from the SMBIOS UUID)
+    assert re.fullmatch(r"[0-9a-f]{32}", after.splitlines()[1]), after
+    # login-identity was removed: this boot's logins waited for cidag again
+    assert g.root(user, "alice", "systemctl show -p LoadState --value cidag-login.target").strip() == "loaded"
 
 
 def test_no_source_at_all_still_boots(cidag_image, workdir, guests):
