@@ -232,8 +232,11 @@ def boot(variant: str, scenario: Scenario, work: Path, key: tuple[Path, str], th
     if scenario.static_net:
         openstack["network_data"] = STATIC_NETWORK_DATA
     fixture = write_fixture(work / "fixture.yaml", inst, openstack=openstack, ec2={"enabled": False})
-    # A config drive on a SATA CD-ROM, as OpenStack attaches it (tests/vm/machine.py).
-    cdroms = [seed_iso(work, fixture, "configdrive")] if scenario.seed == "configdrive" else []
+    # The config drive on virtio, which the harness's initrd drives: every tool sees it from the
+    # start. On a SATA CD-ROM (the VM tests' case) only udev's coldplug in the real root loads its
+    # driver; cloud-init 25.x's ds-identify then misses it and the guest boots on DataSourceNone
+    # (bench/README.md), which measures no login to compare.
+    disks = [seed_iso(work, fixture, "configdrive")] if scenario.seed == "configdrive" else []
     sim, port = None, None
     if scenario.http:
         sim = _simulator(str(fixture), "--port", "0", "-q")
@@ -241,7 +244,7 @@ def boot(variant: str, scenario: Scenario, work: Path, key: tuple[Path, str], th
     rows = []
     # An OpenStack guest throughout; with a config drive, its metadata service does not answer.
     try:
-        g = machine.Guest(img, work / "g", cdroms=cdroms, metadata_port=port, dmi="openstack", mac=MAC,
+        g = machine.Guest(img, work / "g", disks=disks, metadata_port=port, dmi="openstack", mac=MAC,
                           net="static" if scenario.static_net else scenario.net)
         try:
             check_route = scenario.net != "dhcp" or scenario.static_net
