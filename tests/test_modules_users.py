@@ -273,3 +273,30 @@ def test_no_subuid_file_none_made(tmp_path):
     root = make_root(tmp_path)
     run_users(root, CC, backend="files")
     assert not (root / "etc/subuid").exists() and not (root / "etc/subgid").exists()
+
+
+@pytest.mark.parametrize("subuid, defs", [
+    ("full:100000:600000001\n", ""),                      # no range left
+    ("", "SUB_UID_COUNT lots\n"),                        # login.defs not a number
+])
+def test_subordinate_ids_that_cannot_be_given_are_one_fault_not_a_failed_module(tmp_path, subuid, defs):
+    """The users are made (and the modules after create-user go on); the subordinate ids are
+    one fault in the record, as a failed item is."""
+    root = make_root(tmp_path)
+    (root / "etc/subuid").write_text(subuid)
+    (root / "etc/subgid").write_text("")
+    (root / "etc/login.defs").write_text(defs)
+    ctx, run = make_context("module", "users", {"backend": "files"}, caps={"cloud-config": CC}, root=root)
+    assert run(ctx) == {"default-user": "cidag"}
+    assert "bob" in passwd(root)
+    assert len(ctx.faults) == 1 and "subordinate ids" in ctx.faults[0], ctx.faults
+    assert "\n" not in ctx.faults[0]
+
+
+def test_a_fifo_at_subuid_never_hangs_and_is_one_fault(tmp_path):
+    root = make_root(tmp_path)
+    os.mkfifo(root / "etc/subuid")
+    (root / "etc/subgid").write_text("")
+    ctx, run = make_context("module", "users", {"backend": "files"}, caps={"cloud-config": CC}, root=root)
+    assert run(ctx) == {"default-user": "cidag"}
+    assert len(ctx.faults) == 1 and "is not a regular file" in ctx.faults[0], ctx.faults

@@ -302,8 +302,12 @@ def _apply_files(ctx: Context, root: Path, users: list[dict], groups: dict[str, 
     defs = acc.login_defs(root)
     low, high = int(defs.get("UID_MIN", 1000)), int(defs.get("UID_MAX", 60000))
     in_range = [n for n in created if low <= db.user(n).uid <= high]  # as useradd: not for odd uids
-    for line in acc.add_subordinate_ranges(root, in_range):
-        ctx.log.info("subordinate ids: %s", line)
+    try:
+        for line in acc.add_subordinate_ranges(root, in_range):
+            ctx.log.info("subordinate ids: %s", line)
+    except (ValueError, RuntimeError, OSError, paths.PathRefused) as exc:
+        # The users exist; only their ranges are missing: an item that failed, not the module.
+        ctx.fault(f"subordinate ids not given to {', '.join(in_range)}: {getattr(exc, 'strerror', None) or exc}")
 
 
 def _ensure_group(db: acc.Database, name: str, system: bool, gid: int | None = None) -> int:
