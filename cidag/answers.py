@@ -30,6 +30,8 @@ def judge(spec: SourceSpec | ModuleSpec, how: str, result: Any, reason: str,
         return "failed", reason, None
     if result is not None and not isinstance(result, dict):
         return "failed", f"run returned {type(result).__name__}, not a mapping or None", None
+    if not spec.provides:  # most modules: nothing to check or make canonical
+        return "ok", "", {}
     result = result or {}
     values, bad = _canonical({c: result.get(c, True) for c in spec.provides if result.get(c, True) is not None})
     if bad:

@@ -19,6 +19,7 @@ class Document:
     data: Any
     marks: dict[tuple, tuple[int, int]] = field(default_factory=dict)
     key_marks: dict[tuple, tuple[int, int]] = field(default_factory=dict)
+    dollar: bool = True  # False when the text holds no "$": no ${VAR} to expand (a walk saved)
 
     def where(self, path: tuple, key: bool = False) -> tuple[int, int]:
         """Line and column of `path` (its key when `key`), or of its nearest parent."""

@@ -22,6 +22,7 @@ from .answers import judge
 from .api import Context
 from .compiler import CompiledGraph, load_and_compile  # noqa: F401 - re-exported
 from .errors import UsageError
+from .milestones import Reached
 from .nodecontext import Contexts
 from .nodelogs import NodeLogs
 from .options import InternalError, RunOptions, RunResult, StateError
@@ -33,7 +34,6 @@ from .runner import ThreadRunner, describe_exception, thread_limit
 from .state import LastRunNotUpdated, StateDir, process_identity
 from .values import SecretPolicy, at_rest
 
-MILESTONE = "milestone:"  # gate node of a milestone (docs/manifests.md)
 IID = "instance-id"
 
 
@@ -72,15 +72,12 @@ class Engine:
                        (spec.capabilities if spec.kind == "source" else spec.provides))}
         self.logs = NodeLogs(self.secrets, held, self.wall0)
         self.plan: Plan | None = None
+        self._iid: str | None = None
         self.root = Path(opts.root)
         self.state_path = opts.resolved_state_dir()
-        # Milestones (docs/manifests.md): a gate node each, reached when all its modules are final.
-        self.milestones = cg.manifests.milestones  # name -> modules; the gate node is MILESTONE + name
-        self.reached: dict[str, float] = {}  # milestone name -> seconds into the run
-        self.running_info: dict = {}
-        ready = opts.ready_milestone if opts.ready_milestone is not None else os.environ.get("CIDAG_READY_MILESTONE")
-        self.ready_milestone = ready or None
         self.notifier = Notifier() if not opts.dry_run else Notifier("")
+        ready = opts.ready_milestone if opts.ready_milestone is not None else os.environ.get("CIDAG_READY_MILESTONE")
+        self.milestones = Reached(cg.manifests.milestones, ready or None, self.notifier, self.faults)
 
     # -- helpers -------------------------------------------------------------
 
@@ -88,16 +85,24 @@ class Engine:
         """Seconds since the run started, on the runner's clock."""
         return self.now() - self.t0
 
+    def _fast_clock(self) -> Callable[[], float]:
+        """`clock` without a method call in between: the plan reads it a few times a node."""
+        now, t0 = self.now, self.t0
+        return lambda: now() - t0
+
     def scrub(self, text: str) -> str:
         return self.secrets.scrub(text)
 
     def instance_id(self) -> str | None:
         """The instance-id this run resolved, or None while it is pending or unavailable."""
+        if self._iid is not None:
+            return self._iid  # once resolved it never changes
         cap = self.plan.caps.get(IID) if self.plan else None
         if cap is None or cap.status != "resolved":
             return None
         value = self.plan.nodes[cap.provider].values.get(IID)
-        return None if value is None else str(value)
+        self._iid = None if value is None else str(value)
+        return self._iid
 
     # -- planning -----------------------------------------------------------
 
@@ -105,10 +110,8 @@ class Engine:
         # A dry run reads markers (and writes nothing): it shows what this run would do.
         markers = self.state if self.state is not None else StateDir(self.opts.resolved_state_dir())
         overlay = Overlay()
-        for name, members in self.milestones.items():
-            overlay.gates.append(MILESTONE + name)
-            overlay.edges.extend((f"module:{m}", MILESTONE + name, "gate") for m in members)
-        return plan_run(self.cg, self.opts, markers, select=self.select, clock=self.clock,
+        self.milestones.overlay(overlay)
+        return plan_run(self.cg, self.opts, markers, select=self.select, clock=self._fast_clock(),
                         secrets=self.secrets, overlay=overlay)
 
     # -- starting nodes ------------------------------------------------------
@@ -177,6 +180,13 @@ class Engine:
         status, why, values = judge(self.cg.specs[node], how, result, reason, ctx.unprovided)
         self._end(node, status, why, values)
 
+    def _timed_out_with(self, node: str, reason: str) -> None:
+        """`node` failed as its deadline passed: a timeout, its own reason kept (a connection
+        reset at the deadline is not only a stall)."""
+        spec = self.cg.specs[node]
+        why = f"timeout after {spec.timeout:g}s" + (f": {reason}" if reason else "")
+        self._end(node, "failed" if spec.kind == "source" else "timeout", why, code=TIMEOUT)
+
     def _expire(self) -> None:
         now = self.now()
         for node, (ctx, _) in list(self.running.items()):
@@ -221,13 +231,14 @@ class Engine:
             raise UsageError(f"--root {self.root}: {exc.strerror or exc}") from None
         started_at = _utc(self.wall0)
         record_name = f"{datetime.fromtimestamp(self.wall0, timezone.utc):%Y%m%dT%H%M%S.%fZ}-{os.getpid()}.json"
-        self.running_info = {"pid": os.getpid(), "started_at": started_at,
-                             "record": str(self.state.path / "runs" / record_name),
-                             **process_identity(), "milestones": {}}
-        self.state.begin_run(self.running_info)
+        running = {"pid": os.getpid(), "started_at": started_at, "record": str(self.state.path / "runs" / record_name),
+                   **process_identity(), "milestones": {}}
+        self.state.begin_run(running)
+        self.milestones.state, self.milestones.running_info = self.state, running
         self.state.reserve()  # room for the record, should the run fill the disk
         restore = self._install_signals()
         error: BaseException | None = None
+        recorded = False
         try:
             try:
                 self._loop()
@@ -257,12 +268,16 @@ class Engine:
                 raise StateError(f"state dir {self.state.path}: the run ended {record['result']} but its record "
                                  f"could not be written ({exc.strerror or exc})",
                                  exit_code=record["exit_code"] or 1) from None
+            recorded = True
             if self.opts.record_path:
                 from .state import write_json
 
                 write_json(self.opts.record_path, record, mode=mode)
         finally:
-            self.state.end_run()
+            if recorded:
+                # Without its record the running file stays: `status` then says a run ended
+                # without writing its record, not that the previous run was the last.
+                self.state.end_run()
             # Whatever happened, systemd hears that the service is up: units ordered after
             # it must not wait for ever (its exit code says how the run went).
             self.notifier.ready("run ended" if error is not None else
@@ -297,8 +312,8 @@ class Engine:
         while plan.is_active():
             if observer is not None:
                 self._report_ends()
-            if len(self.reached) < len(self.milestones):
-                self._check_milestones()
+            if self.milestones.pending():
+                self.milestones.check(plan, self.clock())
             stopping = self.interrupted or (self.opts.fail_fast and self.first_failure)
             if not stopping:
                 for node in plan.next_to_start():
@@ -322,7 +337,7 @@ class Engine:
                     break
                 if node in self.running:
                     if how != "returned" and self.now() >= self.running[node][0].deadline:
-                        self._expire()  # it failed because its deadline passed: a timeout
+                        self._timed_out_with(node, reason)
                     else:
                         self._classify(node, how, result, reason)
                 else:
@@ -333,27 +348,7 @@ class Engine:
             self._drop_obsolete()
         if observer is not None:
             self._report_ends()
-        self._check_milestones()
-
-    def _check_milestones(self) -> None:
-        """Note each milestone whose modules have all ended (or will not run): in the
-        running file, for `cidag wait`, and to systemd (STATUS=, READY=1 for the ready one).
-        A milestone the run abandoned (interrupt, --fail-fast) is not reached."""
-        for name in self.milestones:
-            st = self.plan.nodes[MILESTONE + name]
-            if name in self.reached or st.status != "done" or st.code:
-                continue
-            self.reached[name] = at = self.clock()
-            self.running_info.setdefault("milestones", {})[name] = round(at, 6)
-            if self.state is not None:
-                try:
-                    self.state.update_run(self.running_info)
-                except OSError as exc:  # waiters then see it when the run ends: a fault, not a failure
-                    self.faults.append(f"milestone {name}: running file not updated ({exc.strerror or exc})")
-            if name == self.ready_milestone:
-                self.notifier.ready(f"{name} reached at {at:.1f}s; provisioning goes on")
-            else:
-                self.notifier.notify(STATUS=f"{name} reached at {at:.1f}s")
+        self.milestones.check(plan, self.clock())
 
     def _drop_obsolete(self) -> None:
         """Cancel running sources whose every capability has settled without them."""
@@ -439,10 +434,8 @@ class Engine:
                 "manifests": {"sources": m.sources_file, "modules": m.modules_file}}
         if self.faults:
             meta["faults"] = [self.scrub(f) for f in self.faults]
-        if self.milestones:
-            meta["milestones"] = {name: {"reached_s": round(self.reached[name], 6) if name in self.reached else None,
-                                         "modules": members}
-                                  for name, members in self.milestones.items()}
+        if self.milestones.members:
+            meta["milestones"] = self.milestones.summary()
         outputs, counters = node_outputs(self.contexts)
         record = build_record(self.plan, started_at=started_at, makespan=makespan,
                               interrupted=bool(self.interrupted), instance_id=self.instance_id(), meta=meta,
@@ -471,7 +464,7 @@ class Engine:
                     plan.finished(node, "available", values={c: None for c in spec.capabilities})
                 else:
                     plan.finished(node, "ok", values={c: True for c in spec.provides})
-            self._check_milestones()
+            self.milestones.check(plan, 0.0)
         record = self._record(_utc(self.wall0), 0.0)
         return RunResult(record, 0, None, plan.start_order)
 

@@ -15,8 +15,20 @@ class Facade(Capabilities):
     node starts and never changes after, so no lock is needed.
     """
 
-    def __init__(self, plan: Plan, node: str, declared: list[str]) -> None:
-        self._plan, self._node, self._declared = plan, node, list(declared)
+    def __init__(self, plan: Plan, node: str, declared: list[str] | None = None) -> None:
+        """`declared`: the capabilities `node` may read; None: its needs and wants in the
+        plan, worked out on first read (most nodes never read one)."""
+        self._plan, self._node = plan, node
+        if declared is not None:
+            self.__dict__["_declared"] = list(declared)
+
+    @property
+    def _declared(self) -> list[str]:
+        declared = self.__dict__.get("_declared")
+        if declared is None:
+            declared = self.__dict__["_declared"] = [
+                u[4:] for u, k in self._plan.inputs[self._node] if k in ("needs", "wants")]
+        return declared
 
     def __getitem__(self, name: str) -> Any:
         if name not in self._declared:

@@ -10,14 +10,15 @@ from .errors import Diagnostic, ManifestError, UsageError
 
 def lint(sources_path: str, modules_path: str) -> tuple[list[Diagnostic], dict]:
     """Every diagnostic for the two files (errors and warnings), and a few counts."""
-    from .compiler import build_graph
+    from .compiler import build_graph, collector_paused
     from .manifest import load_manifests
 
-    try:
-        m = load_manifests(sources_path, modules_path)
-    except ManifestError as exc:
-        return exc.diagnostics, {}
-    cg = build_graph(m)
+    with collector_paused():
+        try:
+            m = load_manifests(sources_path, modules_path)
+        except ManifestError as exc:
+            return exc.diagnostics, {}
+        cg = build_graph(m)
     counts = {"sources": len(m.sources), "modules": len(m.modules),
               "capabilities": sum(1 for n in cg.graph if n.startswith("cap:")),
               "edges": cg.graph.number_of_edges()}

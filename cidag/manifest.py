@@ -128,6 +128,8 @@ def find_manifests(
 
 def expand_env(doc: Document, env: dict[str, str] | None = None) -> list[Diagnostic]:
     """Replace ${VAR} and ${VAR:-default} in every string value ($$ is a literal $)."""
+    if not doc.dollar:
+        return []
     env = os.environ if env is None else env
     errors: list[Diagnostic] = []
     # Aliases share one value: expand it once (by identity), so the result shares it too

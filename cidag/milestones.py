@@ -15,6 +15,7 @@ from pathlib import Path
 from .state import RUNNING, StateDir, pid_alive, read_json
 
 DONE = "done"
+GATE = "milestone:"  # the plan's gate node of a milestone (docs/manifests.md)
 POLL_S = 0.05  # a waiter holds sshd back: answer within a twentieth of a second
 RECORD_LIMIT = 256 << 20  # a record of a 20,000-node run is a few tens of MiB
 EXIT_REACHED, EXIT_NOT_REACHED, EXIT_TIMEOUT = 0, 1, 124
@@ -104,6 +105,52 @@ def wait_main(milestone: str, state_dir: str, timeout_text: str | None = None, q
     if not quiet:
         print(got.detail, flush=True)
     return got.exit_code
+
+
+class Reached:
+    """The run's side of the milestones: a gate node each in the plan (`overlay`), reached
+    once all its modules are final (`check`, after each event), then told to waiters through
+    the running file and to systemd (STATUS=, READY=1 for the `ready` one). A milestone the
+    run abandoned (interrupt, --fail-fast) is not reached."""
+
+    def __init__(self, members: dict[str, list[str]], ready: str | None, notifier, faults: list[str]) -> None:
+        self.members = members  # name -> its modules (modules.yaml `milestones:`)
+        self.ready, self.notifier, self.faults = ready, notifier, faults
+        self.at: dict[str, float] = {}  # name -> seconds into the run it was reached
+        self.state: StateDir | None = None  # where the running file is (None: a dry run)
+        self.running_info: dict = {}  # the running file's content
+
+    def overlay(self, overlay) -> None:
+        """Add each milestone's gate node and its modules' edges to a plan overlay."""
+        for name, members in self.members.items():
+            overlay.gates.append(GATE + name)
+            overlay.edges.extend((f"module:{m}", GATE + name, "gate") for m in members)
+
+    def pending(self) -> bool:
+        return len(self.at) < len(self.members)
+
+    def check(self, plan, at: float) -> None:
+        """Note each milestone whose gate `plan` has just passed, `at` seconds into the run."""
+        for name in self.members:
+            st = plan.nodes[GATE + name]
+            if name in self.at or st.status != "done" or st.code:
+                continue
+            self.at[name] = at
+            self.running_info.setdefault("milestones", {})[name] = round(at, 6)
+            if self.state is not None:
+                try:
+                    self.state.update_run(self.running_info)
+                except OSError as exc:  # waiters then see it when the run ends: a fault, not a failure
+                    self.faults.append(f"milestone {name}: running file not updated ({exc.strerror or exc})")
+            if name == self.ready:
+                self.notifier.ready(f"{name} reached at {at:.1f}s; provisioning goes on")
+            else:
+                self.notifier.notify(STATUS=f"{name} reached at {at:.1f}s")
+
+    def summary(self) -> dict:
+        """The record's `milestones`: when each was reached (None: not reached) and its modules."""
+        return {name: {"reached_s": round(self.at[name], 6) if name in self.at else None, "modules": members}
+                for name, members in self.members.items()}
 
 
 def fast_wait(milestone: str) -> int:

@@ -478,14 +478,15 @@ class Plan:
             return
         if self._skip_if_doomed(state):
             return
-        for u, kind in self.inputs[node]:
-            if kind == "fallback":
-                prev = self.nodes[u]
-                if prev.success or prev.code == FALLBACK:
-                    chosen = u if prev.success else prev.cause
-                    self._finish(state, "skipped", self.overlay.fallback_text.format(chosen.split(":", 1)[1]),
-                                 success=False, values={}, code=FALLBACK, cause=chosen)
-                    return
+        if state.kind == "source":  # only a source has fallback inputs (strategies.py)
+            for u, kind in self.inputs[node]:
+                if kind == "fallback":
+                    prev = self.nodes[u]
+                    if prev.success or prev.code == FALLBACK:
+                        chosen = u if prev.success else prev.cause
+                        self._finish(state, "skipped", self.overlay.fallback_text.format(chosen.split(":", 1)[1]),
+                                     success=False, values={}, code=FALLBACK, cause=chosen)
+                        return
         if node in self.held and self.caps[IID].status == "pending":
             state.status = "held"
             self._held_ready.add(node)

@@ -100,6 +100,7 @@ class CancelEvent:
         return event.wait(timeout)
 
 
+SIGNAL_SLICE_S = 0.25  # longest blocking wait of the main thread (ThreadRunner.wait)
 SOURCE_THREADS = 64  # probes run at once beyond -j's modules, at least (thread_limit)
 QUEUED_S = 365 * 86400.0  # the deadline of a node waiting for a thread: out of reach, finite
 
@@ -116,15 +117,19 @@ def thread_limit(jobs: int) -> int:
 class ThreadRunner:
     """Each node on a worker thread, at most `max_threads` of them (thread_limit). Threads
     are reused (Thread.start() waits for the new thread to run, half the cost of a
-    5,000-node run); a node started when every thread is busy waits in a queue, in start
-    order. A node the engine gave up on (timeout, obsolete) may hang its thread for ever:
-    that thread no longer counts, so a hang never blocks a lane. Workers are daemons: a
-    plugin that never returns cannot block the exit."""
+    5,000-node run) and take their jobs from one queue, in start order; a node started
+    when every thread is busy waits there for one. A node the engine gave up on (timeout,
+    obsolete) may hang its thread for ever: that thread no longer counts, so a hang never
+    blocks a lane. Workers are daemons: a plugin that never returns cannot block the exit."""
 
     def __init__(self, max_threads: int | None = None) -> None:
         self._events: queue.SimpleQueue = queue.SimpleQueue()
-        self._cond = threading.Condition(threading.Lock())
-        self._pending: collections.deque = collections.deque()  # started, waiting for a thread
+        # Jobs go through a SimpleQueue (put and get in C, no Python-level Condition): the
+        # hand-off is most of what a no-op node costs. The counters below are under _lock.
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._queued: set[str] = set()  # started, waiting in _jobs for a thread
+        self._dropped: set[str] = set()  # forgotten while queued: skipped when taken
         self._idle = 0  # threads waiting for a job (or just made for one)
         self._live = 0  # threads that count against the limit (not lost to a forgotten node)
         self._threads = 0  # threads made (names)
@@ -143,10 +148,11 @@ class ThreadRunner:
         `ctx.deadline` is moved out of reach until a thread takes it, then set to its whole
         timeout from then: its timeout counts from when it really starts."""
         self.running[node] = ctx
-        with self._cond:
-            if self._idle > len(self._pending):
-                self._pending.append((node, call, ctx, None))
-                self._cond.notify()
+        with self._lock:
+            queued = self._queued
+            if self._idle > len(queued):
+                queued.add(node)
+                self._jobs.put((node, call, ctx, None))
                 return
             if self._live >= self.max_threads:
                 # It waits for a thread to come free; meanwhile its deadline is out of
@@ -154,9 +160,11 @@ class ThreadRunner:
                 # its whole timeout once it starts (_worker).
                 left = ctx.deadline - time.monotonic()
                 ctx.deadline = time.monotonic() + QUEUED_S
-                self._pending.append((node, call, ctx, left))
+                queued.add(node)
+                self._jobs.put((node, call, ctx, left))
                 return
-            self._pending.append((node, call, ctx, None))
+            queued.add(node)
+            self._jobs.put((node, call, ctx, None))
             self._live += 1
             self._idle += 1  # the new thread counts as idle until it takes a job
             self._threads += 1
@@ -166,40 +174,47 @@ class ThreadRunner:
         try:
             thread.start()
         except BaseException:
-            with self._cond:
+            with self._lock:
                 self._live -= 1
                 self._idle -= 1
                 if self._live == 0:  # no thread at all will take it: the engine sees the error
-                    self._pending.pop()
+                    self._queued.discard(node)
+                    self._dropped.add(node)
                     self.running.pop(node, None)
                     raise
             # Other threads will take it in turn: fewer threads than the limit, no failure.
 
     def _worker(self) -> None:
+        jobs, lock = self._jobs, self._lock
         while True:
-            with self._cond:
-                while not self._pending and not self._closing:
-                    self._cond.wait()
-                if not self._pending:  # closing
+            job = jobs.get()
+            with lock:
+                if job is None or self._closing:  # abort(): this thread goes
                     self._idle -= 1
                     self._live -= 1
                     return
-                node, call, ctx, left = self._pending.popleft()
+                node, call, ctx, left = job
+                if node in self._dropped:  # forgotten while it waited: it never starts
+                    self._dropped.discard(node)
+                    continue
+                self._queued.discard(node)
                 self._idle -= 1
                 state = self._executing[node] = [False]
                 if left is not None:
                     ctx.deadline = time.monotonic() + left
-            job = (node, call, ctx)
             if left is not None and ctx.cancelled.is_set():
                 # Cancelled while it waited for a thread (an interrupt, the engine gave up):
                 # it never starts.
                 event = (node, "raised", None, "cancelled before it started")
             else:
-                event = run_call(*job)
-            with self._cond:
-                self._executing.pop(job[0], None)
-                stay = True
-                if state[0]:  # the engine gave up on it meanwhile, and may have made another thread
+                event = run_call(node, call, ctx)
+            with lock:
+                self._executing.pop(node, None)
+                stay = not self._closing  # after abort() no job comes: the thread goes
+                if not stay:
+                    if not state[0]:
+                        self._live -= 1
+                elif state[0]:  # the engine gave up on it meanwhile, and may have made another thread
                     stay = self._live < self.max_threads
                     self._live += stay
                 if stay:
@@ -209,10 +224,19 @@ class ThreadRunner:
                 return  # one thread too many now: this one goes
 
     def wait(self, timeout: float | None) -> list[Event]:
-        try:
-            first = self._events.get(timeout=None if timeout is None else max(0.0, timeout))
-        except queue.Empty:
-            return []
+        # In slices: Python runs a signal's handler only when the main thread runs Python, and
+        # a signal that comes as the main thread goes into a blocking wait does not interrupt
+        # it. Between slices the handler runs (and posts its event): SIGTERM is acted on
+        # within a slice even then, not after the longest deadline (seen under load).
+        end = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        while True:
+            left = SIGNAL_SLICE_S if end is None else min(SIGNAL_SLICE_S, max(0.0, end - time.monotonic()))
+            try:
+                first = self._events.get(timeout=left)
+                break
+            except queue.Empty:
+                if end is not None and time.monotonic() >= end:
+                    return []
         out = [first]
         while True:
             try:
@@ -233,16 +257,15 @@ class ThreadRunner:
         thread no longer counts against the limit (it may hang for ever)."""
         self.running.pop(node, None)
         spawn = False
-        with self._cond:
-            for i, job in enumerate(self._pending):
-                if job[0] == node:
-                    del self._pending[i]
-                    break
+        with self._lock:
+            if node in self._queued:
+                self._queued.discard(node)
+                self._dropped.add(node)
             state = self._executing.get(node)
             if state is not None and not state[0]:
                 state[0] = True
                 self._live -= 1
-                spawn = len(self._pending) > self._idle and self._live < self.max_threads
+                spawn = len(self._queued) > self._idle and self._live < self.max_threads
                 if spawn:
                     self._live += 1
                     self._idle += 1
@@ -252,7 +275,7 @@ class ThreadRunner:
             try:
                 threading.Thread(target=self._worker, daemon=True, name=name).start()
             except BaseException:  # the busy threads take the queue in turn
-                with self._cond:
+                with self._lock:
                     self._live -= 1
                     self._idle -= 1
 
@@ -262,10 +285,13 @@ class ThreadRunner:
         Nodes still waiting for a thread never start."""
         from .process import kill_all
 
-        with self._cond:
-            self._pending.clear()
+        with self._lock:
             self._closing = True
-            self._cond.notify_all()
+            self._dropped.update(self._queued)
+            self._queued.clear()
+            threads = self._live
+        for _ in range(threads):
+            self._jobs.put(None)  # wakes each idle thread to go
 
         for ctx in list(self.running.values()):
             ctx.cancelled.set()

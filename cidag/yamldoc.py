@@ -38,7 +38,7 @@ def safe_load(data: bytes | str):
 def load_text(text: str, file: str) -> Document:
     """Parse `text`; raise ManifestError (one diagnostic) on any YAML problem."""
     loader = _Loader(text)
-    doc = Document(file, None)
+    doc = Document(file, None, dollar="$" in text)
     try:
         doc.data = _Builder(loader, doc).build()
     except yaml.MarkedYAMLError as exc:
@@ -151,20 +151,53 @@ class _Builder:
                         mark = ev.start_mark
                         marks[path] = (mark.line + 1, mark.column + 1)
                     obj[key] = value
-            elif t is _MappingStartEvent:
-                if ev.tag not in _MAP_TAGS:
+            elif t is _MappingStartEvent or t is _SequenceStartEvent:
+                if ev.tag not in (_MAP_TAGS if t is _MappingStartEvent else _SEQ_TAGS):
                     self._bad_tag(ev)
-                self._open({}, ev)
-            elif t is _SequenceStartEvent:
-                if ev.tag not in _SEQ_TAGS:
-                    self._bad_tag(ev)
-                self._open([], ev)
+                obj = {} if t is _MappingStartEvent else []
+                if not stack or len(stack) >= MAX_DEPTH:
+                    self._open(obj, ev)
+                    continue
+                # The common case of _open, inlined: a list or a mapping's value.
+                frame = stack[-1]
+                parent = frame.obj
+                if type(parent) is list:
+                    path = frame.path + (len(parent),)
+                elif frame.key is _NO_KEY:
+                    self._open(obj, ev)  # a mapping as a key: raises
+                    continue
+                else:
+                    path = frame.path + (frame.key,)
+                if path not in marks:
+                    mark = ev.start_mark
+                    marks[path] = (mark.line + 1, mark.column + 1)
+                stack.append(_Frame(obj, path, ev.anchor))
             elif t is _MappingEndEvent or t is _SequenceEndEvent:
                 frame = stack.pop()
-                for merged in frame.merges:  # explicit keys win over merged ones
-                    for k, v in merged.items():
-                        frame.obj.setdefault(k, v)
-                self._add(frame.obj, None, frame.size, frame.anchor, placed=True)
+                if frame.merges:
+                    for merged in frame.merges:  # explicit keys win over merged ones
+                        for k, v in merged.items():
+                            frame.obj.setdefault(k, v)
+                if frame.anchor is not None or not stack or self.total + frame.size > MAX_NODES:
+                    self._add(frame.obj, None, frame.size, frame.anchor, placed=True)
+                    continue
+                # The common case of _add, inlined: a finished list or mapping put in its parent.
+                size = frame.size
+                parent = stack[-1]
+                obj = parent.obj
+                if type(obj) is list:
+                    self.total += size
+                    parent.size += size
+                    obj.append(frame.obj)
+                elif parent.key is _NO_KEY or parent.key is _MERGE_KEY:
+                    self._add(frame.obj, None, size, None, placed=True)  # a key (raises) or a merge
+                else:
+                    self.total += size
+                    parent.size += size
+                    key, parent.key = parent.key, _NO_KEY
+                    key_mark = parent.key_mark
+                    key_marks[frame.path] = (key_mark.line + 1, key_mark.column + 1)
+                    obj[key] = frame.obj
             elif t is _AliasEvent:
                 if ev.anchor not in self.anchors:
                     raise ManifestError([Diagnostic(self.doc.file, *_mark1(ev.start_mark), f"YAML: unknown alias {ev.anchor!r}", code="yaml-syntax")])
@@ -289,13 +322,13 @@ def load_file(path: str | os.PathLike) -> Document:
         key = None
     if key is not None and key in _cache:
         doc = _cache[key]
-        return Document(doc.file, doc.data, doc.marks, doc.key_marks)
+        return Document(doc.file, doc.data, doc.marks, doc.key_marks, doc.dollar)
     doc = _load_file(name)
     if key is not None:
         while len(_cache) >= 4:  # a process reads two manifests; keep a few
             del _cache[next(iter(_cache))]
         _cache[key] = doc
-        return Document(doc.file, doc.data, doc.marks, doc.key_marks)
+        return Document(doc.file, doc.data, doc.marks, doc.key_marks, doc.dollar)
     return doc
 
 

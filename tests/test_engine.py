@@ -202,3 +202,37 @@ def test_exec_module_stdout_json_gives_its_provides(tmp_path):
     assert rec["capabilities"]["default-user"]["provider"] == "module:user"
 
 
+
+
+def test_every_node_gets_a_whole_context(tmp_path):
+    """Each field of api.Context is set on what a plugin receives (the engine builds contexts
+    without the dataclass's __init__, for speed), and mutable ones are the node's own."""
+    import dataclasses
+    import sys
+    import types
+
+    from cidag.api import Context
+
+    seen = {}
+
+    def look(ctx):
+        seen[ctx.name] = ({f.name: getattr(ctx, f.name) for f in dataclasses.fields(Context)}, ctx)
+
+    mod = types.ModuleType("cidag_test_look")
+    mod.run = look
+    sys.modules["cidag_test_look"] = mod
+    try:
+        cg = compile_text({"version": 1, "sources": [{"name": "seed", "type": "static", "capabilities": ["instance-id"],
+                                                      "settings": {"data": {"instance-id": "i-1"}}}]},
+                          {"version": 1, "modules": [{"name": n, "type": "cidag_test_look:run", "wants": ["instance-id"]}
+                                                     for n in ("a", "b")]})
+        run(cg, RunOptions(root=tmp_path / "root", handle_signals=False))
+    finally:
+        sys.modules.pop("cidag_test_look", None)
+    (a, actx), (b, bctx) = seen["a"], seen["b"]
+    assert a["kind"] == "module" and a["instance_id"] == "i-1" and a["root"] == tmp_path / "root"
+    assert a["log"].name.endswith("module:a") and a["caps"]["instance-id"] == "i-1"
+    assert 0 < actx.remaining() <= 600 and a["env"]["CIDAG_NODE"] == "module:a"
+    for name in ("output", "counters", "unprovided", "faults"):
+        assert a[name] == b[name] and a[name] is not b[name], name  # empty, and each node's own
+    assert not actx.cancelled.is_set() and actx.cancelled is not bctx.cancelled

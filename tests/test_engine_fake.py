@@ -189,3 +189,15 @@ def test_interrupted_secret_source_keeps_its_log_lines(tmp_path):
     assert result.exit_code == 130
     assert n["source:vault"]["status"] == "interrupted"
     assert [line["message"] for line in n["source:vault"].get("log", [])] == ["asking the vault"]
+
+
+def test_a_node_failing_at_its_deadline_keeps_its_own_reason(tmp_path):
+    """A source that raises just as its deadline passes is a timeout, and says why it raised
+    (it used to read only "timeout after 0.5s", the reset lost)."""
+    runner = fake({"reset": 0.5, "gone": 0.7}, {"reset": ConnectionResetError("connection reset at http://169.254.169.254/"),
+                                                "gone": RuntimeError("")})
+    _, n = go(tmp_path, [src("reset", ["hostname"], timeout="500ms"), src("gone", ["public-keys"], timeout="700ms")],
+              [mod("m", wants=["hostname", "public-keys"])], runner)
+    assert n["source:reset"]["status"] == "failed" and n["source:reset"]["reason_code"] == "timeout"
+    assert n["source:reset"]["reason"] == "timeout after 0.5s: connection reset at http://169.254.169.254/"
+    assert n["source:gone"]["reason"] == "timeout after 0.7s: RuntimeError"  # no text: its class

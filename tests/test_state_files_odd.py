@@ -2,6 +2,7 @@
 reader, a directory or a 100,000-deep JSON is one line and exit 2, never a traceback."""
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -300,3 +301,34 @@ def test_a_run_out_of_inodes_still_leaves_a_true_record(tmp_path, manifests):
         assert nodes["module:fill"]["status"] == "failed" and "No space left on device" in nodes["module:fill"]["reason"]
         assert nodes["module:next"]["status"] == "ok"
         assert not list((root / STATE).rglob("*.tmp")) and not (root / STATE / "running.json").exists()
+
+
+def test_a_run_whose_record_cannot_be_written_is_not_shown_as_the_previous_one(tmp_path, manifests):
+    """When even the compact record does not fit (the disk was full before the run began, so
+    no reserve could be set aside), `status` used to show the previous run as the last
+    one. Now the run's running file stays: status says that a run ended without its record,
+    and shows the previous one as previous."""
+    s, m = manifests(MT_SOURCES, MT_MODULES)
+    root = tmp_path / "root"
+    with mount_tmpfs(tmp_path / "disk", size="1m") as disk:
+        state = disk / "state"
+        first = cidag("run", "--sources", s, "--modules", m, "--root", str(root), "--state-dir", str(state))
+        assert first.returncode == 0, first.stderr
+        # Fill the disk, then free exactly one page: room for the running file, none for the record.
+        (disk / "page").write_bytes(b"\0" * 4096)
+        fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
+        try:
+            while os.write(fd, b"\0" * 4096):
+                pass
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        (disk / "page").unlink()
+        second = cidag("run", "--sources", s, "--modules", m, "--root", str(root), "--state-dir", str(state))
+        assert second.returncode != 0 and "Traceback" not in second.stderr
+        assert "record could not be written" in second.stderr, second.stderr
+        status = cidag("status", "--root", str(root), "--state-dir", str(state), "--format", "json")
+    st = json.loads(status.stdout)
+    assert st["status"] != "done" and "ended without writing its record" in st["reason"], st
+    assert st["previous"]["result"] == "ok"

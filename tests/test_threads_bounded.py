@@ -124,3 +124,39 @@ def test_a_node_cancelled_while_it_waits_for_a_thread_never_starts():
     runner.abort()
     assert ("b", "raised", None, "cancelled before it started") in events and ran == []
     assert runner.peak_threads == 1
+
+
+def test_a_run_leaves_no_worker_thread_behind(tmp_path):
+    """Every worker goes once the run has ended, idle or busy then: here one still runs a
+    probe the engine gave up on (it ignores its cancel) and returns after the run. A process
+    that runs the engine many times (tests, a plugin host) must not collect threads."""
+    import sys
+    import types
+
+    gate = threading.Event()
+    mod = types.ModuleType("cidag_test_late")
+    mod.probe = lambda ctx: gate.wait(30) and {"late": 1}
+    sys.modules["cidag_test_late"] = mod
+    names = [f"s{i}" for i in range(40)]
+    sources = [static(s, 0.01) for s in names]
+    sources.append({"name": "late", "type": "cidag_test_late:probe", "capabilities": ["late"], "timeout": "200ms"})
+    cg = compile_text({"version": 1, "sources": sources},
+                      {"version": 1, "modules": [{"name": f"m{i}", "type": "exec", "frequency": "per-boot",
+                                                  "wants": [s], "settings": {"command": "true"}}
+                                                 for i, s in enumerate(names + ["late"])]})
+
+    def workers() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith("cidag-worker-")]
+
+    try:
+        for i in range(3):
+            gate.clear()
+            run(cg, RunOptions(root=tmp_path / f"root{i}", jobs=3, handle_signals=False))
+            gate.set()  # the late probe returns now, after its run
+    finally:
+        gate.set()
+        sys.modules.pop("cidag_test_late", None)
+    deadline = time.monotonic() + 10
+    while workers() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert workers() == []
