@@ -83,7 +83,24 @@ def main(argv: list[str] | None = None) -> int:
             raise
         _echo_err(f"cidag: internal error: {type(exc).__name__}: {exc} (run with -v for a traceback)")
         return 70
-    return rc if isinstance(rc, int) else 0
+    rc = rc if isinstance(rc, int) else 0
+    if argv is None and args[:1] == ["check"]:
+        _exit_now(rc)
+    return rc
+
+
+def _exit_now(rc: int) -> None:
+    """Leave without freeing every object one by one: `check` of 10,000 modules holds about
+    a million, a tenth of a second at exit for nothing (mypy does the same). It has written
+    all it writes; only its output is flushed."""
+    import os
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(rc)
 
 
 def _click_main(args: list[str]) -> Any:

@@ -76,8 +76,10 @@ def build_graph(m: Manifests) -> CompiledGraph:
     pairs: set[tuple[str, str]] = set()  # module -> module edges so far
 
     def where(spec, path: tuple) -> dict:
-        line, col = spec.doc.where(spec.path + path)
-        return {"file": spec.doc.file, "line": line, "col": col}
+        doc = spec.doc
+        at = doc.marks.get(spec.path + path)  # every list item has its own mark: the usual case
+        line, col = at if at is not None else doc.where(spec.path + path)
+        return {"file": doc.file, "line": line, "col": col}
 
     def add_cap(name: str) -> str:
         node = cap_id(name)

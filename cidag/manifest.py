@@ -214,7 +214,7 @@ class _Checker:
         return value
 
     def names(self, entry: dict, key: str, path: tuple, what: str = "capability name") -> list[str]:
-        value = entry.get(key, [])
+        value = entry.get(key)
         if value is None:
             return []
         if not isinstance(value, list):
@@ -280,11 +280,24 @@ def _kind(value: Any) -> str:
             int: "a number", float: "a number"}.get(type(value), type(value).__name__)
 
 
+_TYPE_TOOLS: tuple | None = None
+
+
+def _type_tools() -> tuple:
+    """(validate, TypeLoadError, load_type), imported on first use: a run from the compiled-plan
+    cache never needs them, and an import statement per module costs (10,000 of them)."""
+    global _TYPE_TOOLS
+    if _TYPE_TOOLS is None:
+        from .settings_schema import validate
+        from .types import TypeLoadError, load_type
+
+        _TYPE_TOOLS = (validate, TypeLoadError, load_type)
+    return _TYPE_TOOLS
+
+
 def _load_type(chk: _Checker, kind: str, entry: dict, path: tuple, spec: Any) -> None:
     """Resolve the type and validate settings with its schema (errors point into settings)."""
-    from .settings_schema import validate
-    from .types import TypeLoadError, load_type
-
+    validate, TypeLoadError, load_type = _type_tools()
     type_ref = entry.get("type")
     if not isinstance(type_ref, str) or not type_ref:
         chk.error(path + ("type",), "type must be a non-empty string", code="wrong-type")
