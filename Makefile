@@ -21,8 +21,11 @@ demo: $(STAMP)
 
 # Includes the QEMU boot tests (tests/vm) where the machine can run them (root, QEMU,
 # mmdebstrap, xorriso); CIDAG_VM_TESTS=0 skips them.
+# Two workers (pytest-xdist), boot tests first: each QEMU guest keeps one core busy, so two
+# boots at a time on two cores halve the suite; worksteal evens out the tail.
+TEST_JOBS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist worksteal
 
 # The fuzz suite with many more cases than `make test` runs (tests/test_fuzz.py).
 FUZZ_EXAMPLES ?= 20000
