@@ -5,7 +5,6 @@ record as a dict, so the engine and the tests can call them directly.
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Iterable
@@ -21,24 +20,11 @@ RECORD_LIMIT = 256 << 20  # a 20,000-node run's record is a few tens of MiB
 def load_record(path: str | Path) -> dict:
     """Read a run record; raise UsageError with one line if it is missing or not a record."""
     from .errors import UsageError
-
-    from .state import read_bytes
+    from .state import load_json_file
 
     path = Path(path)
-    try:
-        text = read_bytes(path, RECORD_LIMIT).decode("utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no run record (has cidag run yet? use --root or --state-dir, or give a RECORD path)") from None
-    except IsADirectoryError:
-        raise UsageError(f"{path}: is a directory, not a run record") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path}: cannot read run record: {getattr(exc, 'strerror', None) or exc}") from None
-    try:
-        record = json.loads(text)
-    except ValueError as exc:
-        raise UsageError(f"{path}: not a run record: invalid JSON ({exc})") from None
-    except RecursionError:
-        raise UsageError(f"{path}: not a run record: JSON nested too deep") from None
+    record = load_json_file(path, RECORD_LIMIT, kind="run record",
+                            missing="no run record (has cidag run yet? use --root or --state-dir, or give a RECORD path)")
     problem = check_record(record)
     if problem:
         # One line, whatever the record holds (an id may hold a newline or U+2028).

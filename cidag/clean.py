@@ -23,8 +23,9 @@ from pathlib import Path
 
 from . import paths
 from .errors import UsageError
+from .state import STATE_SUBDIR
 
-STATE_DIR = "var/lib/cidag"
+STATE_DIR = STATE_SUBDIR  # the state dir's place under the root (state.py)
 SEED_DIR = "var/lib/cloud/seed/nocloud"  # the nocloud source's default `path`
 MACHINE_ID = "etc/machine-id"
 DBUS_MACHINE_ID = "var/lib/dbus/machine-id"

@@ -31,7 +31,7 @@ from .skips import plan_run, plan_skips  # noqa: F401 - plan_skips re-exported (
 from .record import build_record, instance_data, node_outputs, result_of
 from .sdnotify import Notifier
 from .runner import ThreadRunner, describe_exception, thread_limit
-from .state import LastRunNotUpdated, StateDir, process_identity
+from .state import RUNS, LastRunNotUpdated, StateDir, process_identity
 from .values import SecretPolicy, at_rest
 
 IID = "instance-id"
@@ -231,7 +231,7 @@ class Engine:
             raise UsageError(f"--root {self.root}: {exc.strerror or exc}") from None
         started_at = _utc(self.wall0)
         record_name = f"{datetime.fromtimestamp(self.wall0, timezone.utc):%Y%m%dT%H%M%S.%fZ}-{os.getpid()}.json"
-        running = {"pid": os.getpid(), "started_at": started_at, "record": str(self.state.path / "runs" / record_name),
+        running = {"pid": os.getpid(), "started_at": started_at, "record": str(self.state.path / RUNS / record_name),
                    **process_identity(), "milestones": {}}
         self.state.begin_run(running)
         self.milestones.state, self.milestones.running_info = self.state, running

@@ -2,13 +2,13 @@
 (0644, secrets replaced by "<secret>"), or instance-data-sensitive.json (0600: root only)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .errors import CidagError, UsageError
+from .state import INSTANCE_DATA, INSTANCE_DATA_SENSITIVE
 
-PUBLIC = "instance-data.json"
-SENSITIVE = "instance-data-sensitive.json"
+PUBLIC = INSTANCE_DATA
+SENSITIVE = INSTANCE_DATA_SENSITIVE
 SECRET = "<secret>"
 TABLE_VALUE_W = 72
 WITHHELD = "secret values are only in the root-only instance-data-sensitive.json (--secrets); passwords not even there"
@@ -25,24 +25,12 @@ class NotResolved(CidagError):
 
 def read_instance_data(state_dir: str | Path, secrets: bool = False) -> dict:
     """The instance data file as a dict; raise UsageError with one line if it cannot be read."""
-    path = Path(state_dir) / (SENSITIVE if secrets else PUBLIC)
-    from .state import MAX_STATE_FILE, read_bytes
+    from .state import MAX_STATE_FILE, load_json_file
 
-    try:
-        text = read_bytes(path, MAX_STATE_FILE * 16).decode("utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no resolved metadata (has cidag run? use --root or --state-dir)") from None
-    except PermissionError:
-        raise UsageError(f"{path}: permission denied: only root may read secrets (--secrets)"
-                         if secrets else f"{path}: permission denied") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise UsageError(f"{path}: invalid JSON ({exc})") from None
-    except RecursionError:
-        raise UsageError(f"{path}: invalid JSON (nested too deep)") from None
+    path = Path(state_dir) / (SENSITIVE if secrets else PUBLIC)
+    data = load_json_file(path, MAX_STATE_FILE * 16, kind="instance data file",
+                          missing="no resolved metadata (has cidag run? use --root or --state-dir)",
+                          denied="permission denied: only root may read secrets (--secrets)" if secrets else None)
     if not isinstance(data, dict) or not isinstance(data.get("capabilities", {}), dict):
         raise UsageError(f"{path}: not instance data (expected {{\"instance_id\", \"capabilities\"}})")
     data.setdefault("capabilities", {})

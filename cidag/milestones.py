@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .state import RUNNING, StateDir, pid_alive, read_json
+from .state import LAST_RUN, RUNNING, StateDir, default_state_dir, pid_alive, read_json
 
 DONE = "done"
 GATE = "milestone:"  # the plan's gate node of a milestone (docs/manifests.md)
@@ -81,7 +81,7 @@ def _last_record(state_dir: Path, running: dict | None) -> dict | None:
     paths = []
     if running is not None and isinstance(running.get("record"), str):
         paths.append(Path(running["record"]))
-    paths.append(state_dir / "last-run.json")
+    paths.append(state_dir / LAST_RUN)
     for path in paths:
         data = read_json(path, RECORD_LIMIT)
         if isinstance(data, dict):
@@ -158,4 +158,4 @@ def fast_wait(milestone: str) -> int:
     import os
 
     root = os.environ.get("CIDAG_ROOT") or "/"
-    return wait_main(milestone, os.path.join(root, "var/lib/cidag"))
+    return wait_main(milestone, str(default_state_dir(root)))

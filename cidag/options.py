@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CidagError
+from .state import default_state_dir
 
 GRACE_S = 2.0  # SIGTERM -> SIGKILL for commands of interrupted nodes
 
@@ -49,7 +50,7 @@ class RunOptions:
 
     def resolved_state_dir(self) -> Path:
         """--state-dir, else ROOT/var/lib/cidag."""
-        return Path(self.state_dir) if self.state_dir else Path(self.root) / "var/lib/cidag"
+        return Path(self.state_dir) if self.state_dir else default_state_dir(self.root)
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from .plan import Plan
+from .state import EXIT_CODES, EXIT_INTERNAL  # noqa: F401 - re-exported; the state dir's contract
 
 RECORD_VERSION = 1
 OVERLAY_EDGES = frozenset({"gate", "fallback"})  # strategy edges: not the compiled graph
@@ -83,8 +84,6 @@ def _used(plan: Plan, cap: str) -> bool:
     return any(plan.nodes[c].code not in _NOT_IN_RUN for c, _ in plan.outputs.get(f"cap:{cap}", ()))
 
 
-EXIT_CODES = {"ok": 0, "degraded": 0, "failed": 1, "interrupted": 130}
-EXIT_INTERNAL = 70  # EX_SOFTWARE: cidag itself failed (the record's `error` says how)
 
 
 def build_record(

@@ -11,12 +11,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .state import pid_alive, read_json
+from .state import EXIT_CODES, LAST_RUN, RUNNING, pid_alive, read_json
 
 EXIT_NOT_RUN = 3  # as LSB `status` does for "not running"
 EXIT_TIMEOUT = 124  # as timeout(1)
 EXIT_KILLED = 130  # a run that died without its record counts as interrupted
-RESULT_EXIT = {"ok": 0, "degraded": 0, "failed": 1, "interrupted": 130}
+RESULT_EXIT = EXIT_CODES  # a finished run's status exits as the run did
 POLL_S = 0.1
 CMDLINE = "/proc/cmdline"  # tests point this elsewhere
 
@@ -39,7 +39,7 @@ def current_status(state_dir: str | Path, root: str | Path = "/", cmdline: str |
     if reason:
         out.update(status="disabled", reason=reason, exit_code=0)
         return out
-    running_path = state_dir / "running.json"
+    running_path = state_dir / RUNNING
     # A directory, FIFO or device there is no run's: a run could not write it (and says so
     # in its record's faults), so it tells of no run, killed or alive.
     odd = running_path.exists() and not running_path.is_file()
@@ -49,7 +49,7 @@ def current_status(state_dir: str | Path, root: str | Path = "/", cmdline: str |
         out.update(status="running", pid=running.get("pid"), started_at=running.get("started_at"),
                    exit_code=None, milestones=running.get("milestones") or {})
         return out
-    record_path = state_dir / "last-run.json"
+    record_path = state_dir / LAST_RUN
     if running is not None and isinstance(running.get("record"), str) and Path(running["record"]).exists():
         record_path = Path(running["record"])  # the run ended between our two reads
     elif running is not None or (running_path.exists() and not odd):

@@ -14,6 +14,15 @@ from typing import Any
 from .digest import sha256
 from .errors import UsageError
 
+# The state directory's contract (docs/state-and-record.md): where it is and what is in it.
+# Every reader (status, wait, query, analyze, clean) takes these names from here.
+STATE_SUBDIR = "var/lib/cidag"  # under --root, unless --state-dir says where
+LAST_RUN = "last-run.json"  # the last run's record (a hard link to its file under runs/)
+RUNS = "runs"  # one record per run, named by its start time and pid
+INSTANCE_DATA = "instance-data.json"  # resolved capabilities, secrets replaced (0644)
+INSTANCE_DATA_SENSITIVE = "instance-data-sensitive.json"  # the same with secrets, no passwords (0600)
+EXIT_CODES = {"ok": 0, "degraded": 0, "failed": 1, "interrupted": 130}  # a record's result -> run's exit
+EXIT_INTERNAL = 70  # EX_SOFTWARE: cidag itself failed (the record's `error` says how)
 PROC = Path("/proc")
 RESERVE_FILE = ".record-reserve"
 RESERVE_INODE = ".record-reserve-inode"
@@ -166,7 +175,7 @@ class StateDir:
 
     def last_instance_id(self) -> str | None:
         """The instance id the last run resolved (instance-data.json), or None."""
-        data = read_json(self.path / "instance-data.json")
+        data = read_json(self.path / INSTANCE_DATA)
         iid = data.get("instance_id") if isinstance(data, dict) else None
         return iid if isinstance(iid, str) and iid else None
 
@@ -215,7 +224,7 @@ class StateDir:
         try:
             # runs/ now, while there is room: made at the end, its inode would take the one
             # the reserve gives back (a disk out of inodes), and the record would still not fit.
-            (self.path / "runs").mkdir(exist_ok=True)
+            (self.path / RUNS).mkdir(exist_ok=True)
         except OSError:
             pass
         path = self.path / RESERVE_FILE
@@ -259,7 +268,7 @@ class StateDir:
         0600 for a run that handled secrets. Out of space, the reserve is given back and the
         record written again, without node logs and outputs if it must; the record then
         says so in `faults`. Raises OSError (one line in strerror) when even that fails."""
-        path = self.path / "runs" / name
+        path = self.path / RUNS / name
         try:
             atomic_write(path, _encode(record), mode)
         except OSError as exc:
@@ -284,7 +293,7 @@ class StateDir:
                 except FileNotFoundError:
                     pass
                 os.link(path, tmp)
-                os.replace(tmp, self.path / "last-run.json")
+                os.replace(tmp, self.path / LAST_RUN)
                 _fsync_dir(self.path)
             except OSError:
                 try:
@@ -301,7 +310,7 @@ class StateDir:
                     raise
                 link()  # out of inodes (tmpfs counts links): again with the reserve given back
         except OSError:
-            last = self.path / "last-run.json"
+            last = self.path / LAST_RUN
             try:
                 if last.is_dir() and not last.is_symlink():
                     raise IsADirectoryError(errno.EISDIR, "is a directory")
@@ -316,8 +325,7 @@ class StateDir:
     def write_instance_data(self, public: dict, sensitive: dict) -> None:
         # One capability per line: readable, and json's C encoder (indent= is pure Python).
         encode = json.JSONEncoder(separators=(", ", ": "), default=str).encode
-        for name, value, mode in (("instance-data.json", public, 0o644),
-                                  ("instance-data-sensitive.json", sensitive, 0o600)):
+        for name, value, mode in ((INSTANCE_DATA, public, 0o644), (INSTANCE_DATA_SENSITIVE, sensitive, 0o600)):
             caps = value.get("capabilities", {})
             lines = ",\n  ".join(encode(k) + ": " + encode(v) for k, v in caps.items())
             head = json.dumps({k: v for k, v in value.items() if k != "capabilities"})[:-1]
@@ -378,6 +386,36 @@ def read_bytes(path: str | os.PathLike, limit: int) -> bytes:
     if len(raw) > limit:
         raise OSError(errno.EFBIG, f"larger than {limit} bytes", str(path))
     return raw
+
+
+def default_state_dir(root: str | os.PathLike) -> Path:
+    """The state dir of a run whose --root is `root` and that gives no --state-dir."""
+    return Path(root) / STATE_SUBDIR
+
+
+def load_json_file(path: str | os.PathLike, limit: int, *, kind: str, missing: str,
+                   denied: str | None = None) -> Any:
+    """A JSON file a command was asked to read (a record, instance data), or UsageError with
+    one line naming it: `missing` when it is absent, `denied` when it may not be read,
+    "not a KIND: ..." when it is not JSON. Never blocks (read_bytes)."""
+    path = Path(path)
+    a_kind = ("an " if kind[:1] in "aeiou" else "a ") + kind
+    try:
+        text = read_bytes(path, limit).decode("utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{path}: {missing}") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path}: is a directory, not {a_kind}") from None
+    except PermissionError:
+        raise UsageError(f"{path}: {denied or 'permission denied'}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read {kind}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"{path}: not {a_kind}: invalid JSON ({exc})") from None
+    except RecursionError:
+        raise UsageError(f"{path}: not {a_kind}: JSON nested too deep") from None
 
 
 def read_json(path: str | os.PathLike, limit: int = MAX_STATE_FILE) -> Any:

@@ -9,6 +9,7 @@ from typing import Any, Mapping
 
 from .api import Capabilities, Context
 from .settings_schema import validate
+from .state import default_state_dir
 from .types import load_type
 
 
@@ -57,6 +58,6 @@ def make_context(
         log=logging.getLogger(f"cidag.{kind}.{name}"),
         deadline=time.monotonic() + timeout,
         cancelled=threading.Event(),
-        state_dir=Path(state_dir) if state_dir else root / "var/lib/cidag",
+        state_dir=Path(state_dir) if state_dir else default_state_dir(root),
     )
     return ctx, info.call

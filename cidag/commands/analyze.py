@@ -64,7 +64,9 @@ def _load_many(record_paths: tuple[str, ...], state_dir: str) -> list[tuple[str,
 def _load(record_path: str | None, state_dir: str) -> dict:
     from ..analysis import load_record
 
-    path = Path(record_path) if record_path else Path(state_dir) / "last-run.json"
+    from ..state import LAST_RUN
+
+    path = Path(record_path) if record_path else Path(state_dir) / LAST_RUN
     record = load_record(path)
     return record
 

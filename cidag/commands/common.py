@@ -45,7 +45,9 @@ def root_option(help_text: str):
 
 def state_path(state_dir: str | None, root: str) -> Path:
     """The state directory as `cidag run` defaults it: ROOT/var/lib/cidag."""
-    return Path(state_dir) if state_dir else Path(root) / "var/lib/cidag"
+    from ..state import default_state_dir
+
+    return Path(state_dir) if state_dir else default_state_dir(root)
 
 
 def write_output(output: str, text: str) -> None:
