@@ -7,31 +7,29 @@ truth about each node.
 """
 from __future__ import annotations
 
-import gc
 import heapq
-import logging
 import os
 import signal
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from . import signals as run_signals
 from .answers import judge
 from .api import Context
-from .compiler import CompiledGraph, load_and_compile  # noqa: F401 - re-exported
+from .compiler import CompiledGraph, collector_paused, load_and_compile  # noqa: F401 - re-exported
 from .errors import UsageError
 from .milestones import Reached
 from .nodecontext import Contexts
 from .nodelogs import NodeLogs
-from .options import InternalError, RunOptions, RunResult, StateError
+from .options import InternalError, RunOptions, RunResult
 from .plan import FAIL_FAST, INTERNAL, INTERRUPTED, OBSOLETE, OBSOLETE_CODE, TIMEOUT, Overlay, Plan
-from .skips import plan_run, plan_skips  # noqa: F401 - plan_skips re-exported (bench)
+from .skips import dry_walk, plan_run, plan_skips  # noqa: F401 - plan_skips re-exported (bench)
 from .record import build_record, instance_data, node_outputs, result_of
 from .sdnotify import Notifier
 from .runner import ThreadRunner, describe_exception, thread_limit
-from .state import RUNS, LastRunNotUpdated, StateDir, process_identity
+from .runfiles import RunFiles, utc
+from .state import StateDir
 from .values import SecretPolicy, at_rest
 
 IID = "instance-id"
@@ -167,7 +165,7 @@ class Engine:
         try:
             self.state.write_marker(spec.name, spec.frequency, iid,
                                     {"module": spec.name, "instance_id": iid,
-                                     "finished_at": _utc(time.time()), "provides": provides})
+                                     "finished_at": utc(time.time()), "provides": provides})
         except (OSError, ValueError) as exc:
             # The module did its work; without its marker it runs again next boot. A fault.
             why = f"marker not written ({getattr(exc, 'strerror', None) or exc}); it will run again next boot"
@@ -202,43 +200,30 @@ class Engine:
         self.runner.post((None, "signal", signum, ""))
 
     def run(self) -> RunResult:
-        # The compiled graph lives all run: keep the collector from walking it again and
-        # again while the plan and the contexts allocate (half a second at 5,000 nodes).
-        # And no collection during the run: nodes allocate a few objects each and keep them
-        # to the end (contexts, records), so collections would walk an ever larger heap
-        # for nothing; a plugin's cyclic garbage waits until the run ends.
-        enabled = gc.isenabled()
-        gc.freeze()
-        gc.disable()
-        try:
+        # The compiled graph lives all run, and nodes allocate a few objects each and keep
+        # them to the end: collections would walk an ever larger heap for nothing (half a
+        # second at 5,000 nodes). A plugin's cyclic garbage waits until the run ends.
+        with collector_paused(freeze=True):
+            self.plan = self._make_plan()
+            self.context_maker = Contexts(self.plan, root=self.root, state_dir=self.state_path, clock=self.now,
+                                         t0=self.t0, secrets=self.secrets, logs=self.logs, commands=self.commands,
+                                         run_result=self._result_so_far)
+            if self.opts.dry_run:
+                dry_walk(self.plan, self.cg, lambda: self.milestones.check(self.plan, 0.0))
+                return RunResult(self._record(utc(self.wall0), 0.0), 0, None, self.plan.start_order)
             return self._run()
-        finally:
-            gc.unfreeze()
-            if enabled:
-                gc.enable()
 
     def _run(self) -> RunResult:
-        self.plan = self._make_plan()
-        self.context_maker = Contexts(self.plan, root=self.root, state_dir=self.state_path, clock=self.now,
-                                     t0=self.t0, secrets=self.secrets, logs=self.logs, commands=self.commands,
-                                     run_result=self._result_so_far)
-        if self.opts.dry_run:
-            return self._dry_run()
         self.state.ensure_writable()
         try:
             self.root.mkdir(parents=True, exist_ok=True)  # modules write under it from the start
         except OSError as exc:
             raise UsageError(f"--root {self.root}: {exc.strerror or exc}") from None
-        started_at = _utc(self.wall0)
-        record_name = f"{datetime.fromtimestamp(self.wall0, timezone.utc):%Y%m%dT%H%M%S.%fZ}-{os.getpid()}.json"
-        running = {"pid": os.getpid(), "started_at": started_at, "record": str(self.state.path / RUNS / record_name),
-                   **process_identity(), "milestones": {}}
-        self.state.begin_run(running)
-        self.milestones.state, self.milestones.running_info = self.state, running
-        self.state.reserve()  # room for the record, should the run fill the disk
+        files = RunFiles(self.state, self.wall0)
+        files.begin()
+        self.milestones.state, self.milestones.running_info = self.state, files.running
         restore = self._install_signals()
         error: BaseException | None = None
-        recorded = False
         try:
             try:
                 self._loop()
@@ -251,43 +236,20 @@ class Engine:
                 # a failed loop kills every command of the process: it is going down.
                 self.runner.abort(grace=0.0 if error is None else self.opts.grace,
                                   commands=self.commands if error is None else None)
-            try:
-                self._write_instance_data()
-            except OSError as exc:  # e.g. a full disk: the record below says so
-                self.faults.append(f"instance data not written ({exc.strerror or exc})")
-            record = self._record(started_at, self.clock(),
-                                  error=f"internal error: {type(error).__name__}: {describe_exception(error)}"
-                                  if error is not None else None)
-            mode = 0o600 if self.secrets.any else 0o644
-            try:
-                path = self.state.write_record(record, record_name, mode=mode)
-            except LastRunNotUpdated as exc:  # the work and its record are kept: one line, go on
-                logging.getLogger("cidag").warning("%s", exc.strerror)
-                path = exc.path
-            except OSError as exc:
-                raise StateError(f"state dir {self.state.path}: the run ended {record['result']} but its record "
-                                 f"could not be written ({exc.strerror or exc})",
-                                 exit_code=record["exit_code"] or 1) from None
-            recorded = True
-            if self.opts.record_path:
-                from .state import write_json
-
-                write_json(self.opts.record_path, record, mode=mode)
+            files.write_instance_data(*instance_data(self.plan, self.secrets, self.instance_id()), self.faults)
+            why = None if error is None else f"internal error: {type(error).__name__}: {describe_exception(error)}"
+            record = self._record(files.started_at, self.clock(), error=why)
+            path = files.write_record(record, secret=self.secrets.any, copy_to=self.opts.record_path)
         finally:
-            if recorded:
-                # Without its record the running file stays: `status` then says a run ended
-                # without writing its record, not that the previous run was the last.
-                self.state.end_run()
+            files.end()
             # Whatever happened, systemd hears that the service is up: units ordered after
             # it must not wait for ever (its exit code says how the run went).
-            self.notifier.ready("run ended" if error is not None else
-                                f"run ended: {result_of(self.plan, bool(self.interrupted))}")
+            self.notifier.ready("run ended" if error is not None else f"run ended: {self._result_so_far()}")
             restore()  # only now: a signal while the record is written must not kill the process
         if error is not None:
             if isinstance(error, KeyboardInterrupt):
                 raise error
-            raise InternalError(f"internal error: {type(error).__name__}: {describe_exception(error)} "
-                                f"(record: {path})") from error
+            raise InternalError(f"{why} (record: {path})") from error
         return RunResult(record, record["exit_code"], path, self.plan.start_order)
 
     def _report_ends(self) -> None:
@@ -445,39 +407,12 @@ class Engine:
             record["result"] = "degraded"
         return record
 
-    def _write_instance_data(self) -> None:
-        self.state.write_instance_data(*instance_data(self.plan, self.secrets, self.instance_id()))
-
-    def _dry_run(self) -> RunResult:
-        """Walk the plan as if every source were available with every declared capability
-        and every module ended ok (ninja -n): the order things would start in."""
-        plan = self.plan
-        plan.start()
-        while plan.is_active():
-            started = plan.next_to_start()
-            if not started:
-                plan.abandon("internal error: nothing can start (please report)", code=INTERNAL)
-                break
-            for node in started:
-                spec = self.cg.specs[node]
-                if spec.kind == "source":
-                    plan.finished(node, "available", values={c: None for c in spec.capabilities})
-                else:
-                    plan.finished(node, "ok", values={c: True for c in spec.provides})
-            self.milestones.check(plan, 0.0)
-        record = self._record(_utc(self.wall0), 0.0)
-        return RunResult(record, 0, None, plan.start_order)
-
 
 def run(cg: CompiledGraph, opts: RunOptions | None = None) -> RunResult:
     """Run `cg` once with `opts`; returns the record and the exit code (never raises for a
     failing node; raises UsageError for unusable options or state dir, InternalError
     after writing the record when cidag itself failed)."""
     return Engine(cg, opts or RunOptions()).run()
-
-
-def _utc(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 __all__: Iterable[str] = ("RunOptions", "RunResult", "run", "load_and_compile", "plan_skips", "InternalError")

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from .compiler import CompiledGraph, ancestors
 from .errors import UsageError
 from .options import RunOptions
-from .plan import ALREADY_RAN, NOT_NEEDED, NOT_NEEDED_CODE, NOT_SELECTED, Overlay, Plan
+from .plan import ALREADY_RAN, INTERNAL, NOT_NEEDED, NOT_NEEDED_CODE, NOT_SELECTED, Overlay, Plan
 from .state import StateDir
 from .strategies import overlay_for
 from .values import SecretPolicy
@@ -117,3 +117,21 @@ def marker_values(marker: dict) -> dict:
     """The capability values a marker says its module provided."""
     provides = marker.get("provides")
     return dict(provides) if isinstance(provides, dict) else {}
+
+
+def dry_walk(plan: Plan, cg: CompiledGraph, after_step: Callable[[], None] = lambda: None) -> None:
+    """Walk `plan` as if every source were available with every declared capability and
+    every module ended ok (ninja -n): the order things would start in (`plan.start_order`)."""
+    plan.start()
+    while plan.is_active():
+        started = plan.next_to_start()
+        if not started:
+            plan.abandon("internal error: nothing can start (please report)", code=INTERNAL)
+            break
+        for node in started:
+            spec = cg.specs[node]
+            if spec.kind == "source":
+                plan.finished(node, "available", values={c: None for c in spec.capabilities})
+            else:
+                plan.finished(node, "ok", values={c: True for c in spec.provides})
+        after_step()
