@@ -298,7 +298,7 @@ class Engine:
                     self._interrupt(signal.Signals(result).name)
                     break
                 if node in self.running:
-                    if how != "returned" and self.now() >= self.running[node][0].deadline:
+                    if how == "deadline" or (how != "returned" and self.now() >= self.running[node][0].deadline):
                         self._timed_out_with(node, reason)
                     else:
                         self._classify(node, how, result, reason)

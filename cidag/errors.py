@@ -57,6 +57,11 @@ class SourceUnavailable(Exception):
     """Raised by a source probe: not this platform (same as returning None)."""
 
 
+class DeadlineReached(Exception):
+    """Raised by a node that stopped because its deadline passed (its command killed at
+    the timeout): the node timed out, with nothing more to say than the timeout."""
+
+
 class CapabilityUnavailable(KeyError):
     """A capability was read that is unavailable or not declared by the reader."""
 

@@ -294,10 +294,12 @@ class Plan:
         state.pending -= 1
         if state.status != "waiting":
             return
+        # Every failed hard input comes through here doomed, and skips its node at once: a
+        # node whose last input settles is never doomed by an earlier one (_evaluate trusts it).
+        if doomed and self._skip_if_doomed(state):
+            return
         if state.pending == 0:
             self._evaluate(state)
-        elif doomed:
-            self._skip_if_doomed(state)
 
     def _drop_unread_sources(self, node: str) -> None:
         """`node` will never run: a running source that only it was waiting for is obsolete."""
@@ -475,8 +477,6 @@ class Plan:
         node = state.id
         if state.kind == "gate":
             self._finish(state, "done", "", success=True, values={})
-            return
-        if self._skip_if_doomed(state):
             return
         if state.kind == "source":  # only a source has fallback inputs (strategies.py)
             for u, kind in self.inputs[node]:

@@ -23,30 +23,33 @@ def critical_path(plan: Plan) -> tuple[float, list[str]]:
     best_in: dict[str, str | None] = {}
     caps, nodes, inputs_of = plan.caps, plan.nodes, plan.inputs
     unended = ("waiting", "ready", "running")
+    end, end_at = None, 0.0  # the node (not capability) where the longest chain ends: the first
     for node in plan.order:
+        # The first input with the longest chain (plain loops: max() with a key costs a call
+        # per input, and this runs over every node and capability).
+        prev, best = None, 0.0
         if node.startswith("cap:"):
             cap = caps[node[4:]]
             if cap.status == "pending":
                 continue
-            inputs = cap.waited_for
-            own = 0.0
-        else:
-            st = nodes[node]
-            if st.status in unended:
-                continue
-            inputs = [u for u, _ in inputs_of[node]]
-            own = (st.end - st.start) if st.start is not None and st.end is not None else 0.0
-        # The first input with the longest chain (a plain loop: max() with a key costs a call per input).
-        prev, best = None, 0.0
-        for u in inputs:
+            for u in cap.waited_for:
+                at = length.get(u)
+                if at is not None and (prev is None or at > best):
+                    prev, best = u, at
+            length[node] = best
+            best_in[node] = prev
+            continue
+        st = nodes[node]
+        if st.status in unended:
+            continue
+        for u, _ in inputs_of[node]:
             at = length.get(u)
             if at is not None and (prev is None or at > best):
                 prev, best = u, at
-        length[node] = own + best
+        total = length[node] = best + ((st.end - st.start) if st.start is not None and st.end is not None else 0.0)
         best_in[node] = prev
-    if not length:
-        return 0.0, []
-    end = max((n for n in length if not n.startswith("cap:")), key=lambda n: length[n], default=None)
+        if end is None or total > end_at:
+            end, end_at = node, total
     if end is None:
         return 0.0, []
     chain = [end]
@@ -105,33 +108,36 @@ def build_record(
     cp_s, cp_chain = critical_path(plan)
     result = result_of(plan, interrupted, error)
     nodes = []
+    specs = plan.cg.specs
     for node, st in plan.nodes.items():
-        if st.kind == "gate":
+        kind = st.kind
+        if kind == "gate":
             continue
-        spec = plan.cg.specs[node]
+        spec = specs[node]
+        start, end = st.start, st.end
         entry: dict[str, Any] = {
             "id": node,
-            "kind": st.kind,
+            "kind": kind,
             "name": spec.name,
             "type": spec.type,
             "status": st.status,
-            "start_s": _r(st.start),
-            "end_s": _r(st.end),
-            "duration_s": _r(st.end - st.start) if st.start is not None and st.end is not None else None,
+            "start_s": None if start is None else round(start, 6),
+            "end_s": None if end is None else round(end, 6),
+            "duration_s": round(end - start, 6) if start is not None and end is not None else None,
             "reason": scrub(st.reason) if st.reason else st.reason,
             "reason_code": st.code or None,
             "cause": st.cause,
             "worker": workers.get(node),
         }
-        if st.kind == "module":
-            entry.update(priority=spec.priority, frequency=spec.frequency)
-        if st.kind == "source" and st.success:
+        if kind == "module":
+            entry["priority"], entry["frequency"] = spec.priority, spec.frequency
+        elif st.success:
             entry["delivered"] = sorted(st.values)
-        if logs.get(node):
+        if logs and logs.get(node):
             entry["log"] = logs[node]
         if counters and counters.get(node):
             entry["counters"] = counters[node]  # what the node counted (HTTP requests, retries)
-        if outputs.get(node):
+        if outputs and outputs.get(node):
             entry["output"] = scrub(outputs[node])[-OUTPUT_CAP:]
         nodes.append(entry)
     caps = {}

@@ -14,8 +14,9 @@ The engine's loop talks only to this interface:
 and fail-fast are tested in milliseconds.
 
 An event is `(node, how, result, reason)` with `how` one of `returned`,
-`unavailable`, `raised`, or `signal` (then `node` is None and `result` the
-signal number).
+`unavailable`, `raised`, `deadline` (the node stopped at its deadline: a
+timeout, whichever of the node and the engine sees it first), or `signal`
+(then `node` is None and `result` the signal number).
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from .errors import SourceUnavailable
+from .errors import DeadlineReached, SourceUnavailable
 
 Event = tuple  # (node, how, result, reason)
 
@@ -38,6 +39,8 @@ def run_call(node: str, call: Callable, ctx: Any) -> Event:
         return (node, "returned", call(ctx), "")
     except SourceUnavailable as exc:
         return (node, "unavailable", None, str(exc))
+    except DeadlineReached:
+        return (node, "deadline", None, "")
     except BaseException as exc:  # a plugin's failure is the node's, never the run's
         return (node, "raised", None, describe_exception(exc))
 

@@ -3,9 +3,16 @@ sources, markers and strategies in milliseconds of real time (test_engine.py run
 engine once more with threads and processes)."""
 from __future__ import annotations
 
+import logging
 import signal
+import threading
+import time
 
+import pytest
+
+from cidag.api import Context
 from cidag.engine import RunOptions, run
+from cidag.errors import DeadlineReached
 from cidag.runner import HANG, FakeRunner
 from conftest import nodes_by_id
 from graphs import compile_text
@@ -201,3 +208,32 @@ def test_a_node_failing_at_its_deadline_keeps_its_own_reason(tmp_path):
     assert n["source:reset"]["status"] == "failed" and n["source:reset"]["reason_code"] == "timeout"
     assert n["source:reset"]["reason"] == "timeout after 0.5s: connection reset at http://169.254.169.254/"
     assert n["source:gone"]["reason"] == "timeout after 0.7s: RuntimeError"  # no text: its class
+
+
+def test_a_node_killed_at_its_deadline_reads_the_same_whoever_sees_it_first(tmp_path):
+    """A command killed at the node's deadline (DeadlineReached) is the timeout and nothing
+    more, also when its answer reaches the engine before the engine's own expiry, or a
+    little before the deadline on the engine's clock (the record of `sleep 30` under a 0.5 s
+    timeout read "timeout after 0.5s: killed" or "timeout after 0.5s" by the machine's load)."""
+    runner = fake({"at": 0.5, "early": 0.45}, {"at": DeadlineReached(), "early": DeadlineReached()})
+    _, n = go(tmp_path, [src("at", ["hostname"], timeout="500ms"), src("early", ["public-keys"], timeout="500ms")],
+              [mod("m", wants=["hostname", "public-keys"])], runner)
+    for name in ("at", "early"):
+        assert n[f"source:{name}"]["status"] == "failed" and n[f"source:{name}"]["reason_code"] == "timeout"
+        assert n[f"source:{name}"]["reason"] == "timeout after 0.5s"
+
+
+def test_the_exec_types_say_a_command_outlived_the_deadline(tmp_path):
+    """The exec source and module raise DeadlineReached for a command killed at the deadline
+    (a real process, killed)."""
+    from cidag.modules import exec as exec_module
+    from cidag.sources import exec as exec_source
+
+    for call in (exec_source.probe, exec_module.run):
+        ctx = Context(name="x", kind="source", settings={"command": "sleep 30"}, caps={}, root=tmp_path,
+                      instance_id=None, log=logging.getLogger("test"), deadline=time.monotonic() + 0.3,
+                      cancelled=threading.Event(), state_dir=tmp_path)
+        t0 = time.monotonic()
+        with pytest.raises(DeadlineReached):
+            call(ctx)
+        assert time.monotonic() - t0 < 10

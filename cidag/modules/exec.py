@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from ..api import Context
+from ..errors import DeadlineReached
 from ..sources.exec import COMMAND_SCHEMA, last_line
 
 SETTINGS = {
@@ -20,7 +21,9 @@ def run(ctx: Context) -> dict | None:
         ctx.output.append(out)
     if result.stderr:
         ctx.output.append(result.stderr_text())
-    if result.cancelled or result.timed_out:
+    if result.timed_out:
+        raise DeadlineReached()  # the engine says "timeout after ...", whoever sees it first
+    if result.cancelled:
         raise RuntimeError("killed")
     if result.returncode != 0:
         raise RuntimeError(f"exit {result.returncode}: {last_line(result.stderr_text())}".rstrip(": "))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from ..api import Context
-from ..errors import SourceUnavailable
+from ..errors import DeadlineReached, SourceUnavailable
 
 COMMAND_SCHEMA = {
     "type": ["string", "array"],
@@ -28,7 +28,9 @@ def last_line(text: str) -> str:
 
 def probe(ctx: Context) -> dict | None:
     result = ctx.run(ctx.settings["command"])
-    if result.cancelled or result.timed_out:
+    if result.timed_out:
+        raise DeadlineReached()  # the engine says "timeout after ...", whoever sees it first
+    if result.cancelled:
         raise RuntimeError("killed")
     if result.returncode == UNAVAILABLE_EXIT:
         raise SourceUnavailable(last_line(result.stderr_text()) or "probe exited 3")
