@@ -44,10 +44,10 @@ class Engine:
         self.state = None if opts.dry_run else StateDir(opts.resolved_state_dir())
         self.runner = opts.runner if opts.runner is not None else ThreadRunner(thread_limit(opts.jobs))
         self.now: Callable[[], float] = self.runner.now
-        # node -> (ctx, deadline at start). ctx.deadline is the live one: the ThreadRunner puts
-        # it out of reach while the node waits for a thread, then gives it its whole timeout
-        # from when it really starts (runner.thread_limit)
-        self.running: dict[str, tuple[Context, float]] = {}
+        # node -> ctx. ctx.deadline is the live one: the ThreadRunner puts it out of reach
+        # while the node waits for a thread, then gives it its whole timeout from when it
+        # really starts (runner.thread_limit)
+        self.running: dict[str, Context] = {}
         self.late: dict[str, Context] = {}  # ended without their answer (timeout, obsolete, interrupt)
         self.timed_out: set[str] = set()
         self.commands: dict = {}  # this run's live command processes (process.py), by pid
@@ -125,7 +125,7 @@ class Engine:
         else:
             lane, self._next_source_lane = self._next_source_lane, self._next_source_lane + 1
         self.workers[node] = lane
-        self.running[node] = (ctx, ctx.deadline)
+        self.running[node] = ctx
         self.contexts[node] = ctx
         if self.opts.observer is not None:
             self.opts.observer.node_started(node)
@@ -139,7 +139,7 @@ class Engine:
         obsolete source, an interrupt, a failure of the loop. Frees its lane, learns its
         secrets, keeps its faults, releases its held log lines, tells the plan, writes its
         marker. Not `answered`: it is cancelled and its late answer will be ignored."""
-        ctx, _ = self.running.pop(node)
+        ctx = self.running.pop(node)
         if not answered:
             ctx.cancelled.set()  # its commands are killed; what they print still reaches the record
             self.late[node] = ctx
@@ -174,7 +174,7 @@ class Engine:
             self.faults.append(f"{node}: {why}")
 
     def _classify(self, node: str, how: str, result: Any, reason: str) -> None:
-        ctx = self.running[node][0]
+        ctx = self.running[node]
         status, why, values = judge(self.cg.specs[node], how, result, reason, ctx.unprovided)
         self._end(node, status, why, values)
 
@@ -187,7 +187,7 @@ class Engine:
 
     def _expire(self) -> None:
         now = self.now()
-        for node, (ctx, _) in list(self.running.items()):
+        for node, ctx in list(self.running.items()):
             if now >= ctx.deadline:
                 spec = self.cg.specs[node]
                 self.timed_out.add(node)
@@ -292,13 +292,13 @@ class Engine:
                     continue  # markers settled some nodes and others became ready
                 plan.abandon("internal error: nothing can start (please report)", code=INTERNAL)
                 break
-            timeout = max(0.0, min(ctx.deadline for ctx, _ in self.running.values()) - self.now())
+            timeout = max(0.0, min(ctx.deadline for ctx in self.running.values()) - self.now())
             for node, how, result, reason in self.runner.wait(timeout):
                 if how == "signal":
                     self._interrupt(signal.Signals(result).name)
                     break
                 if node in self.running:
-                    if how == "deadline" or (how != "returned" and self.now() >= self.running[node][0].deadline):
+                    if how == "deadline" or (how != "returned" and self.now() >= self.running[node].deadline):
                         self._timed_out_with(node, reason)
                     else:
                         self._classify(node, how, result, reason)
@@ -325,7 +325,7 @@ class Engine:
         as it answered (a module that returned ok is ok and gets its marker); the others
         are marked interrupted."""
         self.interrupted = signame
-        for ctx, _ in self.running.values():
+        for ctx in self.running.values():
             ctx.cancelled.set()
         deadline = self.now() + self.opts.grace + 1.0
         while self.running and self.now() < deadline:
@@ -350,7 +350,7 @@ class Engine:
             try:
                 self._end(node, "interrupted", why, code=INTERNAL, answered=False)
             except Exception:  # noqa: BLE001 - the record must still be written
-                ctx, _ = self.running.pop(node, (None, None))
+                ctx = self.running.pop(node, None)
                 if ctx is not None:
                     ctx.cancelled.set()
                     self.late[node] = ctx
