@@ -32,6 +32,7 @@ import random
 import secrets
 import socket
 import struct
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -682,6 +683,16 @@ def _tree(tree: Any, parts: list[str], recursive: bool, headers: dict) -> tuple[
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 2048  # a fleet of 1,000 guests connecting at once must not meet a full backlog
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that goes away mid-answer (a probe at its deadline, a guest rebooting) is
+        routine for a metadata service: nothing on stderr. Anything else is one line, not
+        socketserver's traceback."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            return
+        print(f"cidag simulator: request from {client_address[0]}:{client_address[1]} failed: "
+              f"{type(exc).__name__}: {exc}", file=sys.stderr)
 
 
 class _Handler(BaseHTTPRequestHandler):

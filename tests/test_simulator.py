@@ -145,3 +145,29 @@ def test_fault_validation():
     with pytest.raises(ValueError, match="unknown key"):
         Fault.from_dict({"path": "/x", "sleep": 1})
     assert Fault.from_dict({"path": "/x", "delay": "1.5s"}).delay == 1.5
+
+
+def test_a_client_that_resets_its_connection_leaves_no_traceback():
+    """A client reset mid-connection (a probe killed at its deadline, a guest rebooting) is
+    routine for a metadata service: `serve-metadata` prints nothing for it (socketserver used
+    to print 'Exception occurred during processing of request' and a traceback)."""
+    import socket
+    import struct
+    from urllib.parse import urlsplit
+
+    proc, url = start_cli()
+    try:
+        host, port = urlsplit(url).hostname, urlsplit(url).port
+        for _ in range(3):
+            s = socket.create_connection((host, port), timeout=5)
+            s.sendall(b"GET /openstack HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(65536).startswith(b"HTTP/1.1 ")
+            # Close with a reset (SO_LINGER 0) while the server waits for the next request.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()
+        time.sleep(0.5)
+        assert get(url + "/openstack")[0] == 200  # still serving
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    assert "Traceback" not in err and "Exception occurred" not in err, err
