@@ -124,7 +124,8 @@ def build(out_dir: Path) -> Path:
             if path.is_dir():
                 path.chmod(0o755)
             os.utime(path, (epoch, epoch), follow_symlinks=False)
-        partial = out_dir / f".{target.name}.tmp"
+        # Its own temp name: two builds at once (make test's two workers) each rename a whole file.
+        partial = out_dir / f".{target.name}.{os.getpid()}.tmp"
         subprocess.run(["dpkg-deb", "--root-owner-group", "-Zxz", "--build", str(tree), str(partial)],
                        check=True, stdout=subprocess.DEVNULL,
                        env={**os.environ, "SOURCE_DATE_EPOCH": str(epoch)})

@@ -130,3 +130,15 @@ def test_lintian_finds_only_the_missing_manual_page(deb):
     r = subprocess.run(["lintian", "--tag-display-limit", "0", str(deb)], capture_output=True, text=True, timeout=300)
     tags = [line for line in r.stdout.splitlines() if line[:2] in ("E:", "W:")]
     assert tags == ["W: cidag: no-manual-page [usr/bin/cidag]"], r.stdout
+
+
+def test_two_builds_at_once_both_end_with_the_package(tmp_path):
+    """`make deb` from two places at once (make test's two workers did): each build writes its
+    own temp file and renames it whole (they shared one, and one build failed)."""
+    cmd = [sys.executable, str(REPO / "scripts/build_deb.py"), "--out", str(tmp_path)]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    results = [p.communicate(timeout=300) + (p.returncode,) for p in procs]
+    assert all(rc == 0 for _, _, rc in results), results
+    built = tmp_path / f"cidag_{build_deb.version()}_all.deb"
+    assert field(built, "Package") == "cidag"
+    assert [p.name for p in tmp_path.iterdir()] == [built.name]  # no temp file left
