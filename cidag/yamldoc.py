@@ -100,28 +100,21 @@ class _Builder:
         get_event = loader.get_event
         stack = self.stack
         marks, key_marks = self.doc.marks, self.doc.key_marks
-        # (implicit, text) of an untagged scalar -> its value: most scalars repeat (keys,
+        # A plain scalar is resolved once per distinct text: most scalars repeat (keys,
         # `per-boot`, module names), and resolving a tag costs a regular expression each time.
-        plain: dict[tuple, Any] = {}
-        plain_text: dict[str, Any] = {}  # the same for the usual plain scalar, keyed by its text alone
+        # Untagged ones are keyed by their text alone, the "!" tag by (implicit, text): a str
+        # key and a tuple key never meet.
+        plain: dict[Any, Any] = {}
         docs = 0
         while True:
             ev = get_event()
             t = type(ev)
             if t is _ScalarEvent:
                 tag = ev.tag
-                if tag is None:
-                    if ev.implicit[0]:  # plain: resolved by its text, once per distinct text
-                        text = ev.value
-                        value = plain_text.get(text, _NO_KEY)
-                        if value is _NO_KEY:
-                            value = self._scalar(ev)
-                            if isinstance(value, (str, int, float, bool)) or value is None or value is _MERGE_KEY:
-                                plain_text[text] = value
-                    else:
-                        value = ev.value  # quoted, untagged: a string whatever its text
-                elif tag == "!":
-                    cache_key = (ev.implicit, ev.value)
+                if tag is None and not ev.implicit[0]:
+                    value = ev.value  # quoted, untagged: a string whatever its text
+                elif tag is None or tag == "!":
+                    cache_key = ev.value if tag is None else (ev.implicit, ev.value)
                     value = plain.get(cache_key, _NO_KEY)
                     if value is _NO_KEY:
                         value = self._scalar(ev)
