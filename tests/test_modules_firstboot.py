@@ -214,3 +214,28 @@ def test_one_bad_user_locks_nobody_else_out(tmp_path):
     assert not (root / "etc/shadow").read_text().count("cidag:!:")  # the admin password was set
     assert any("bob" in f and "passwd must be" in f for f in record["faults"])
     assert "plaintext-pw" not in json.dumps(record)
+
+
+STOCK_HOSTS = "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\nff02::1\t\tip6-allnodes\n"
+
+
+def test_shipped_manifest_makes_the_host_name_resolve_without_dns(tmp_path):
+    """The cloud-config says nothing of /etc/hosts: the name cidag sets still resolves from
+    /etc/hosts (else sudo asks DNS, 20 s a sudo where DNS does not answer); the image's own lines
+    stay. `manage_etc_hosts: false` leaves the file as it was."""
+    for manage, expect_line in (("", True), ("manage_etc_hosts: false\n", False)):
+        case = tmp_path / (manage.split(":")[0] or "unset")
+        root = make_root(case)
+        (root / "etc/hosts").write_text(STOCK_HOSTS)
+        d = case / "seed"
+        d.mkdir()
+        (d / "meta-data").write_text("instance-id: iid-hosts\nlocal-hostname: web1.example.com\n")
+        (d / "user-data").write_text("#cloud-config\n" + manage)
+        res, record = run(root, sources(case, d))
+        assert res.returncode == 0, res.stdout + res.stderr
+        hosts = (root / "etc/hosts").read_text()
+        if expect_line:
+            assert hosts.splitlines()[0] == "127.0.1.1 web1.example.com web1", hosts
+            assert hosts.splitlines()[1:] == STOCK_HOSTS.splitlines(), hosts
+        else:
+            assert hosts == STOCK_HOSTS
