@@ -117,6 +117,9 @@ def pytest_collection_modifyitems(config, items):
     Without workers a failing boot shows early."""
     here = Path(__file__).resolve().parent / "vm"
     boots = [it for it in items if here in Path(str(it.fspath)).resolve().parents]
+    # The tests of three boots first, one at the head of each worker's half: started last,
+    # one of them would be the tail of the whole run.
+    boots.sort(key=lambda it: -(it.get_closest_marker("boots").args[0] if it.get_closest_marker("boots") else 1))
     if boots:
         first = set(boots)
         rest = [it for it in items if it not in first]

@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "vm: boots a QEMU guest (slow; CIDAG_VM_TESTS=0 skips)")
+    config.addinivalue_line("markers", "boots(n): the test boots a guest n times (tests/conftest.py starts these first)")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -14,13 +14,16 @@ slirp's IPv6 (its router advertisements) off; see docs/vm-tests.md.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -108,6 +111,7 @@ class Guest:
         self.uuid = str(uuid.uuid4())
         self.proc: subprocess.Popen | None = None
         self.started = 0.0
+        self._mux_dir: Path | None = None  # shared ssh connections (ssh())
         if not self.overlay.exists():
             subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
                             str(self.image.disk), str(self.overlay)], check=True)
@@ -165,6 +169,7 @@ class Guest:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
         self.proc = None
+        self._close_shared()
 
     def wait_exit(self, timeout: float) -> None:
         assert self.proc is not None
@@ -248,12 +253,38 @@ class Guest:
         raise TimeoutError(f"sshd did not answer in {timeout}s\n{self.console_tail()}")
 
     def ssh(self, key: Path, user: str, command: str, timeout: float = 60,
-            check: bool = False) -> subprocess.CompletedProcess:
-        argv = ["ssh", *SSH_OPTS, "-i", str(key), "-p", str(self.ssh_port), f"{user}@127.0.0.1", command]
+            check: bool = False, fresh: bool = False) -> subprocess.CompletedProcess:
+        """Run `command` as `user` with `key`. Calls after the first with the same key and user
+        in the same boot share one connection (ControlMaster): under emulation a new one costs
+        the guest 2-3 s of key exchange, sshd's re-exec and PAM. The first login of each key,
+        user and boot is a real one; `fresh=True` makes every call one."""
+        argv = ["ssh", *SSH_OPTS, *self._shared(key, user, fresh), "-i", str(key), "-p", str(self.ssh_port),
+                f"{user}@127.0.0.1", command]
         res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
         if check and res.returncode != 0:
             raise AssertionError(f"ssh {user}: {command!r} -> {res.returncode}: {res.stderr.strip()}")
         return res
+
+    def _shared(self, key: Path, user: str, fresh: bool) -> list[str]:
+        if fresh:
+            return ["-o", "ControlPath=none"]
+        if self._mux_dir is None:
+            # A short path of its own: a socket's path may not exceed ~104 bytes (pytest's are longer).
+            self._mux_dir = Path(tempfile.mkdtemp(prefix="vm-ssh-"))
+        # One connection per boot: after a reboot (a new report) the old one is dead, so the
+        # boot's number is in the socket's name and a new boot makes a new connection.
+        boot = len(self.reports_seen())
+        name = f"{boot}-{hashlib.sha1(f'{key}:{user}'.encode()).hexdigest()[:12]}"
+        return ["-o", "ControlMaster=auto", "-o", f"ControlPath={self._mux_dir / name}",
+                "-o", "ControlPersist=30"]
+
+    def _close_shared(self) -> None:
+        if self._mux_dir is not None:
+            for sock in self._mux_dir.iterdir():  # each master goes at once, not at ControlPersist
+                subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "x"], capture_output=True,
+                               timeout=10, stdin=subprocess.DEVNULL, check=False)
+            shutil.rmtree(self._mux_dir, ignore_errors=True)
+            self._mux_dir = None
 
     def root(self, key: Path, user: str, command: str, timeout: float = 60) -> str:
         """Run `command` as root through sudo (the user's sudo rule); return its stdout."""

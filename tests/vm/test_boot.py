@@ -78,10 +78,12 @@ def assert_provisioned(guest, keys, hostname: str, default_user: str | None = "c
     user_key = keys["user"][0]
     out = guest.root(user_key, "alice", "id alice; hostname; cat /etc/hostname; cat /etc/vm-test/hello;"
                      " stat -c %a /etc/vm-test/hello; cat /var/tmp/runcmd-saw-file /var/tmp/runcmd-host;"
-                     " grep -c '^alice:' /etc/subuid /etc/subgid")
+                     " grep -c '^alice:' /etc/subuid /etc/subgid; getent hosts \"$(hostname)\"")
     lines = out.splitlines()
     # subordinate ids as useradd gives a new user (rootless containers need them)
     assert lines[7:9] == ["/etc/subuid:1", "/etc/subgid:1"], lines[7:]
+    # the host name resolves from /etc/hosts, not DNS (sudo looks it up: 20 s where DNS does not answer)
+    assert lines[9].split() == ["127.0.1.1", hostname], lines[9:]
     assert "sudo" in lines[0] or "uid=" in lines[0]
     assert lines[1] == hostname, "running host name"
     assert lines[2] == hostname, "/etc/hostname"
@@ -97,6 +99,7 @@ def assert_provisioned(guest, keys, hostname: str, default_user: str | None = "c
         assert meta.returncode == 0 and meta.stdout.strip() == "0", meta.stderr
 
 
+@pytest.mark.boots(3)
 def test_config_drive_then_reboot_then_new_instance(cidag_image, workdir, keys, guests, metadata_service):
     # An OpenStack guest with a config drive, whose metadata service accepts and never answers.
     fixture = write_fixture(workdir / "i1.yaml", instance("iid-vm-1", "vm-one", keys, host_keys=None))
@@ -160,47 +163,35 @@ def test_config_drive_then_reboot_then_new_instance(cidag_image, workdir, keys, 
     assert g2.root(keys["user"][0], "alice", login_wait).strip() == "loaded"
 
 
-def test_nocloud_seed_with_own_users_only(cidag_image, workdir, keys, guests):
-    # The cloud-config lists its own users, no `default`: the first real boot failed here.
-    inst = instance("iid-nocloud-1", "vm-nocloud", keys, default=False)
-    inst["network-config"] = {"version": 2, "ethernets": {
-        "nic0": {"match": {"macaddress": "52:54:00:12:34:56"}, "dhcp4": True}}}
-    seed = seed_iso(workdir, write_fixture(workdir / "nc.yaml", inst), "nocloud")
-    g = guests(cidag_image, workdir / "g", disks=[seed]).start()
+def test_openstack_http_onlink_without_default_route(cidag_image, workdir, keys, guests, metadata_service):
+    # No config drive; DHCP gives an address in 169.254.0.0/16 and no router (vmnet=onlink), so
+    # 169.254.169.254 is on-link: the HTTP source needs a route to its endpoint, not a default route.
+    inst = instance("iid-openstack-1", "vm-openstack", keys)
+    port = metadata_service(write_fixture(workdir / "md.yaml", inst, openstack={"enabled": True},
+                                          ec2={"enabled": False}))
+    g = guests(cidag_image, workdir / "g", metadata_port=port, dmi="openstack", net="onlink").start()
     report = g.wait_report(1)
     assert_first_login(g, keys["user"][0], "alice")
-    st = status_of(report)
-    assert st["instance_id"] == "iid-nocloud-1", report.status
-    assert node(st, "module:ssh-keys") is None, "ssh-keys did not end ok"
-    assert_provisioned(g, keys, "vm-nocloud", default_user=None)
-    units = g.root(keys["user"][0], "alice", "ls /etc/systemd/network/")
-    assert ".network" in units
-
-
-def _http_cloud(cidag_image, workdir, keys, guests, metadata_service, kind: str):
-    inst = instance(f"iid-{kind}-1", f"vm-{kind}", keys)
-    sections = {"openstack": {"enabled": kind == "openstack"}, "ec2": {"enabled": kind == "ec2"}}
-    port = metadata_service(write_fixture(workdir / "md.yaml", inst, **sections))
-    g = guests(cidag_image, workdir / "g", metadata_port=port, dmi=kind).start()
-    report = g.wait_report(1)
-    assert_first_login(g, keys["user"][0], "alice")
-    st = status_of(report)
-    return g, st
-
-
-def test_openstack_http_without_config_drive(cidag_image, workdir, keys, guests, metadata_service):
-    g, st = _http_cloud(cidag_image, workdir, keys, guests, metadata_service, "openstack")
+    st = assert_run_ok(report)
     assert st["instance_id"] == "iid-openstack-1", st
+    assert_no_default_route(g, keys["user"][0])
+    # Provisioned from the metadata service: its host name, its key for the default user.
     assert_provisioned(g, keys, "vm-openstack")
     record = json.loads(g.root(keys["user"][0], "alice", "cat /var/lib/cidag/last-run.json"))
     nodes = {n["id"]: n for n in record["nodes"]}
-    # config drive -> network -> HTTP source, in one DAG: the source started once the network was up.
-    assert nodes["source:openstack"]["status"] == "available"
+    # network -> HTTP source, in one DAG: the source started once the network was up.
+    assert nodes["source:openstack"]["status"] == "available", nodes["source:openstack"]
     assert nodes["source:openstack"]["start_s"] >= nodes["module:network"]["end_s"]
 
 
 def test_ec2_imdsv2(cidag_image, workdir, keys, guests, metadata_service):
-    g, st = _http_cloud(cidag_image, workdir, keys, guests, metadata_service, "ec2")
+    inst = instance("iid-ec2-1", "vm-ec2", keys)
+    port = metadata_service(write_fixture(workdir / "md.yaml", inst, openstack={"enabled": False},
+                                          ec2={"enabled": True}))
+    g = guests(cidag_image, workdir / "g", metadata_port=port, dmi="ec2").start()
+    report = g.wait_report(1)
+    assert_first_login(g, keys["user"][0], "alice")
+    st = status_of(report)
     assert st["instance_id"] == "iid-ec2-1", st
     record = json.loads(g.root(keys["user"][0], "alice", "cat /var/lib/cidag/last-run.json"))
     assert record["capabilities"]["instance-id"]["provider"] == "source:ec2", record["capabilities"]
@@ -247,33 +238,6 @@ def test_cloud_from_dmi(cidag_image, workdir, keys, guests, metadata_service, cl
         assert ready["status"] == "ok" and "nothing to report" in json.dumps(ready["log"]), ready
 
 
-def test_clean_then_reboot_is_a_first_boot(cidag_image, workdir, keys, guests):
-    """`cidag clean --host-keys --machine-id` then a reboot, same config drive: the per-instance
-    work is done again, with new host keys and a new machine-id (docs/image-builders.md)."""
-    seed = seed_iso(workdir, write_fixture(workdir / "c.yaml", instance("iid-clean-1", "vm-clean", keys)),
-                    "configdrive")
-    g = guests(cidag_image, workdir / "g", disks=[seed]).start()
-    assert status_of(g.wait_report(1))["instance_id"] == "iid-clean-1"
-    assert_first_login(g, keys["user"][0], "alice")
-    user = keys["user"][0]
-    before = g.root(user, "alice", "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub; cat /etc/machine-id")
-    g.root(user, "alice", "echo tampered > /etc/vm-test/hello;"
-                          " cidag clean -q --host-keys --machine-id && systemctl reboot")
-    st = status_of(g.wait_report(2))
-    assert st["status"] == "done" and st["instance_id"] == "iid-clean-1", st
-    assert_first_login(g, user, "alice")
-    record = json.loads(g.root(user, "alice", "cat /var/lib/cidag/last-run.json"))
-    nodes = {n["id"]: n for n in record["nodes"]}
-    assert nodes["module:write-files"]["status"] == "ok" and nodes["module:create-user"]["status"] == "ok"
-    assert g.root(user, "alice", "cat /etc/vm-test/hello").strip() == "hello from user-data"
-    after = g.root(user, "alice", "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub; cat /etc/machine-id")
-    assert after.splitlines()[0] != before.splitlines()[0], (before, after)  # new host key
-    # systemd made a machine-id again (under KVM it may derive the same one from the SMBIOS UUID)
-    assert re.fullmatch(r"[0-9a-f]{32}", after.splitlines()[1]), after
-    # login-identity was removed: this boot's logins waited for cidag again
-    assert g.root(user, "alice", "systemctl show -p LoadState --value cidag-login.target").strip() == "loaded"
-
-
 def test_no_source_at_all_still_boots(cidag_image, workdir, guests):
     g = guests(cidag_image, workdir / "g").start()
     report = g.wait_report(1)
@@ -285,7 +249,8 @@ def test_no_source_at_all_still_boots(cidag_image, workdir, guests):
     assert report.uptime < 120
 
 
-def test_hard_power_off_mid_provisioning(cidag_image, workdir, keys, guests):
+@pytest.mark.boots(3)
+def test_hard_power_off_mid_provisioning_then_clean(cidag_image, workdir, keys, guests):
     inst = instance("iid-crash-1", "vm-crash", keys)
     doc = json.loads(inst["user-data"].split("\n", 1)[1])
     # The first time, runcmd tells the host it is running and then hangs; QEMU is killed there.
@@ -315,6 +280,26 @@ def test_hard_power_off_mid_provisioning(cidag_image, workdir, keys, guests):
                       "*) echo ODD $f;; esac; done")
     assert "BROKEN" not in listing and "ODD" not in listing, listing
 
+    # `cidag clean --host-keys --machine-id` then a reboot, same config drive: the per-instance work
+    # is done again, with new host keys and a new machine-id (docs/image-builders.md).
+    user = keys["user"][0]
+    before = g2.root(user, "alice", "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub; cat /etc/machine-id")
+    g2.root(user, "alice", "echo tampered > /etc/vm-test/hello;"
+                           " cidag clean -q --host-keys --machine-id && systemctl reboot")
+    st = status_of(g2.wait_report(2))
+    assert st["status"] == "done" and st["instance_id"] == "iid-crash-1", st
+    assert_first_login(g2, user, "alice")
+    record = json.loads(g2.root(user, "alice", "cat /var/lib/cidag/last-run.json"))
+    nodes = {n["id"]: n for n in record["nodes"]}
+    assert nodes["module:write-files"]["status"] == "ok" and nodes["module:create-user"]["status"] == "ok"
+    assert g2.root(user, "alice", "cat /etc/vm-test/hello").strip() == "hello from user-data"
+    after = g2.root(user, "alice", "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub; cat /etc/machine-id")
+    assert after.splitlines()[0] != before.splitlines()[0], (before, after)  # new host key
+    # systemd made a machine-id again (under KVM it may derive the same one from the SMBIOS UUID)
+    assert re.fullmatch(r"[0-9a-f]{32}", after.splitlines()[1]), after
+    # login-identity was removed: this boot's logins waited for cidag again
+    assert g2.root(user, "alice", "systemctl show -p LoadState --value cidag-login.target").strip() == "loaded"
+
 
 # -- networks without a default route, and a login before a slow runcmd ends (issue 14) -------------------
 
@@ -340,51 +325,20 @@ def assert_run_ok(report) -> dict:
     return st
 
 
-def test_config_drive_without_default_route(cidag_image, workdir, keys, guests):
+SLOW_RUNCMD_S = 25  # long enough that a login at sshd's start lands well inside it
+
+
+def test_no_default_route_and_a_login_before_a_slow_runcmd_ends(cidag_image, workdir, keys, guests):
     # A network with no router: the config drive's network_data gives an address and no gateway.
+    # And sshd waits for the user's keys, not for the whole run: a login works while runcmd still sleeps.
     inst = instance("iid-nogw-cd", "vm-nogw-cd", keys)
+    doc = json.loads(inst["user-data"].split("\n", 1)[1])
+    doc["runcmd"].append(["sleep", str(SLOW_RUNCMD_S)])
+    inst["user-data"] = "#cloud-config\n" + json.dumps(doc)
     fixture = write_fixture(workdir / "f.yaml", inst,
                             openstack={"enabled": True, "network_data": NO_GATEWAY_NETWORK_DATA})
     drive = seed_iso(workdir, fixture, "configdrive")
     g = guests(cidag_image, workdir / "g", cdroms=[drive], dmi="openstack", net="static").start()
-    report = g.wait_report(1)
-    assert_first_login(g, keys["user"][0], "alice")
-    st = assert_run_ok(report)
-    assert st["instance_id"] == "iid-nogw-cd"
-    assert_provisioned(g, keys, "vm-nogw-cd")
-    routes = assert_no_default_route(g, keys["user"][0])
-    assert "169.254.0.0/16" in routes and "169.254.2.15" in routes, routes
-
-
-def test_onlink_metadata_without_default_route(cidag_image, workdir, keys, guests, metadata_service):
-    # DHCP gives an address in 169.254.0.0/16 and no router (vmnet=onlink): 169.254.169.254 is on-link.
-    inst = instance("iid-onlink-1", "vm-onlink", keys)
-    port = metadata_service(write_fixture(workdir / "md.yaml", inst, openstack={"enabled": True},
-                                          ec2={"enabled": False}))
-    g = guests(cidag_image, workdir / "g", metadata_port=port, dmi="openstack", net="onlink").start()
-    report = g.wait_report(1)
-    assert_first_login(g, keys["user"][0], "alice")
-    st = assert_run_ok(report)
-    assert st["instance_id"] == "iid-onlink-1", st
-    assert_no_default_route(g, keys["user"][0])
-    # Provisioned from the metadata service: its host name, its key for the default user.
-    assert_provisioned(g, keys, "vm-onlink")
-    record = json.loads(g.root(keys["user"][0], "alice", "cat /var/lib/cidag/last-run.json"))
-    nodes = {n["id"]: n for n in record["nodes"]}
-    assert nodes["source:openstack"]["status"] == "available", nodes["source:openstack"]
-
-
-SLOW_RUNCMD_S = 25  # long enough that a login at sshd's start lands well inside it
-
-
-def test_login_before_a_slow_runcmd_ends(cidag_image, workdir, keys, guests):
-    # sshd waits for the user's keys, not for the whole run: a login works while runcmd still sleeps.
-    inst = instance("iid-slow-1", "vm-slow", keys)
-    doc = json.loads(inst["user-data"].split("\n", 1)[1])
-    doc["runcmd"].append(["sleep", str(SLOW_RUNCMD_S)])
-    inst["user-data"] = "#cloud-config\n" + json.dumps(doc)
-    drive = seed_iso(workdir, write_fixture(workdir / "s.yaml", inst), "configdrive")
-    g = guests(cidag_image, workdir / "g", cdroms=[drive]).start()
     probe = machine.LoginProbe(g, keys["user"][0], "alice").start()
     try:
         login_s = probe.wait_login(300)
@@ -394,6 +348,11 @@ def test_login_before_a_slow_runcmd_ends(cidag_image, workdir, keys, guests):
     during = json.loads(g.root(keys["user"][0], "alice", "cidag status --format json"))
     assert during["status"] == "running", during
     report = g.wait_report(1)
-    assert_run_ok(report)
+    st = assert_run_ok(report)
     assert report.host_seconds > login_s, (report.host_seconds, login_s)
-    assert_provisioned(g, keys, "vm-slow")
+    assert st["instance_id"] == "iid-nogw-cd"
+    assert_provisioned(g, keys, "vm-nogw-cd")
+    routes = assert_no_default_route(g, keys["user"][0])
+    assert "169.254.0.0/16" in routes and "169.254.2.15" in routes, routes
+    # network_data rendered for networkd, the stock image's manager
+    assert ".network" in g.root(keys["user"][0], "alice", "ls /etc/systemd/network/")

@@ -10,7 +10,7 @@ import json
 import guest_image
 import pytest
 from conftest import seed_iso, write_fixture
-from test_boot import assert_first_login, assert_provisioned, instance, status_of
+from test_boot import assert_first_login, assert_provisioned, instance, node, status_of
 
 MAC = "52:54:00:12:34:56"  # the guest's NIC (machine.Guest)
 # The harness's user network is 169.254.0.0/16 (docs/vm-tests.md): the ssh forward points at
@@ -44,6 +44,9 @@ def test_renderer_boot(variant, workdir, keys, guests):
     assert_first_login(g, keys["user"][0], "alice")
     st = status_of(report)
     assert st["instance_id"] == f"iid-{variant}", report.status
+    # The cloud-config lists its own users and no `default` (the first real boot failed there):
+    # nobody gets the metadata's keys, and ssh-keys still ends ok.
+    assert node(st, "module:ssh-keys") is None, "ssh-keys did not end ok"
     assert_provisioned(g, keys, f"vm-{renderer}", default_user=None)
 
     def root(cmd: str) -> str:
