@@ -157,6 +157,12 @@ class Guest:
 
     def start(self) -> "Guest":
         for f in (self.console, self.reports):
+            # The logs of an earlier QEMU on this disk are kept (console.log.1, ...) for a failure's post-mortem.
+            if f.exists() and f.stat().st_size:
+                n = 1
+                while f.with_name(f"{f.name}.{n}").exists():
+                    n += 1
+                f.rename(f.with_name(f"{f.name}.{n}"))
             f.write_bytes(b"")
         self.started = time.monotonic()
         self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -258,12 +264,15 @@ class Guest:
         in the same boot share one connection (ControlMaster): under emulation a new one costs
         the guest 2-3 s of key exchange, sshd's re-exec and PAM. The first login of each key,
         user and boot is a real one; `fresh=True` makes every call one."""
-        argv = ["ssh", *SSH_OPTS, *self._shared(key, user, fresh), "-i", str(key), "-p", str(self.ssh_port),
-                f"{user}@127.0.0.1", command]
-        res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        res = subprocess.run(self.ssh_argv(key, user, command, fresh), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
         if check and res.returncode != 0:
             raise AssertionError(f"ssh {user}: {command!r} -> {res.returncode}: {res.stderr.strip()}")
         return res
+
+    def ssh_argv(self, key: Path, user: str, command: str, fresh: bool = False) -> list[str]:
+        """The ssh command line `ssh()` runs (for a command the caller runs in the background)."""
+        return ["ssh", *SSH_OPTS, *self._shared(key, user, fresh), "-i", str(key), "-p", str(self.ssh_port),
+                f"{user}@127.0.0.1", command]
 
     def _shared(self, key: Path, user: str, fresh: bool) -> list[str]:
         if fresh:
@@ -285,6 +294,16 @@ class Guest:
                                timeout=10, stdin=subprocess.DEVNULL, check=False)
             shutil.rmtree(self._mux_dir, ignore_errors=True)
             self._mux_dir = None
+
+    def reboot(self, key: Path, user: str, before: str = "") -> None:
+        """As root, run `before` (if any) and then `systemctl reboot`. The shared connections
+        are closed first and the command has its own: a connection left open through the
+        shutdown held the reboot for 90 s (systemd-shutdown's wait for remaining processes)."""
+        self._close_shared()
+        command = f"{before} && systemctl reboot" if before else "systemctl reboot"
+        res = self.ssh(key, user, "sudo -n sh -c " + shlex.quote(command), fresh=True)
+        if res.returncode not in (0, 255):  # 255: the connection went down with the guest
+            raise AssertionError(f"reboot: {command!r} -> {res.returncode}: {res.stderr.strip()}")
 
     def root(self, key: Path, user: str, command: str, timeout: float = 60) -> str:
         """Run `command` as root through sudo (the user's sudo rule); return its stdout."""
