@@ -132,7 +132,7 @@ def test_config_drive_then_reboot_then_new_instance(cidag_image, workdir, keys, 
 
     # Reboot, same instance: per-instance work is not done again, per-boot work is.
     g.reboot(keys["user"][0], "alice", before="echo tampered > /etc/vm-test/hello")
-    again = status_of(g.wait_report(2))
+    again = status_of(g.wait_report(1))
     assert again["instance_id"] == "iid-vm-1"
     record = json.loads(g.root(keys["user"][0], "alice", "cat /var/lib/cidag/last-run.json"))
     nodes = {n["id"]: n for n in record["nodes"]}
@@ -288,7 +288,7 @@ def test_hard_power_off_mid_provisioning_then_clean(cidag_image, workdir, keys, 
     user = keys["user"][0]
     before = g2.root(user, "alice", "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub; cat /etc/machine-id")
     g2.reboot(user, "alice", before="echo tampered > /etc/vm-test/hello; cidag clean -q --host-keys --machine-id")
-    st = status_of(g2.wait_report(2))
+    st = status_of(g2.wait_report(1))
     assert st["status"] == "done" and st["instance_id"] == "iid-crash-1", st
     assert_first_login(g2, user, "alice")
     record = json.loads(g2.root(user, "alice", "cat /var/lib/cidag/last-run.json"))
