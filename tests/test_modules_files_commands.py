@@ -123,6 +123,23 @@ def test_hostname_and_hosts(tmp_path):
     assert (root / "etc/hosts").read_text() == "127.0.0.1 localhost\n10.0.0.1 db\n127.0.1.1 h2.lan h2\n"
 
 
+def test_hostname_set_when_etc_hosts_cannot_be_kept(tmp_path):
+    """`manage_etc_hosts: localhost` (the shipped manifest's) on a root whose /etc/hosts is a FIFO
+    or a directory: the host name is still written, /etc/hosts is left as it is."""
+    for kind in ("fifo", "dir"):
+        root = make_root(tmp_path / kind)
+        hosts = root / "etc/hosts"
+        if hosts.exists():
+            hosts.unlink()
+        os.mkfifo(hosts) if kind == "fifo" else hosts.mkdir()
+        ctx, run = make_context("module", "hostname", caps={"cloud-config": {"hostname": "web1",
+                                                                            "manage_etc_hosts": "localhost"}},
+                                root=root)
+        run(ctx)
+        assert (root / "etc/hostname").read_text() == "web1\n"
+        assert stat.S_ISFIFO(hosts.lstat().st_mode) if kind == "fifo" else hosts.is_dir()
+
+
 def test_hostname_invalid_and_missing(tmp_path):
     root = make_root(tmp_path)
     ctx, run = make_context("module", "hostname", caps={"hostname": "bad_name!"}, root=root)
